@@ -1,0 +1,60 @@
+//! Collectors: named units that read from one database session and return metric families.
+//!
+//! The poller owns scheduling, timeouts and the connection; a collector only turns a session
+//! into [`Family`] values. Each (target, collector) pair gets its own instance, so a collector
+//! that needs memory between runs (deltas, caches) keeps it in `&mut self`.
+
+mod server;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::metric::{Family, FamilyDesc};
+use crate::target::ServerInfo;
+
+/// What a collector gets to work with on each run.
+pub struct Session {
+    pub client: Client,
+    pub server: ServerInfo,
+}
+
+/// A failed run. The message is shown on the status page and logged; it never holds query text.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct CollectError {
+    pub message: String,
+}
+
+impl From<tokio_postgres::Error> for CollectError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        CollectError {
+            message: crate::target::describe(&error),
+        }
+    }
+}
+
+pub type CollectFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<Family>, CollectError>> + Send + 'a>>;
+
+pub trait Collector: Send {
+    /// Runs once against the session.
+    fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a>;
+}
+
+/// A built-in collector: its name, defaults, the families it may emit and a constructor.
+pub struct Spec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub default_interval: Duration,
+    pub enabled_by_default: bool,
+    pub families: fn() -> Vec<FamilyDesc>,
+    pub build: fn() -> Box<dyn Collector>,
+}
+
+/// Every built-in collector.
+pub fn builtins() -> Vec<Spec> {
+    vec![server::spec()]
+}

@@ -1,0 +1,272 @@
+//! The HTTP server: metrics, health, readiness and a status page.
+//!
+//! Nothing here talks to PostgreSQL. `/metrics` serves the snapshot the pollers keep plus the
+//! self-metrics, so a scrape costs the bytes it sends (and their compression when asked for),
+//! whatever the database is doing.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::poller::Shared;
+
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the handlers need.
+pub struct Site {
+    pub shared: Shared,
+    pub telemetry_path: String,
+}
+
+/// Serves until `shutdown` flips, then lets open requests finish (for at most 5 s).
+pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(error = %error, "accept failed");
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let site = site.clone();
+        let service = service_fn(move |req| handle(site.clone(), req, peer));
+        let connection = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = watched.await {
+                tracing::debug!(error = %error, "http connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {
+            tracing::warn!("http connections still open after 5s; closing");
+        }
+    }
+}
+
+async fn handle(
+    site: Arc<Site>,
+    req: Request<Incoming>,
+    _peer: SocketAddr,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = req.uri().path().to_string();
+    let response = if req.method() != Method::GET && req.method() != Method::HEAD {
+        plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET and HEAD are supported\n",
+        )
+    } else if path == site.telemetry_path {
+        metrics(&site, &req)
+    } else {
+        match path.as_str() {
+            "/healthz" => plain(StatusCode::OK, "ok\n"),
+            "/readyz" => readyz(&site),
+            "/" => index(&site),
+            _ => plain(
+                StatusCode::NOT_FOUND,
+                "not found; see / for the available paths\n",
+            ),
+        }
+    };
+    // Bounded label set: unknown paths are counted together.
+    let known = [site.telemetry_path.as_str(), "/healthz", "/readyz", "/"];
+    let label = if known.contains(&path.as_str()) {
+        path.as_str()
+    } else {
+        "other"
+    };
+    site.shared
+        .telemetry
+        .http_requests
+        .with_label_values(&[label, response.status().as_str()])
+        .inc();
+    Ok(response)
+}
+
+fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let snapshot = site.shared.snapshot.body();
+    let own = site.shared.telemetry.encode();
+    let wants_gzip = req
+        .headers()
+        .get(ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(accepts_gzip);
+    let mut builder = Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, TEXT_FORMAT)
+        .header(VARY, HeaderValue::from_static("Accept-Encoding"));
+    let body = if wants_gzip {
+        let mut encoder = flate2::write::GzEncoder::new(
+            Vec::with_capacity((snapshot.len() + own.len()) / 4),
+            flate2::Compression::fast(),
+        );
+        let compressed = encoder
+            .write_all(&snapshot)
+            .and_then(|_| encoder.write_all(&own))
+            .and_then(|_| encoder.finish());
+        match compressed {
+            Ok(bytes) => {
+                builder = builder.header(CONTENT_ENCODING, "gzip");
+                Bytes::from(bytes)
+            }
+            Err(_) => concat(&snapshot, &own),
+        }
+    } else {
+        concat(&snapshot, &own)
+    };
+    builder.body(Full::new(body)).expect("valid response")
+}
+
+fn concat(a: &[u8], b: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    out.extend_from_slice(a);
+    out.extend_from_slice(b);
+    Bytes::from(out)
+}
+
+/// True when an Accept-Encoding header value allows gzip (and does not refuse it with q=0).
+fn accepts_gzip(header: &str) -> bool {
+    header.split(',').any(|part| {
+        let mut pieces = part.split(';').map(str::trim);
+        let coding = pieces.next().unwrap_or("");
+        let refused = pieces.any(|p| {
+            p.replace(' ', "")
+                .strip_prefix("q=")
+                .and_then(|q| q.parse::<f64>().ok())
+                == Some(0.0)
+        });
+        (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+    })
+}
+
+fn readyz(site: &Site) -> Response<Full<Bytes>> {
+    let ready = site.shared.status.ready();
+    let body = serde_json::json!({
+        "ready": ready,
+        "targets": site.shared.status.view(),
+    });
+    Response::builder()
+        .status(if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        })
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec_pretty(&body).unwrap_or_default(),
+        )))
+        .expect("valid response")
+}
+
+fn index(site: &Site) -> Response<Full<Bytes>> {
+    let mut html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgkpi</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
+         td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.down{{color:#b00}}</style></head>\
+         <body><h1>pgkpi {}</h1><p>PostgreSQL health and KPI exporter. \
+         <a href=\"{path}\">{path}</a> · <a href=\"/readyz\">/readyz</a> · <a href=\"/healthz\">/healthz</a></p>",
+        env!("CARGO_PKG_VERSION"),
+        path = escape(&site.telemetry_path),
+    );
+    for (name, target) in site.shared.status.view() {
+        html.push_str(&format!(
+            "<h2>target {}</h2><p>{} · {} · server {}{}</p>\
+             <table><tr><th>collector</th><th>interval</th><th>state</th><th>last success</th>\
+             <th>last duration</th><th>runs / errors</th><th>last error</th></tr>",
+            escape(&name),
+            escape(&target.endpoint),
+            if target.up {
+                "up".to_string()
+            } else {
+                "<span class=\"down\">down</span>".to_string()
+            },
+            escape(target.server_version.as_deref().unwrap_or("unknown")),
+            target
+                .last_error
+                .as_deref()
+                .map(|e| format!(" · last error: {}", escape(e)))
+                .unwrap_or_default(),
+        ));
+        for (collector, c) in &target.collectors {
+            let state = match (c.attempted, c.up, c.stale) {
+                (false, _, _) => "pending",
+                (true, true, _) => "up",
+                (true, false, true) => "failing (serving stale values)",
+                (true, false, false) => "failing",
+            };
+            html.push_str(&format!(
+                "<tr><td>{}</td><td>{}s</td><td>{}</td><td>{}</td><td>{}</td><td>{} / {}</td><td>{}</td></tr>",
+                escape(collector),
+                c.interval.as_secs_f64(),
+                state,
+                c.last_success_unix
+                    .map(|t| format!("{:.0}s ago", (crate::status::unix_now() - t).max(0.0)))
+                    .unwrap_or_else(|| "never".into()),
+                c.last_duration_seconds
+                    .map(|d| format!("{:.1} ms", d * 1000.0))
+                    .unwrap_or_default(),
+                c.runs,
+                c.errors,
+                escape(c.last_error.as_deref().unwrap_or("")),
+            ));
+        }
+        html.push_str("</table>");
+    }
+    html.push_str("</body></html>\n");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(Full::new(Bytes::from(html)))
+        .expect("valid response")
+}
+
+fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .expect("valid response")
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::accepts_gzip;
+
+    #[test]
+    fn gzip_negotiation() {
+        assert!(accepts_gzip("gzip"));
+        assert!(accepts_gzip("deflate, gzip;q=0.5"));
+        assert!(accepts_gzip("*"));
+        assert!(!accepts_gzip("gzip;q=0"));
+        assert!(!accepts_gzip("gzip; q=0.0"));
+        assert!(!accepts_gzip("identity"));
+    }
+}

@@ -1,0 +1,394 @@
+//! Polling: one connection per target, one schedule per collector.
+//!
+//! For each target a *supervisor* task owns the single connection: it connects, publishes the
+//! live session on a `watch` channel, waits until the connection ends (or a collector reports
+//! it unusable), and reconnects with capped exponential backoff and jitter. Each collector of
+//! the target runs in its own task on its own interval, borrowing the current session from the
+//! channel; when the target is down it records a failed run instead of waiting for it. Results
+//! go to the [`Snapshot`](crate::snapshot::Snapshot); the HTTP side only ever reads that.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::collector::{Collector, Session};
+use crate::snapshot::Snapshot;
+use crate::status::{unix_now, Status};
+use crate::target::Target;
+use crate::telemetry::Telemetry;
+
+/// State shared by the pollers and the HTTP server.
+#[derive(Clone)]
+pub struct Shared {
+    pub snapshot: Arc<Snapshot>,
+    pub status: Arc<Status>,
+    pub telemetry: Telemetry,
+}
+
+/// A collector with its effective schedule.
+pub struct Scheduled {
+    pub name: String,
+    pub interval: Duration,
+    /// Client-side bound on one run.
+    pub timeout: Duration,
+    /// How long the last good values outlive a failing collector.
+    pub stale_after: Duration,
+    pub collector: Box<dyn Collector>,
+}
+
+/// The target's connection as collectors see it.
+#[derive(Clone)]
+enum Conn {
+    /// Before the first connection attempt has finished.
+    Connecting,
+    Up(Arc<Live>),
+    Down(String),
+}
+
+/// A working session and the way for collectors to report it broken.
+struct Live {
+    session: Session,
+    /// Notified by a collector that timed out or found the connection closed; the supervisor
+    /// then drops the session and reconnects.
+    broken: Notify,
+}
+
+/// Reconnect timing: doubles from `initial` up to `max`, each wait drawn in [50%, 100%] of the
+/// current step so that many exporters restarted together do not reconnect in lockstep.
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    step: Duration,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        Backoff {
+            initial,
+            max,
+            step: initial,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (self.step * 2).min(self.max);
+        step.mul_f64(rand::rng().random_range(0.5..=1.0))
+    }
+
+    pub fn reset(&mut self) {
+        self.step = self.initial;
+    }
+}
+
+/// Starts the supervisor and the collector tasks of one target.
+pub fn spawn_target(
+    target: Target,
+    collectors: Vec<Scheduled>,
+    backoff: Backoff,
+    shared: Shared,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    shared.status.register(
+        &target.name,
+        &target.endpoint,
+        &collectors
+            .iter()
+            .map(|c| (c.name.clone(), c.interval))
+            .collect::<Vec<_>>(),
+    );
+    shared
+        .telemetry
+        .pg_up
+        .with_label_values(&[&target.name])
+        .set(0.0);
+    let (tx, rx) = watch::channel(Conn::Connecting);
+    let name = target.name.clone();
+    let mut tasks = vec![tokio::spawn(supervise(
+        target,
+        tx,
+        backoff,
+        shared.clone(),
+        shutdown.clone(),
+    ))];
+    for scheduled in collectors {
+        tasks.push(tokio::spawn(run_collector(
+            name.clone(),
+            scheduled,
+            rx.clone(),
+            shared.clone(),
+            shutdown.clone(),
+        )));
+    }
+    tasks
+}
+
+async fn supervise(
+    target: Target,
+    tx: watch::Sender<Conn>,
+    mut backoff: Backoff,
+    shared: Shared,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let name = target.name.as_str();
+    let pg_up = shared.telemetry.pg_up.with_label_values(&[name]);
+    let mut failures: u32 = 0;
+    loop {
+        shared
+            .telemetry
+            .connection_attempts
+            .with_label_values(&[name])
+            .inc();
+        let attempt = tokio::select! {
+            attempt = target.connect() => attempt,
+            _ = shutdown.changed() => return,
+        };
+        match attempt {
+            Ok((client, server, mut driver)) => {
+                backoff.reset();
+                failures = 0;
+                tracing::info!(target = name, endpoint = %target.endpoint, version = %server.version, "connected");
+                pg_up.set(1.0);
+                shared.status.update_target(name, |t| {
+                    t.attempted = true;
+                    t.up = true;
+                    t.server_version = Some(server.version.clone());
+                    t.last_error = None;
+                });
+                let live = Arc::new(Live {
+                    session: Session { client, server },
+                    broken: Notify::new(),
+                });
+                tx.send_replace(Conn::Up(live.clone()));
+                let reason = tokio::select! {
+                    _ = &mut driver => "connection closed".to_string(),
+                    _ = live.broken.notified() => "session unusable (timeout or closed connection)".to_string(),
+                    _ = shutdown.changed() => {
+                        driver.abort();
+                        return;
+                    }
+                };
+                driver.abort();
+                tracing::warn!(target = name, reason = %reason, "lost connection");
+                pg_up.set(0.0);
+                shared.status.update_target(name, |t| {
+                    t.up = false;
+                    t.last_error = Some(reason.clone());
+                });
+                tx.send_replace(Conn::Down(reason));
+                // Reconnect at once: a dropped session is often a one-off (restart, failover).
+                continue;
+            }
+            Err(error) => {
+                failures += 1;
+                shared
+                    .telemetry
+                    .connection_errors
+                    .with_label_values(&[name])
+                    .inc();
+                pg_up.set(0.0);
+                let message = error.to_string();
+                // The first failure is worth a warning; repeats only every 10th time.
+                if failures == 1 || failures % 10 == 0 {
+                    tracing::warn!(target = name, error = %message, attempts = failures, "connection failed");
+                } else {
+                    tracing::debug!(target = name, error = %message, attempts = failures, "connection failed");
+                }
+                shared.status.update_target(name, |t| {
+                    t.attempted = true;
+                    t.up = false;
+                    t.last_error = Some(message.clone());
+                });
+                tx.send_replace(Conn::Down(message));
+            }
+        }
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn run_collector(
+    target: String,
+    mut scheduled: Scheduled,
+    mut conn: watch::Receiver<Conn>,
+    shared: Shared,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // The first run waits for the first connection attempt, so that it is not recorded as
+    // failed just because the connection was still being set up.
+    while matches!(*conn.borrow_and_update(), Conn::Connecting) {
+        tokio::select! {
+            changed = conn.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+    }
+    let mut next = tokio::time::Instant::now();
+    let mut failing_with: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            changed = conn.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                // Run at once when the target comes back; otherwise keep the schedule.
+                if !matches!(*conn.borrow_and_update(), Conn::Up(_)) {
+                    continue;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+        next = tokio::time::Instant::now() + scheduled.interval;
+        let current = conn.borrow_and_update().clone();
+        run_once(&target, &mut scheduled, current, &shared, &mut failing_with).await;
+    }
+}
+
+async fn run_once(
+    target: &str,
+    scheduled: &mut Scheduled,
+    conn: Conn,
+    shared: &Shared,
+    failing_with: &mut Option<String>,
+) {
+    let labels = [target, scheduled.name.as_str()];
+    let t = &shared.telemetry;
+    let started = Instant::now();
+    let result = match conn {
+        Conn::Up(live) => {
+            match tokio::time::timeout(
+                scheduled.timeout,
+                scheduled.collector.collect(&live.session),
+            )
+            .await
+            {
+                Ok(Ok(families)) => Ok(families),
+                Ok(Err(error)) => {
+                    if live.session.client.is_closed() {
+                        live.broken.notify_one();
+                    }
+                    Err(error.message)
+                }
+                Err(_) => {
+                    // The query may still occupy the connection; a fresh one is cheaper than
+                    // guessing when it will be free.
+                    live.broken.notify_one();
+                    Err(format!(
+                        "timed out after {} (client-side timeout)",
+                        humantime::format_duration(scheduled.timeout)
+                    ))
+                }
+            }
+        }
+        Conn::Down(reason) => Err(format!("target down: {reason}")),
+        Conn::Connecting => Err("target not connected yet".to_string()),
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    t.collector_runs.with_label_values(&labels).inc();
+    t.collector_duration.with_label_values(&labels).set(elapsed);
+    match result {
+        Ok(families) => {
+            let now = unix_now();
+            shared
+                .snapshot
+                .put(target, &scheduled.name, families, scheduled.stale_after);
+            t.snapshot_bytes.set(shared.snapshot.body().len() as f64);
+            t.collector_up.with_label_values(&labels).set(1.0);
+            t.collector_stale.with_label_values(&labels).set(0.0);
+            t.collector_last_success.with_label_values(&labels).set(now);
+            if failing_with.take().is_some() {
+                tracing::info!(target, collector = %scheduled.name, "collector recovered");
+            }
+            shared
+                .status
+                .update_collector(target, &scheduled.name, |c| {
+                    c.attempted = true;
+                    c.up = true;
+                    c.stale = false;
+                    c.runs += 1;
+                    c.last_duration_seconds = Some(elapsed);
+                    c.last_success_unix = Some(now);
+                    c.last_error = None;
+                });
+        }
+        Err(message) => {
+            let stale = shared.snapshot.contains(target, &scheduled.name);
+            t.collector_errors.with_label_values(&labels).inc();
+            t.collector_up.with_label_values(&labels).set(0.0);
+            t.collector_stale
+                .with_label_values(&labels)
+                .set(if stale { 1.0 } else { 0.0 });
+            // Log when the failure starts or changes, not on every run of a long outage.
+            if failing_with.as_deref() != Some(message.as_str()) {
+                tracing::warn!(target, collector = %scheduled.name, error = %message, "collector failed");
+                *failing_with = Some(message.clone());
+            }
+            shared
+                .status
+                .update_collector(target, &scheduled.name, |c| {
+                    c.attempted = true;
+                    c.up = false;
+                    c.stale = stale;
+                    c.runs += 1;
+                    c.errors += 1;
+                    c.last_duration_seconds = Some(elapsed);
+                    c.last_error = Some(message);
+                });
+        }
+    }
+}
+
+/// Drops values that outlived their staleness window, once a second.
+pub fn spawn_janitor(shared: Shared, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            for (target, collector) in shared.snapshot.expire(Instant::now()) {
+                tracing::info!(target = %target, collector = %collector, "dropped stale values");
+                shared
+                    .telemetry
+                    .collector_stale
+                    .with_label_values(&[target.as_str(), collector.as_str()])
+                    .set(0.0);
+                shared
+                    .status
+                    .update_collector(&target, &collector, |c| c.stale = false);
+                shared
+                    .telemetry
+                    .snapshot_bytes
+                    .set(shared.snapshot.body().len() as f64);
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let step = Duration::from_millis((100u64 << i).min(1000));
+            assert!(
+                *d >= step / 2 && *d <= step,
+                "attempt {i}: {d:?} not in [{:?}, {step:?}]",
+                step / 2
+            );
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

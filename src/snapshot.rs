@@ -1,0 +1,168 @@
+//! The latest metrics of every (target, collector), kept already encoded.
+//!
+//! Collectors write here after each successful run; a scrape reads one `Bytes` handle and never
+//! waits for the database. Each entry is encoded once when it arrives; the body served to
+//! Prometheus is re-assembled only when an entry changes, grouping samples of the same family
+//! from several targets under one `# HELP`/`# TYPE` header as the text format requires.
+//! An entry whose collector keeps failing is served until its `keep_until` and then dropped
+//! ([`Snapshot::expire`]), so stale values have a bounded life.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::metric::{self, Family};
+
+/// One family of one entry, encoded.
+struct EncodedFamily {
+    name: String,
+    header: String,
+    samples: String,
+}
+
+struct Entry {
+    families: Vec<EncodedFamily>,
+    /// After this instant the values are too old to serve.
+    keep_until: Instant,
+}
+
+/// Key: (target, collector).
+type Key = (String, String);
+
+#[derive(Default)]
+pub struct Snapshot {
+    entries: Mutex<BTreeMap<Key, Entry>>,
+    body: RwLock<Bytes>,
+}
+
+impl Snapshot {
+    pub fn new() -> Snapshot {
+        Snapshot::default()
+    }
+
+    /// Replaces the values of (target, collector); they are served for at most `keep_for`
+    /// unless a newer run replaces them.
+    pub fn put(&self, target: &str, collector: &str, families: Vec<Family>, keep_for: Duration) {
+        let encoded = families
+            .into_iter()
+            .filter(|f| !f.samples.is_empty())
+            .map(|family| {
+                let mut header = String::new();
+                metric::write_header(&mut header, &family);
+                let mut samples = String::new();
+                metric::write_samples(&mut samples, &family, &[("target", target)]);
+                EncodedFamily {
+                    name: family.name,
+                    header,
+                    samples,
+                }
+            })
+            .collect();
+        let mut entries = self.entries.lock().expect("snapshot lock");
+        entries.insert(
+            (target.to_string(), collector.to_string()),
+            Entry {
+                families: encoded,
+                keep_until: Instant::now() + keep_for,
+            },
+        );
+        self.rebuild(&entries);
+    }
+
+    /// True when values of (target, collector) are being served.
+    pub fn contains(&self, target: &str, collector: &str) -> bool {
+        self.entries
+            .lock()
+            .expect("snapshot lock")
+            .contains_key(&(target.to_string(), collector.to_string()))
+    }
+
+    /// Drops entries past their `keep_until`; returns the keys dropped.
+    pub fn expire(&self, now: Instant) -> Vec<(String, String)> {
+        let mut entries = self.entries.lock().expect("snapshot lock");
+        let expired: Vec<Key> = entries
+            .iter()
+            .filter(|(_, e)| e.keep_until <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !expired.is_empty() {
+            for key in &expired {
+                entries.remove(key);
+            }
+            self.rebuild(&entries);
+        }
+        expired
+    }
+
+    /// The encoded body: O(1), a reference-counted handle.
+    pub fn body(&self) -> Bytes {
+        self.body.read().expect("snapshot lock").clone()
+    }
+
+    fn rebuild(&self, entries: &BTreeMap<Key, Entry>) {
+        let mut by_family: BTreeMap<&str, (&str, Vec<&str>)> = BTreeMap::new();
+        let mut size = 0;
+        for entry in entries.values() {
+            for family in &entry.families {
+                let slot = by_family
+                    .entry(family.name.as_str())
+                    .or_insert_with(|| (family.header.as_str(), Vec::new()));
+                slot.1.push(family.samples.as_str());
+                size += family.header.len() + family.samples.len();
+            }
+        }
+        let mut body = String::with_capacity(size);
+        for (header, samples) in by_family.values() {
+            body.push_str(header);
+            for s in samples {
+                body.push_str(s);
+            }
+        }
+        *self.body.write().expect("snapshot lock") = Bytes::from(body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(value: f64) -> Vec<Family> {
+        vec![Family::gauge("pg_x", "x").with(&[], value)]
+    }
+
+    #[test]
+    fn merges_one_family_across_targets_under_one_header() {
+        let snapshot = Snapshot::new();
+        snapshot.put("b", "server", up(2.0), Duration::from_secs(60));
+        snapshot.put("a", "server", up(1.0), Duration::from_secs(60));
+        let body = String::from_utf8(snapshot.body().to_vec()).unwrap();
+        assert_eq!(
+            body,
+            "# HELP pg_x x\n# TYPE pg_x gauge\npg_x{target=\"a\"} 1\npg_x{target=\"b\"} 2\n"
+        );
+    }
+
+    #[test]
+    fn drops_empty_families_and_expired_entries() {
+        let snapshot = Snapshot::new();
+        snapshot.put(
+            "a",
+            "c",
+            vec![Family::gauge("empty", "e")],
+            Duration::from_secs(60),
+        );
+        assert!(snapshot.body().is_empty());
+        snapshot.put("a", "c", up(1.0), Duration::from_secs(5));
+        assert!(!snapshot.body().is_empty());
+        assert!(snapshot.expire(Instant::now()).is_empty());
+        let later = Instant::now() + Duration::from_secs(10);
+        assert_eq!(
+            snapshot.expire(later),
+            vec![("a".to_string(), "c".to_string())]
+        );
+        assert!(snapshot.body().is_empty());
+        assert!(!snapshot.contains("a", "c"));
+    }
+}

@@ -1,0 +1,107 @@
+//! Health of each target and collector, for `/readyz` and the status page.
+//!
+//! Written by the poller after every connection attempt and collector run; read by the HTTP
+//! side. Error texts here are already safe to show: masked endpoints, no query text.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CollectorStatus {
+    #[serde(serialize_with = "as_seconds")]
+    pub interval: Duration,
+    /// True once the collector has run (or been skipped because the target was down) once.
+    pub attempted: bool,
+    pub up: bool,
+    /// Values served are from an earlier run because the latest failed.
+    pub stale: bool,
+    pub runs: u64,
+    pub errors: u64,
+    pub last_duration_seconds: Option<f64>,
+    pub last_success_unix: Option<f64>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct TargetStatus {
+    /// `user@host:port/db`, password never included.
+    pub endpoint: String,
+    /// True once the first connection attempt has finished, successfully or not.
+    pub attempted: bool,
+    pub up: bool,
+    pub server_version: Option<String>,
+    pub last_error: Option<String>,
+    pub collectors: BTreeMap<String, CollectorStatus>,
+}
+
+#[derive(Default)]
+pub struct Status {
+    targets: Mutex<BTreeMap<String, TargetStatus>>,
+}
+
+fn as_seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Status {
+    pub fn new() -> Status {
+        Status::default()
+    }
+
+    /// Declares a target and its collectors before polling starts.
+    pub fn register(&self, target: &str, endpoint: &str, collectors: &[(String, Duration)]) {
+        let mut targets = self.targets.lock().expect("status lock");
+        let entry = targets.entry(target.to_string()).or_default();
+        entry.endpoint = endpoint.to_string();
+        for (name, interval) in collectors {
+            entry.collectors.insert(
+                name.clone(),
+                CollectorStatus {
+                    interval: *interval,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    pub fn update_target(&self, target: &str, f: impl FnOnce(&mut TargetStatus)) {
+        let mut targets = self.targets.lock().expect("status lock");
+        f(targets.entry(target.to_string()).or_default());
+    }
+
+    pub fn update_collector(
+        &self,
+        target: &str,
+        collector: &str,
+        f: impl FnOnce(&mut CollectorStatus),
+    ) {
+        let mut targets = self.targets.lock().expect("status lock");
+        let t = targets.entry(target.to_string()).or_default();
+        f(t.collectors.entry(collector.to_string()).or_default());
+    }
+
+    /// A copy of everything, for rendering.
+    pub fn view(&self) -> BTreeMap<String, TargetStatus> {
+        self.targets.lock().expect("status lock").clone()
+    }
+
+    /// Ready once every target finished its first connection attempt and every collector ran
+    /// (or was skipped because its target is down) at least once.
+    pub fn ready(&self) -> bool {
+        self.targets
+            .lock()
+            .expect("status lock")
+            .values()
+            .all(|t| t.attempted && t.collectors.values().all(|c| c.attempted))
+    }
+}

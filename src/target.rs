@@ -1,0 +1,214 @@
+//! One monitored database: how to reach it and the session it gets.
+//!
+//! [`Target::connect`] opens the single connection the poller keeps per target, applies the
+//! safety settings (timeouts, read-only, application_name) and reads what collectors need to
+//! know about the server (version, recovery state).
+
+use std::fmt;
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Client;
+
+use crate::config::{Config, SessionConfig, TargetConfig};
+use crate::dsn::{self, Dsn};
+use crate::tls;
+
+/// A target ready to connect: parsed DSN, TLS connector, session settings.
+pub struct Target {
+    pub name: String,
+    /// `user@host:port/dbname`, safe to log.
+    pub endpoint: String,
+    dsn: Dsn,
+    tls: tls::Tls,
+    pub session: SessionConfig,
+}
+
+/// What the poller learns about the server on each (re)connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerInfo {
+    /// `server_version_num`, e.g. 150018.
+    pub version_num: i32,
+    /// `server_version`, e.g. "15.18 (Debian 15.18-0+deb12u1)" cut to its first word.
+    pub version: String,
+    pub in_recovery: bool,
+    /// Unix time the postmaster started.
+    pub start_time_seconds: f64,
+}
+
+impl ServerInfo {
+    /// Major version (13, 14, ...).
+    pub fn major(&self) -> i32 {
+        self.version_num / 10000
+    }
+}
+
+/// A connection failure, with the endpoint (never the password) and a hint when one is known.
+#[derive(Debug)]
+pub struct ConnectError {
+    pub endpoint: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "cannot connect to {}: {}", self.endpoint, self.message)
+    }
+}
+
+impl std::error::Error for ConnectError {}
+
+impl Target {
+    /// Builds a target from validated configuration.
+    pub fn from_config(config: &Config, target: &TargetConfig) -> Result<Target, String> {
+        let mut dsn = dsn::parse(&target.dsn)?;
+        if let Some(path) = &target.password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "target \"{}\": password_file {}: cannot read it ({e})",
+                    target.name,
+                    path.display()
+                )
+            })?;
+            dsn.pg
+                .password(text.lines().next().unwrap_or("").trim_end());
+        }
+        let session = config.session_for(target);
+        dsn.pg.application_name(&session.application_name);
+        dsn.pg.connect_timeout(session.connect_timeout);
+        let tls = tls::build(&dsn.tls).map_err(|e| format!("target \"{}\": {e}", target.name))?;
+        dsn.pg.ssl_mode(tls.mode);
+        Ok(Target {
+            name: target.name.clone(),
+            endpoint: endpoint(&dsn),
+            dsn,
+            tls,
+            session,
+        })
+    }
+
+    /// Connects, applies the session settings and reads the server info. The returned future
+    /// drives the connection and must be polled (spawned) for the client to work; it completes
+    /// when the connection closes.
+    pub async fn connect(
+        &self,
+    ) -> Result<(Client, ServerInfo, tokio::task::JoinHandle<()>), ConnectError> {
+        let fail = |message: String| ConnectError {
+            endpoint: self.endpoint.clone(),
+            message,
+        };
+        // connect_timeout covers each address; this bounds the whole attempt including TLS.
+        let budget = self.session.connect_timeout + Duration::from_secs(1);
+        let (client, connection) =
+            tokio::time::timeout(budget, self.dsn.pg.connect(self.tls.connector.clone()))
+                .await
+                .map_err(|_| {
+                    fail(format!(
+                        "timed out after {}",
+                        humantime::format_duration(budget)
+                    ))
+                })?
+                .map_err(|e| fail(describe(&e)))?;
+        let driver = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %describe(&e), "connection ended");
+            }
+        });
+        let setup = async {
+            client.batch_execute(&self.session_sql()).await?;
+            client
+                .query_one(
+                    "SELECT current_setting('server_version_num')::int4, \
+                            split_part(current_setting('server_version'), ' ', 1), \
+                            pg_is_in_recovery(), \
+                            extract(epoch from pg_postmaster_start_time())::float8",
+                    &[],
+                )
+                .await
+        };
+        let row = match tokio::time::timeout(
+            self.session.statement_timeout + Duration::from_secs(1),
+            setup,
+        )
+        .await
+        {
+            Ok(Ok(row)) => row,
+            Ok(Err(e)) => {
+                driver.abort();
+                return Err(fail(format!("session setup failed: {}", describe(&e))));
+            }
+            Err(_) => {
+                driver.abort();
+                return Err(fail("session setup timed out".into()));
+            }
+        };
+        let info = ServerInfo {
+            version_num: row.get(0),
+            version: row.get(1),
+            in_recovery: row.get(2),
+            start_time_seconds: row.get(3),
+        };
+        Ok((client, info, driver))
+    }
+
+    /// The SET statements that make a monitoring session harmless.
+    fn session_sql(&self) -> String {
+        let s = &self.session;
+        let ms = |d: Duration| d.as_millis();
+        format!(
+            "SET statement_timeout = {}; SET lock_timeout = {}; \
+             SET idle_in_transaction_session_timeout = {}; \
+             SET default_transaction_read_only = {}; \
+             SET jit = off;",
+            ms(s.statement_timeout),
+            ms(s.lock_timeout),
+            ms(s.idle_in_transaction_session_timeout),
+            if s.read_only { "on" } else { "off" },
+        )
+    }
+}
+
+fn endpoint(dsn: &Dsn) -> String {
+    let host = dsn
+        .pg
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_default();
+    let port = dsn.pg.get_ports().first().copied().unwrap_or(5432);
+    let user = dsn.pg.get_user().unwrap_or("");
+    let db = dsn.pg.get_dbname().unwrap_or(user);
+    format!("{user}@{host}:{port}/{db}")
+}
+
+/// A tokio-postgres error as one line: message, SQLSTATE, and PostgreSQL's DETAIL and HINT,
+/// which often hold the fix. Never contains query text.
+pub fn describe(error: &tokio_postgres::Error) -> String {
+    if let Some(db) = error.as_db_error() {
+        let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!("; detail: {detail}"));
+        }
+        if let Some(hint) = db.hint() {
+            text.push_str(&format!("; hint: {hint}"));
+        }
+        if db.code() == &SqlState::INSUFFICIENT_PRIVILEGE {
+            text.push_str("; grant pg_monitor to the monitoring role");
+        }
+        return text;
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(inner) = source {
+        let inner_text = inner.to_string();
+        if !text.contains(&inner_text) {
+            text.push_str(": ");
+            text.push_str(&inner_text);
+        }
+        source = inner.source();
+    }
+    text
+}

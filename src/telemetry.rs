@@ -1,0 +1,140 @@
+//! The exporter's own metrics: target reachability, collector health, build and process.
+//!
+//! These live in a `prometheus` crate registry and are encoded at scrape time; that reads only
+//! memory (and /proc for process metrics), never the database.
+
+use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+
+/// Handles to every self-metric. Cheap to clone (the vectors are reference counted).
+#[derive(Clone)]
+pub struct Telemetry {
+    registry: Registry,
+    pub pg_up: GaugeVec,
+    pub connection_attempts: IntCounterVec,
+    pub connection_errors: IntCounterVec,
+    pub collector_up: GaugeVec,
+    pub collector_stale: GaugeVec,
+    pub collector_duration: GaugeVec,
+    pub collector_last_success: GaugeVec,
+    pub collector_runs: IntCounterVec,
+    pub collector_errors: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub snapshot_bytes: Gauge,
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let vec = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
+            vec
+        };
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(vec.clone()))
+                .expect("unique metric");
+            vec
+        };
+        let tc = &["target", "collector"];
+        let telemetry = Telemetry {
+            pg_up: gauge("pg_up", "1 when pgkpi holds a working session to the target, 0 when it cannot connect or the session broke.", &["target"]),
+            connection_attempts: counter("pgkpi_target_connection_attempts_total", "Connection attempts to the target, successful or not.", &["target"]),
+            connection_errors: counter("pgkpi_target_connection_errors_total", "Connection attempts to the target that failed.", &["target"]),
+            collector_up: gauge("pgkpi_collector_up", "1 when the collector's last run succeeded, 0 when it failed or the target is down.", tc),
+            collector_stale: gauge("pgkpi_collector_stale", "1 while the collector's values shown are from an earlier successful run because later runs failed.", tc),
+            collector_duration: gauge("pgkpi_collector_last_duration_seconds", "Wall time of the collector's last run, including database time.", tc),
+            collector_last_success: gauge("pgkpi_collector_last_success_timestamp_seconds", "Unix time of the collector's last successful run.", tc),
+            collector_runs: counter("pgkpi_collector_runs_total", "Runs of the collector, successful or not.", tc),
+            collector_errors: counter("pgkpi_collector_errors_total", "Runs of the collector that failed (error, timeout or target down).", tc),
+            http_requests: counter("pgkpi_http_requests_total", "HTTP requests served, by path and status code.", &["path", "code"]),
+            snapshot_bytes: {
+                let g = Gauge::new("pgkpi_snapshot_bytes", "Size of the encoded snapshot of database metrics served on the metrics path.").expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            registry,
+        };
+        let build = GaugeVec::new(
+            Opts::new(
+                "pgkpi_build_info",
+                "Always 1; the pgkpi version as a label.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+        telemetry
+            .registry
+            .register(Box::new(build))
+            .expect("unique metric");
+        #[cfg(target_os = "linux")]
+        telemetry
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        telemetry
+    }
+
+    /// Encodes every self-metric in the text format.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4096);
+        // Only fails on an empty family, which `gather` never returns.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// Name, type, help and label names of every self-metric, for the metric reference.
+    pub fn describe() -> Vec<crate::metric::FamilyDesc> {
+        let t = Telemetry::new();
+        // Touch every labelled metric once so that `gather` returns it with its label names.
+        t.pg_up.with_label_values(&["t"]);
+        for v in [
+            &t.collector_up,
+            &t.collector_stale,
+            &t.collector_duration,
+            &t.collector_last_success,
+        ] {
+            v.with_label_values(&["t", "c"]);
+        }
+        for v in [&t.collector_runs, &t.collector_errors] {
+            v.with_label_values(&["t", "c"]);
+        }
+        for v in [&t.connection_attempts, &t.connection_errors] {
+            v.with_label_values(&["t"]);
+        }
+        t.http_requests.with_label_values(&["/", "200"]);
+        t.registry
+            .gather()
+            .iter()
+            .map(|mf| {
+                use prometheus::proto::MetricType as T;
+                let kind = match mf.get_field_type() {
+                    T::COUNTER => crate::metric::MetricType::Counter,
+                    T::GAUGE => crate::metric::MetricType::Gauge,
+                    T::HISTOGRAM => crate::metric::MetricType::Histogram,
+                    _ => crate::metric::MetricType::Untyped,
+                };
+                let labels: Vec<&str> = mf
+                    .get_metric()
+                    .first()
+                    .map(|m| m.get_label().iter().map(|l| l.name()).collect())
+                    .unwrap_or_default();
+                crate::metric::FamilyDesc::new(mf.name(), kind, &labels, mf.help())
+            })
+            .collect()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry::new()
+    }
+}
