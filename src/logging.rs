@@ -1,5 +1,7 @@
 //! Log set-up: tracing to stderr, as text or JSON.
 
+use std::io::IsTerminal as _;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -10,6 +12,8 @@ pub fn init(config: &LogConfig) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into log files or collectors.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),

@@ -1,0 +1,35 @@
+# Installs Debian packages that are missing; safe to run again (idempotent).
+# Usage: . scripts/lib/packages.sh; ensure_packages pkg...
+
+ensure_packages() {
+  local missing=()
+  local pkg
+  for pkg in "$@"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+      missing+=("$pkg")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  # Debian's postgresql package would create and start a "main" cluster on port 5432; pgkpi's
+  # tests and demo run their own throwaway clusters, so ask postgresql-common not to.
+  if [ ! -e /etc/postgresql-common/createcluster.conf ]; then
+    $sudo mkdir -p /etc/postgresql-common
+    echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+  fi
+  echo "installing: ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/pgkpi-apt.log 2>&1; then
+    $sudo apt-get update >>/tmp/pgkpi-apt.log 2>&1
+    $sudo apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/pgkpi-apt.log 2>&1 || {
+      cat /tmp/pgkpi-apt.log >&2
+      echo "apt-get install failed for: ${missing[*]}" >&2
+      return 1
+    }
+  fi
+}
+
+# Packages every pgkpi command needs: PostgreSQL 15 (server, contrib, psql) and openssl for
+# the test certificates.
+PGKPI_BASE_PACKAGES=(postgresql-15 postgresql-client-15 openssl ca-certificates curl)

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian 12 machine with Rust: installs what it needs, then
+# checks formatting and lints and runs every test against real PostgreSQL clusters it starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/packages.sh
+ensure_packages "${PGKPI_BASE_PACKAGES[@]}"
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo test"
+# cargo test (not nextest): each test binary shares one PostgreSQL cluster across its tests.
+cargo test --locked -- --color never

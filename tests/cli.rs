@@ -1,0 +1,195 @@
+//! The command line: exit codes and messages for bad configuration, check-config, the
+//! DATA_SOURCE_NAME shortcut, and the generated metric reference.
+
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{pgkpi_bin, Cluster, TempDir};
+
+fn pgkpi(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(pgkpi_bin());
+    cmd.args(args)
+        .env_remove("DATA_SOURCE_NAME")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run pgkpi")
+}
+
+fn file(dir: &TempDir, name: &str, text: &str) -> String {
+    let path = dir.0.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_problem() {
+    let dir = TempDir::new("badcfg");
+    type Case<'a> = (String, &'a [(&'a str, &'a str)], Vec<&'a str>);
+    let cases: Vec<Case> = vec![
+        (
+            file(&dir, "typo.toml", "[web]\nlisten_address = \"127.0.0.1:1\"\n[log]\nlevl = \"info\"\n"),
+            &[],
+            vec!["typo.toml, line 4", "unknown field `levl`"],
+        ),
+        (
+            file(&dir, "syntax.toml", "[web\nlisten_address = 1\n"),
+            &[],
+            vec!["syntax.toml, line 1"],
+        ),
+        (
+            file(&dir, "baddsn.toml", "[[targets]]\nname = \"a\"\ndsn = \"host=h port=notaport password=hunter2\"\n"),
+            &[],
+            vec!["targets[0] (name \"a\"): dsn", "cannot parse connection string", "postgresql://"],
+        ),
+        (
+            file(&dir, "collector.toml", "[collectors.nosuch]\ninterval = \"1s\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n"),
+            &[],
+            vec!["collectors.nosuch", "known collectors: server"],
+        ),
+        (
+            file(&dir, "cafile.toml", "[[targets]]\nname = \"a\"\ndsn = \"host=h sslmode=verify-full sslrootcert=/nonexistent/ca.pem\"\n"),
+            &[],
+            vec!["sslrootcert /nonexistent/ca.pem: cannot read it"],
+        ),
+        (
+            file(&dir, "typo.yaml", "web:\n  listen_adress: x\n"),
+            &[],
+            vec!["typo.yaml, line 2", "listen_adress"],
+        ),
+        (
+            file(&dir, "ok.toml", "[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n"),
+            &[("PGKPI_WEB__LISTEN_ADDRESS", "not-an-address")],
+            vec!["web.listen_address \"not-an-address\""],
+        ),
+    ];
+    for (path, env, expected) in cases {
+        for args in [
+            vec!["--config.file", &path],
+            vec!["--config.file", &path, "check-config"],
+        ] {
+            let out = pgkpi(&args, env);
+            let text = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{path}: {text}");
+            for needle in &expected {
+                assert!(
+                    text.contains(needle),
+                    "{path}: expected {needle:?} in:\n{text}"
+                );
+            }
+            assert!(!text.contains("hunter2"), "password leaked: {text}");
+        }
+    }
+    let missing = pgkpi(&["--config.file", "/nonexistent/pgkpi.toml"], &[]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(stderr(&missing).contains("/nonexistent/pgkpi.toml: cannot read it"));
+
+    let nothing = pgkpi(&[], &[]);
+    assert_eq!(nothing.status.code(), Some(2));
+    assert!(
+        stderr(&nothing).contains("DATA_SOURCE_NAME"),
+        "{}",
+        stderr(&nothing)
+    );
+}
+
+#[test]
+fn check_config_prints_effective_settings_with_passwords_masked() {
+    let dir = TempDir::new("checkcfg");
+    let path = file(
+        &dir,
+        "pgkpi.toml",
+        "[session]\nlock_timeout = \"250ms\"\n[[targets]]\nname = \"primary\"\n\
+         dsn = \"postgresql://app:hunter2@db.example:5432/app?sslmode=require\"\n",
+    );
+    let out = pgkpi(
+        &[
+            "--config.file",
+            &path,
+            "--log.format",
+            "json",
+            "check-config",
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("postgresql://app:****@db.example:5432/app?sslmode=require"),
+        "{text}"
+    );
+    assert!(!text.contains("hunter2"), "{text}");
+    assert!(text.contains("lock_timeout = \"250ms\""), "{text}");
+    assert!(
+        text.contains("statement_timeout = \"5s\""),
+        "defaults shown: {text}"
+    );
+    assert!(text.contains("format = \"json\""), "flag applied: {text}");
+    assert!(text.contains("listen_address = \"0.0.0.0:9188\""), "{text}");
+    assert!(
+        text.contains("# target primary (app@db.example:5432/app): server every 15s"),
+        "{text}"
+    );
+}
+
+#[test]
+fn data_source_name_alone_monitors_one_database() {
+    let cluster = Cluster::shared();
+    let address = format!("127.0.0.1:{}", support::free_port());
+    let mut child = Command::new(pgkpi_bin())
+        .env("DATA_SOURCE_NAME", cluster.dsn("postgres"))
+        .env("PGKPI_WEB__LISTEN_ADDRESS", &address)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if let Ok(response) = support::http_get(&address, "/metrics", &[]) {
+            last = response.text();
+            if last.contains("pg_up{target=\"default\"} 1") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(last.contains("pg_up{target=\"default\"} 1"), "{last}");
+}
+
+#[test]
+fn metric_reference_is_up_to_date() {
+    let out = pgkpi(&["metrics-reference"], &[]);
+    assert!(out.status.success());
+    let generated = String::from_utf8(out.stdout).unwrap();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md");
+    if std::env::var_os("UPDATE_REFERENCE").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/metrics.md is stale; regenerate it with \
+         `cargo run -- metrics-reference > docs/metrics.md` (or UPDATE_REFERENCE=1 cargo test)"
+    );
+    for name in [
+        "pg_up",
+        "pgkpi_collector_up",
+        "pg_server_version_num",
+        "pgkpi_build_info",
+    ] {
+        assert!(
+            generated.contains(&format!("`{name}`")),
+            "{name} missing from the reference"
+        );
+    }
+}

@@ -1,0 +1,504 @@
+//! The exporter against a real PostgreSQL: reachability, outages, readiness, scrape isolation,
+//! TLS and the HTTP surface.
+
+mod support;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use support::{config_for, Cluster, Exporter};
+
+#[test]
+fn exports_pg_up_and_server_version() {
+    let cluster = Cluster::shared();
+    let exporter = Exporter::start(&config_for("main", &cluster.dsn("postgres"), ""));
+    let m = exporter.wait_for(Duration::from_secs(10), "server collector values", |m| {
+        m.value("pg_server_version_num", &[("target", "main")])
+            .is_some()
+    });
+    assert_eq!(m.value("pg_up", &[("target", "main")]), Some(1.0));
+    let expected_num: f64 = cluster
+        .psql("postgres", "SHOW server_version_num")
+        .parse()
+        .unwrap();
+    assert_eq!(
+        m.value("pg_server_version_num", &[("target", "main")]),
+        Some(expected_num)
+    );
+    let version = cluster.psql(
+        "postgres",
+        "SELECT split_part(current_setting('server_version'), ' ', 1)",
+    );
+    assert_eq!(
+        m.value(
+            "pg_server_info",
+            &[("target", "main"), ("version", &version)]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(m.value("pg_in_recovery", &[("target", "main")]), Some(0.0));
+    assert_eq!(
+        m.value(
+            "pgkpi_collector_up",
+            &[("target", "main"), ("collector", "server")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value(
+            "pgkpi_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        Some(1.0)
+    );
+    // Every family has HELP and TYPE.
+    for sample in &m.samples {
+        let family = sample
+            .name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            m.types.contains_key(&sample.name) || m.types.contains_key(family),
+            "no TYPE for {}",
+            sample.name
+        );
+    }
+}
+
+#[test]
+fn holds_one_connection_with_application_name() {
+    let cluster = Cluster::shared();
+    let exporter = Exporter::start(&config_for(
+        "single",
+        &cluster.dsn("postgres"),
+        "[session]\napplication_name = \"pgkpi-single\"\n",
+    ));
+    exporter.wait_for(Duration::from_secs(10), "first run", |m| {
+        m.value("pgkpi_collector_runs_total", &[("collector", "server")])
+            .unwrap_or(0.0)
+            >= 3.0
+    });
+    let count = cluster.psql(
+        "postgres",
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkpi-single'",
+    );
+    assert_eq!(
+        count, "1",
+        "pgkpi must hold exactly one connection per target"
+    );
+}
+
+#[test]
+fn survives_an_outage_and_recovers_without_restart() {
+    let cluster = Cluster::start();
+    let mut exporter = Exporter::start(&config_for("outage", &cluster.dsn("postgres"), ""));
+    exporter.wait_for(Duration::from_secs(10), "pg_up 1", |m| {
+        m.value("pg_up", &[("target", "outage")]) == Some(1.0)
+    });
+
+    cluster.stop();
+    let stopped = Instant::now();
+    exporter.wait_for(Duration::from_secs(10), "pg_up 0 after stop", |m| {
+        m.value("pg_up", &[("target", "outage")]) == Some(0.0)
+    });
+    assert!(
+        stopped.elapsed() <= Duration::from_millis(1500),
+        "pg_up fell to 0 after {:?}, more than one poll interval (1s)",
+        stopped.elapsed()
+    );
+    let response = exporter.get("/metrics");
+    assert_eq!(response.status, 200);
+    exporter.wait_for(Duration::from_secs(5), "collector reported down", |m| {
+        m.value(
+            "pgkpi_collector_up",
+            &[("target", "outage"), ("collector", "server")],
+        ) == Some(0.0)
+    });
+    assert!(
+        exporter.alive(),
+        "pgkpi must keep running while the database is down"
+    );
+
+    cluster.resume();
+    let m = exporter.wait_for(Duration::from_secs(10), "pg_up 1 after restart", |m| {
+        m.value("pg_up", &[("target", "outage")]) == Some(1.0)
+            && m.value(
+                "pgkpi_collector_up",
+                &[("target", "outage"), ("collector", "server")],
+            ) == Some(1.0)
+    });
+    assert!(
+        m.value(
+            "pgkpi_target_connection_errors_total",
+            &[("target", "outage")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(exporter.alive());
+}
+
+#[test]
+fn stale_values_are_kept_for_a_bounded_window_then_dropped() {
+    let cluster = Cluster::start();
+    let exporter = Exporter::start(&config_for("stale", &cluster.dsn("postgres"), "").replace(
+        "interval = \"1s\"\n",
+        "interval = \"1s\"\nstale_after = \"3s\"\n",
+    ));
+    exporter.wait_for(Duration::from_secs(10), "values", |m| {
+        m.value("pg_server_version_num", &[("target", "stale")])
+            .is_some()
+    });
+    cluster.stop();
+    let stopped = Instant::now();
+    exporter.wait_for(Duration::from_secs(5), "stale flag", |m| {
+        m.value(
+            "pgkpi_collector_stale",
+            &[("target", "stale"), ("collector", "server")],
+        ) == Some(1.0)
+            && m.value("pg_server_version_num", &[("target", "stale")])
+                .is_some()
+    });
+    exporter.wait_for(Duration::from_secs(10), "values dropped", |m| {
+        m.value("pg_server_version_num", &[("target", "stale")])
+            .is_none()
+    });
+    let gone_after = stopped.elapsed();
+    assert!(
+        gone_after >= Duration::from_secs(1) && gone_after <= Duration::from_secs(6),
+        "stale values dropped after {gone_after:?}; expected within the 3s window (+1 janitor tick)"
+    );
+    let m = exporter.metrics();
+    assert_eq!(
+        m.value(
+            "pgkpi_collector_stale",
+            &[("target", "stale"), ("collector", "server")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(m.value("pg_up", &[("target", "stale")]), Some(0.0));
+}
+
+#[test]
+fn unreachable_target_at_start_serves_pg_up_0() {
+    let closed_port = support::free_port();
+    let dsn =
+        format!("host=127.0.0.1 port={closed_port} user=postgres dbname=postgres sslmode=disable");
+    let mut exporter = Exporter::start(&config_for("nowhere", &dsn, ""));
+    let m = exporter.wait_for(Duration::from_secs(5), "connection attempts", |m| {
+        m.value(
+            "pgkpi_target_connection_errors_total",
+            &[("target", "nowhere")],
+        )
+        .unwrap_or(0.0)
+            >= 2.0
+    });
+    assert_eq!(m.value("pg_up", &[("target", "nowhere")]), Some(0.0));
+    let ready = exporter.get("/readyz");
+    assert_eq!(
+        ready.status,
+        200,
+        "a down target has completed its first poll: {}",
+        ready.text()
+    );
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(body["targets"]["nowhere"]["up"], false);
+    assert!(
+        body["targets"]["nowhere"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("refused"),
+        "{body}"
+    );
+    assert!(exporter.alive());
+}
+
+#[test]
+fn readyz_flips_after_the_first_poll() {
+    // A server that accepts TCP and never answers holds the first connection attempt until
+    // connect_timeout.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in silent.incoming().take(2).flatten() {
+            held.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(8));
+    });
+    let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable");
+    let exporter = Exporter::start(&config_for(
+        "silent",
+        &dsn,
+        "[session]\nconnect_timeout = \"2s\"\n",
+    ));
+    let before = exporter.get("/readyz");
+    assert_eq!(
+        before.status,
+        503,
+        "not ready before the first poll: {}",
+        before.text()
+    );
+    let body: serde_json::Value = serde_json::from_slice(&before.body).unwrap();
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["targets"]["silent"]["attempted"], false);
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let response = exporter.get("/readyz");
+        if response.status == 200 || Instant::now() > deadline {
+            break response;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(after.status, 200, "{}", after.text());
+    let body: serde_json::Value = serde_json::from_slice(&after.body).unwrap();
+    assert_eq!(body["targets"]["silent"]["up"], false);
+    assert!(
+        body["targets"]["silent"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("timed out"),
+        "{body}"
+    );
+    assert_eq!(
+        body["targets"]["silent"]["collectors"]["server"]["attempted"],
+        true
+    );
+    drop(holder);
+}
+
+#[test]
+fn scrape_returns_at_once_while_the_poll_is_stuck() {
+    let cluster = Cluster::shared();
+    let exporter = Exporter::start(&config_for(
+        "slow",
+        &cluster.dsn("postgres"),
+        "[session]\napplication_name = \"pgkpi-slow\"\nstatement_timeout = \"1s\"\n",
+    ));
+    exporter.wait_for(Duration::from_secs(10), "values", |m| {
+        m.value("pg_server_version_num", &[("target", "slow")])
+            .is_some()
+    });
+    // Freeze the backend serving pgkpi: its next poll hangs inside the database.
+    let pid: i32 = cluster
+        .psql(
+            "postgres",
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgkpi-slow'",
+        )
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let frozen = scopeguard(pid);
+    std::thread::sleep(Duration::from_millis(1200)); // a poll is now in flight and stuck
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let started = Instant::now();
+        let response = exporter.get("/metrics");
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(response.status, 200);
+        assert!(response
+            .text()
+            .contains("pg_server_version_num{target=\"slow\"}"));
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a scrape took {slowest:?} while the poll hung"
+    );
+    // The stuck poll is cut by the client-side timeout and reported, and pgkpi reconnects.
+    let m = exporter.wait_for(Duration::from_secs(10), "timeout reported", |m| {
+        m.value(
+            "pgkpi_collector_errors_total",
+            &[("target", "slow"), ("collector", "server")],
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    });
+    assert!(
+        m.value(
+            "pgkpi_collector_runs_total",
+            &[("target", "slow"), ("collector", "server")]
+        )
+        .unwrap()
+            >= 2.0
+    );
+    let ready: serde_json::Value = serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
+    let error = ready["targets"]["slow"]["collectors"]["server"]["last_error"].clone();
+    drop(frozen);
+    exporter.wait_for(Duration::from_secs(10), "recovered", |m| {
+        m.value(
+            "pgkpi_collector_up",
+            &[("target", "slow"), ("collector", "server")],
+        ) == Some(1.0)
+            && m.value("pg_up", &[("target", "slow")]) == Some(1.0)
+    });
+    assert!(
+        error.is_null()
+            || error.as_str().unwrap().contains("timed out")
+            || error.as_str().unwrap().contains("closed"),
+        "{error}"
+    );
+}
+
+/// Resumes a SIGSTOPped backend when dropped, even if the test fails.
+struct Frozen(i32);
+
+fn scopeguard(pid: i32) -> Frozen {
+    Frozen(pid)
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+fn tls_config(name: &str, cluster: &Cluster, host: &str, params: &str) -> String {
+    config_for(
+        name,
+        &format!(
+            "host={host} port={} user=postgres dbname=postgres {params}",
+            cluster.port
+        ),
+        &format!("[session]\napplication_name = \"pgkpi-{name}\"\n"),
+    )
+}
+
+fn ssl_in_use(cluster: &Cluster, application: &str) -> String {
+    cluster.psql(
+        "postgres",
+        &format!(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = '{application}'"
+        ),
+    )
+}
+
+#[test]
+fn tls_modes_follow_libpq_semantics() {
+    let cluster = Cluster::shared();
+    let ca = cluster.ca_cert.display().to_string();
+    let up = |name: &str, host: &str, params: &str| {
+        let exporter = Exporter::start(&tls_config(name, cluster, host, params));
+        exporter.wait_for(Duration::from_secs(10), &format!("{name} up"), |m| {
+            m.value("pg_up", &[("target", name)]) == Some(1.0)
+        });
+        let ssl = ssl_in_use(cluster, &format!("pgkpi-{name}"));
+        drop(exporter);
+        ssl
+    };
+    assert_eq!(
+        up(
+            "full",
+            "localhost",
+            &format!("sslmode=verify-full sslrootcert={ca}")
+        ),
+        "t"
+    );
+    assert_eq!(
+        up(
+            "ca",
+            "127.0.0.1",
+            &format!("sslmode=verify-ca sslrootcert={ca}")
+        ),
+        "t"
+    );
+    assert_eq!(up("require", "127.0.0.1", "sslmode=require"), "t");
+    assert_eq!(
+        up("prefer", "127.0.0.1", ""),
+        "t",
+        "libpq's default prefer uses TLS when offered"
+    );
+    assert_eq!(up("plain", "127.0.0.1", "sslmode=disable"), "f");
+
+    let down = |name: &str, host: &str, params: &str, expect: &str| {
+        let exporter = Exporter::start(&tls_config(name, cluster, host, params));
+        let m = exporter.wait_for(Duration::from_secs(10), "connection errors", |m| {
+            m.value("pgkpi_target_connection_errors_total", &[("target", name)])
+                .unwrap_or(0.0)
+                >= 1.0
+        });
+        assert_eq!(m.value("pg_up", &[("target", name)]), Some(0.0));
+        let ready: serde_json::Value =
+            serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
+        let error = ready["targets"][name]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_lowercase();
+        assert!(
+            error.contains(expect),
+            "{name}: expected '{expect}' in: {error}"
+        );
+    };
+    down(
+        "wrongname",
+        "127.0.0.1",
+        &format!("sslmode=verify-full sslrootcert={ca}"),
+        "certificate",
+    );
+    let other = support::TempDir::new("otherca");
+    let other_ca = support::make_ca(&other.0, "other").display().to_string();
+    down(
+        "wrongca",
+        "localhost",
+        &format!("sslmode=verify-full sslrootcert={other_ca}"),
+        "certificate",
+    );
+}
+
+#[test]
+fn metrics_are_gzipped_on_request_and_other_paths_behave() {
+    let cluster = Cluster::shared();
+    let exporter = Exporter::start(&config_for("http", &cluster.dsn("postgres"), ""));
+    exporter.wait_for(Duration::from_secs(10), "values", |m| {
+        m.value("pg_server_version_num", &[("target", "http")])
+            .is_some()
+    });
+    let plain = exporter.get("/metrics");
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    assert_eq!(plain.header("content-encoding"), None);
+
+    let zipped = exporter.get_with("/metrics", &[("Accept-Encoding", "gzip")]);
+    assert_eq!(zipped.status, 200);
+    assert_eq!(zipped.header("content-encoding"), Some("gzip"));
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(zipped.body.as_slice())
+        .read_to_string(&mut text)
+        .expect("valid gzip");
+    assert!(text.contains("pg_up{target=\"http\"} 1"), "{text}");
+
+    assert_eq!(exporter.get("/healthz").status, 200);
+    let index = exporter.get("/");
+    assert_eq!(index.status, 200);
+    let html = index.text();
+    assert!(
+        html.contains("target http") && html.contains("server") && html.contains("/metrics"),
+        "{html}"
+    );
+    assert_eq!(exporter.get("/nope").status, 404);
+    let m = exporter.metrics();
+    assert!(
+        m.value(
+            "pgkpi_http_requests_total",
+            &[("path", "other"), ("code", "404")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let cluster = Cluster::shared();
+    let exporter = Exporter::start(&config_for("term", &cluster.dsn("postgres"), ""));
+    exporter.wait_for(Duration::from_secs(10), "up", |m| {
+        m.value("pg_up", &[("target", "term")]) == Some(1.0)
+    });
+    let status = exporter.terminate();
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
