@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::collector;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Site};
-use crate::poller::{self, Backoff, Scheduled, Shared};
+use crate::poller::{self, Scheduled, Shared};
 use crate::snapshot::Snapshot;
 use crate::status::Status;
 use crate::target::Target;
@@ -52,6 +52,7 @@ pub fn plan(config: &Config) -> Result<Vec<TargetPlan>, ConfigError> {
             let interval = settings.interval.unwrap_or(spec.default_interval);
             collectors.push(Scheduled {
                 name: spec.name.to_string(),
+                lane: spec.lane,
                 interval,
                 // Past the server's own limit, so the server cancels first and the
                 // connection stays usable.
@@ -59,7 +60,7 @@ pub fn plan(config: &Config) -> Result<Vec<TargetPlan>, ConfigError> {
                     .timeout
                     .unwrap_or(target.session.statement_timeout + Duration::from_secs(1)),
                 stale_after: settings.stale_after.unwrap_or(interval * 3),
-                collector: (spec.build)(),
+                collector: (spec.build)(config),
             });
         }
         plans.push(TargetPlan { target, collectors });
@@ -87,7 +88,7 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for plan in plans {
-        let backoff = Backoff::new(
+        let backoff = (
             config.poller.reconnect_initial_backoff,
             config.poller.reconnect_max_backoff,
         );

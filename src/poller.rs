@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::collector::{Collector, Session};
+use crate::collector::{CollectError, Collector, Session};
 use crate::snapshot::Snapshot;
 use crate::status::{unix_now, Status};
 use crate::target::Target;
@@ -31,6 +31,8 @@ pub struct Shared {
 /// A collector with its effective schedule.
 pub struct Scheduled {
     pub name: String,
+    /// The connection it runs on.
+    pub lane: Lane,
     pub interval: Duration,
     /// Client-side bound on one run.
     pub timeout: Duration,
@@ -84,11 +86,21 @@ impl Backoff {
     }
 }
 
-/// Starts the supervisor and the collector tasks of one target.
+/// Which connection of a target a collector uses. Collectors on one connection run one query
+/// at a time, so a slow collector delays the others on it; the high-frequency activity sampler
+/// gets a connection of its own so that nothing delays it. Every other collector shares the
+/// main connection, whose state is `pg_up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lane {
+    Main,
+    Sampler,
+}
+
+/// Starts, for one target, a supervisor per connection (lane) in use and a task per collector.
 pub fn spawn_target(
     target: Target,
     collectors: Vec<Scheduled>,
-    backoff: Backoff,
+    backoff: (Duration, Duration),
     shared: Shared,
     shutdown: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
@@ -105,35 +117,48 @@ pub fn spawn_target(
         .pg_up
         .with_label_values(&[&target.name])
         .set(0.0);
-    let (tx, rx) = watch::channel(Conn::Connecting);
-    let name = target.name.clone();
-    let mut tasks = vec![tokio::spawn(supervise(
-        target,
-        tx,
-        backoff,
-        shared.clone(),
-        shutdown.clone(),
-    ))];
+    let target = Arc::new(target);
+    let mut lanes: std::collections::BTreeMap<Lane, Vec<Scheduled>> = Default::default();
+    lanes.entry(Lane::Main).or_default(); // always: it drives pg_up
     for scheduled in collectors {
-        tasks.push(tokio::spawn(run_collector(
-            name.clone(),
-            scheduled,
-            rx.clone(),
+        lanes.entry(scheduled.lane).or_default().push(scheduled);
+    }
+    let mut tasks = Vec::new();
+    for (lane, collectors) in lanes {
+        let (tx, rx) = watch::channel(Conn::Connecting);
+        tasks.push(tokio::spawn(supervise(
+            target.clone(),
+            lane,
+            tx,
+            Backoff::new(backoff.0, backoff.1),
             shared.clone(),
             shutdown.clone(),
         )));
+        for scheduled in collectors {
+            tasks.push(tokio::spawn(run_collector(
+                target.name.clone(),
+                scheduled,
+                rx.clone(),
+                shared.clone(),
+                shutdown.clone(),
+            )));
+        }
     }
     tasks
 }
 
 async fn supervise(
-    target: Target,
+    target: Arc<Target>,
+    lane: Lane,
     tx: watch::Sender<Conn>,
     mut backoff: Backoff,
     shared: Shared,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = target.name.as_str();
+    // Only the main connection speaks for the target (pg_up, status); a sampler connection
+    // that fails shows through its collector's own metrics.
+    let main = lane == Lane::Main;
     let pg_up = shared.telemetry.pg_up.with_label_values(&[name]);
     let mut failures: u32 = 0;
     loop {
@@ -150,14 +175,16 @@ async fn supervise(
             Ok((client, server, mut driver)) => {
                 backoff.reset();
                 failures = 0;
-                tracing::info!(target = name, endpoint = %target.endpoint, version = %server.version, "connected");
-                pg_up.set(1.0);
-                shared.status.update_target(name, |t| {
-                    t.attempted = true;
-                    t.up = true;
-                    t.server_version = Some(server.version.clone());
-                    t.last_error = None;
-                });
+                tracing::info!(target = name, ?lane, endpoint = %target.endpoint, version = %server.version, "connected");
+                if main {
+                    pg_up.set(1.0);
+                    shared.status.update_target(name, |t| {
+                        t.attempted = true;
+                        t.up = true;
+                        t.server_version = Some(server.version.clone());
+                        t.last_error = None;
+                    });
+                }
                 let live = Arc::new(Live {
                     session: Session { client, server },
                     broken: Notify::new(),
@@ -172,12 +199,14 @@ async fn supervise(
                     }
                 };
                 driver.abort();
-                tracing::warn!(target = name, reason = %reason, "lost connection");
-                pg_up.set(0.0);
-                shared.status.update_target(name, |t| {
-                    t.up = false;
-                    t.last_error = Some(reason.clone());
-                });
+                tracing::warn!(target = name, ?lane, reason = %reason, "lost connection");
+                if main {
+                    pg_up.set(0.0);
+                    shared.status.update_target(name, |t| {
+                        t.up = false;
+                        t.last_error = Some(reason.clone());
+                    });
+                }
                 tx.send_replace(Conn::Down(reason));
                 // Reconnect at once: a dropped session is often a one-off (restart, failover).
                 continue;
@@ -189,19 +218,21 @@ async fn supervise(
                     .connection_errors
                     .with_label_values(&[name])
                     .inc();
-                pg_up.set(0.0);
                 let message = error.to_string();
                 // The first failure is worth a warning; repeats only every 10th time.
                 if failures == 1 || failures % 10 == 0 {
-                    tracing::warn!(target = name, error = %message, attempts = failures, "connection failed");
+                    tracing::warn!(target = name, ?lane, error = %message, attempts = failures, "connection failed");
                 } else {
-                    tracing::debug!(target = name, error = %message, attempts = failures, "connection failed");
+                    tracing::debug!(target = name, ?lane, error = %message, attempts = failures, "connection failed");
                 }
-                shared.status.update_target(name, |t| {
-                    t.attempted = true;
-                    t.up = false;
-                    t.last_error = Some(message.clone());
-                });
+                if main {
+                    pg_up.set(0.0);
+                    shared.status.update_target(name, |t| {
+                        t.attempted = true;
+                        t.up = false;
+                        t.last_error = Some(message.clone());
+                    });
+                }
                 tx.send_replace(Conn::Down(message));
             }
         }
@@ -229,7 +260,7 @@ async fn run_collector(
         }
     }
     let mut next = tokio::time::Instant::now();
-    let mut failing_with: Option<String> = None;
+    let mut state = RunState::default();
     loop {
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
@@ -246,8 +277,17 @@ async fn run_collector(
         }
         next = tokio::time::Instant::now() + scheduled.interval;
         let current = conn.borrow_and_update().clone();
-        run_once(&target, &mut scheduled, current, &shared, &mut failing_with).await;
+        run_once(&target, &mut scheduled, current, &shared, &mut state).await;
     }
+}
+
+/// What a collector task remembers between runs, to log state changes only.
+#[derive(Default)]
+struct RunState {
+    /// The message of the failure (or skip) in progress, if any.
+    failing_with: Option<String>,
+    /// The reason code of the skip in progress, if any.
+    skipped: Option<&'static str>,
 }
 
 async fn run_once(
@@ -255,7 +295,7 @@ async fn run_once(
     scheduled: &mut Scheduled,
     conn: Conn,
     shared: &Shared,
-    failing_with: &mut Option<String>,
+    state: &mut RunState,
 ) {
     let labels = [target, scheduled.name.as_str()];
     let t = &shared.telemetry;
@@ -273,21 +313,21 @@ async fn run_once(
                     if live.session.client.is_closed() {
                         live.broken.notify_one();
                     }
-                    Err(error.message)
+                    Err(error)
                 }
                 Err(_) => {
                     // The query may still occupy the connection; a fresh one is cheaper than
                     // guessing when it will be free.
                     live.broken.notify_one();
-                    Err(format!(
+                    Err(CollectError::failed(format!(
                         "timed out after {} (client-side timeout)",
                         humantime::format_duration(scheduled.timeout)
-                    ))
+                    )))
                 }
             }
         }
-        Conn::Down(reason) => Err(format!("target down: {reason}")),
-        Conn::Connecting => Err("target not connected yet".to_string()),
+        Conn::Down(reason) => Err(CollectError::failed(format!("target down: {reason}"))),
+        Conn::Connecting => Err(CollectError::failed("target not connected yet")),
     };
     let elapsed = started.elapsed().as_secs_f64();
     t.collector_runs.with_label_values(&labels).inc();
@@ -302,8 +342,15 @@ async fn run_once(
             t.collector_up.with_label_values(&labels).set(1.0);
             t.collector_stale.with_label_values(&labels).set(0.0);
             t.collector_last_success.with_label_values(&labels).set(now);
-            if failing_with.take().is_some() {
+            if state.failing_with.take().is_some() {
                 tracing::info!(target, collector = %scheduled.name, "collector recovered");
+            }
+            // A collector that was skipped (extension installed since, promotion, ...) is no
+            // longer.
+            if let Some(reason) = state.skipped.take() {
+                let _ = t
+                    .collector_skipped
+                    .remove_label_values(&[target, &scheduled.name, reason]);
             }
             shared
                 .status
@@ -317,7 +364,48 @@ async fn run_once(
                     c.last_error = None;
                 });
         }
-        Err(message) => {
+        Err(CollectError {
+            message,
+            skip: Some(reason),
+        }) => {
+            // By design, not a failure: one log line when it starts, a gauge saying why.
+            if state.failing_with.as_deref() != Some(message.as_str()) {
+                tracing::warn!(target, collector = %scheduled.name, reason, why = %message, "collector skipped");
+                state.failing_with = Some(message.clone());
+            }
+            shared
+                .snapshot
+                .put(target, &scheduled.name, Vec::new(), scheduled.stale_after);
+            t.collector_up.with_label_values(&labels).set(1.0);
+            t.collector_stale.with_label_values(&labels).set(0.0);
+            if let Some(previous) = state.skipped.replace(reason) {
+                if previous != reason {
+                    let _ = t.collector_skipped.remove_label_values(&[
+                        target,
+                        &scheduled.name,
+                        previous,
+                    ]);
+                }
+            }
+            t.collector_skipped
+                .with_label_values(&[target, &scheduled.name, reason])
+                .set(1.0);
+            shared
+                .status
+                .update_collector(target, &scheduled.name, |c| {
+                    c.attempted = true;
+                    c.up = true;
+                    c.stale = false;
+                    c.runs += 1;
+                    c.last_duration_seconds = Some(elapsed);
+                    c.last_error = None;
+                    c.skipped = Some(format!("{reason}: {message}"));
+                });
+        }
+        Err(CollectError {
+            message,
+            skip: None,
+        }) => {
             let stale = shared.snapshot.contains(target, &scheduled.name);
             t.collector_errors.with_label_values(&labels).inc();
             t.collector_up.with_label_values(&labels).set(0.0);
@@ -325,9 +413,9 @@ async fn run_once(
                 .with_label_values(&labels)
                 .set(if stale { 1.0 } else { 0.0 });
             // Log when the failure starts or changes, not on every run of a long outage.
-            if failing_with.as_deref() != Some(message.as_str()) {
+            if state.failing_with.as_deref() != Some(message.as_str()) {
                 tracing::warn!(target, collector = %scheduled.name, error = %message, "collector failed");
-                *failing_with = Some(message.clone());
+                state.failing_with = Some(message.clone());
             }
             shared
                 .status

@@ -23,6 +23,8 @@ pub struct CollectorStatus {
     pub last_duration_seconds: Option<f64>,
     pub last_success_unix: Option<f64>,
     pub last_error: Option<String>,
+    /// Why the collector does not run here, when it is skipped by design.
+    pub skipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Default)]

@@ -14,6 +14,7 @@ pub struct Telemetry {
     pub connection_errors: IntCounterVec,
     pub collector_up: GaugeVec,
     pub collector_stale: GaugeVec,
+    pub collector_skipped: GaugeVec,
     pub collector_duration: GaugeVec,
     pub collector_last_success: GaugeVec,
     pub collector_runs: IntCounterVec,
@@ -46,6 +47,7 @@ impl Telemetry {
             connection_errors: counter("pgkpi_target_connection_errors_total", "Connection attempts to the target that failed.", &["target"]),
             collector_up: gauge("pgkpi_collector_up", "1 when the collector's last run succeeded, 0 when it failed or the target is down.", tc),
             collector_stale: gauge("pgkpi_collector_stale", "1 while the collector's values shown are from an earlier successful run because later runs failed.", tc),
+            collector_skipped: gauge("pgkpi_collector_skipped", "1 when the collector does not run on this target by design (reason: extension_missing, version, permission, standby, primary, ...); see the log line or / for what to do.", &["target", "collector", "reason"]),
             collector_duration: gauge("pgkpi_collector_last_duration_seconds", "Wall time of the collector's last run, including database time.", tc),
             collector_last_success: gauge("pgkpi_collector_last_success_timestamp_seconds", "Unix time of the collector's last successful run.", tc),
             collector_runs: counter("pgkpi_collector_runs_total", "Runs of the collector, successful or not.", tc),
@@ -111,6 +113,7 @@ impl Telemetry {
             v.with_label_values(&["t"]);
         }
         t.http_requests.with_label_values(&["/", "200"]);
+        t.collector_skipped.with_label_values(&["t", "c", "r"]);
         t.registry
             .gather()
             .iter()

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use crate::config::Config;
 use crate::metric::{Family, FamilyDesc};
 use crate::target::ServerInfo;
 
@@ -21,18 +22,38 @@ pub struct Session {
     pub server: ServerInfo,
 }
 
-/// A failed run. The message is shown on the status page and logged; it never holds query text.
+/// A run that produced no values: either it failed, or the collector cannot run on this
+/// server by design (`skip` holds a short reason code, e.g. `extension_missing`). A skip is
+/// logged once, exported as `pgkpi_collector_skipped{reason}` and not counted as an error.
+/// The message is shown on the status page and logged; it never holds query text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct CollectError {
     pub message: String,
+    pub skip: Option<&'static str>,
+}
+
+impl CollectError {
+    pub fn failed(message: impl Into<String>) -> Self {
+        CollectError {
+            message: message.into(),
+            skip: None,
+        }
+    }
+
+    /// The collector does not apply here; `reason` is a bounded code, `message` says what to
+    /// do about it (e.g. "run CREATE EXTENSION pg_stat_statements").
+    pub fn skipped(reason: &'static str, message: impl Into<String>) -> Self {
+        CollectError {
+            message: message.into(),
+            skip: Some(reason),
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for CollectError {
     fn from(error: tokio_postgres::Error) -> Self {
-        CollectError {
-            message: crate::target::describe(&error),
-        }
+        CollectError::failed(crate::target::describe(&error))
     }
 }
 
@@ -50,8 +71,12 @@ pub struct Spec {
     pub description: &'static str,
     pub default_interval: Duration,
     pub enabled_by_default: bool,
+    /// The connection it runs on; `Lane::Main` unless it must never wait behind others.
+    pub lane: crate::poller::Lane,
     pub families: fn() -> Vec<FamilyDesc>,
-    pub build: fn() -> Box<dyn Collector>,
+    /// Builds the instance for one target from the whole configuration (collectors read their
+    /// own section of it).
+    pub build: fn(&Config) -> Box<dyn Collector>,
 }
 
 /// Every built-in collector.

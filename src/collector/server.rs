@@ -14,8 +14,9 @@ pub fn spec() -> Spec {
         description: "Server version, recovery state and start time; probes the session.",
         default_interval: Duration::from_secs(15),
         enabled_by_default: true,
+        lane: crate::poller::Lane::Main,
         families,
-        build: || Box::new(Server),
+        build: |_| Box::new(Server),
     }
 }
 
