@@ -16,6 +16,7 @@ use crate::snapshot::Snapshot;
 use crate::status::Status;
 use crate::target::Target;
 use crate::telemetry::Telemetry;
+use crate::views::Views;
 
 /// A target with the collectors it will run.
 pub struct TargetPlan {
@@ -25,7 +26,7 @@ pub struct TargetPlan {
 
 /// Resolves targets and collector schedules; everything `check-config` can check without
 /// connecting (DSNs, TLS files, password files, collector names).
-pub fn plan(config: &Config) -> Result<Vec<TargetPlan>, ConfigError> {
+pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, ConfigError> {
     let specs = collector::builtins();
     let known: BTreeSet<&str> = specs.iter().map(|s| s.name).collect();
     for name in config.collectors.keys() {
@@ -60,7 +61,11 @@ pub fn plan(config: &Config) -> Result<Vec<TargetPlan>, ConfigError> {
                     .timeout
                     .unwrap_or(target.session.statement_timeout + Duration::from_secs(1)),
                 stale_after: settings.stale_after.unwrap_or(interval * 3),
-                collector: (spec.build)(config),
+                collector: (spec.build)(&collector::BuildContext {
+                    config,
+                    target: &target.name,
+                    views: views.clone(),
+                }),
             });
         }
         plans.push(TargetPlan { target, collectors });
@@ -69,8 +74,9 @@ pub fn plan(config: &Config) -> Result<Vec<TargetPlan>, ConfigError> {
 }
 
 /// Runs the exporter until SIGINT or SIGTERM.
-pub async fn run(config: Config, plans: Vec<TargetPlan>) -> anyhow::Result<()> {
+pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> anyhow::Result<()> {
     let shared = Shared {
+        views,
         snapshot: Arc::new(Snapshot::new()),
         status: Arc::new(Status::new()),
         telemetry: Telemetry::new(),

@@ -83,6 +83,7 @@ async fn handle(
             "/healthz" => plain(StatusCode::OK, "ok\n"),
             "/readyz" => readyz(&site),
             "/" => index(&site),
+            _ if path.starts_with("/debug/") => debug_view(&site, &path["/debug/".len()..]),
             _ => plain(
                 StatusCode::NOT_FOUND,
                 "not found; see / for the available paths\n",
@@ -179,15 +180,39 @@ fn readyz(site: &Site) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
+fn debug_view(site: &Site, name: &str) -> Response<Full<Bytes>> {
+    match site.shared.views.get(name) {
+        Some(targets) => Response::builder()
+            .status(StatusCode::OK)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(
+                serde_json::to_vec_pretty(&serde_json::json!({ "targets": targets }))
+                    .unwrap_or_default(),
+            )))
+            .expect("valid response"),
+        None => plain(
+            StatusCode::NOT_FOUND,
+            "no such debug view (yet); the collector that publishes it has not run or is disabled\n",
+        ),
+    }
+}
+
 fn index(site: &Site) -> Response<Full<Bytes>> {
     let mut html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgkpi</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
          td,th{{border:1px solid #ccc;padding:.3em .6em;text-align:left}}.down{{color:#b00}}</style></head>\
          <body><h1>pgkpi {}</h1><p>PostgreSQL health and KPI exporter. \
-         <a href=\"{path}\">{path}</a> · <a href=\"/readyz\">/readyz</a> · <a href=\"/healthz\">/healthz</a></p>",
+         <a href=\"{path}\">{path}</a> · <a href=\"/readyz\">/readyz</a> · <a href=\"/healthz\">/healthz</a>{views}</p>",
         env!("CARGO_PKG_VERSION"),
         path = escape(&site.telemetry_path),
+        views = site
+            .shared
+            .views
+            .names()
+            .iter()
+            .map(|v| format!(" · <a href=\"/debug/{0}\">/debug/{0}</a>", escape(v)))
+            .collect::<String>(),
     );
     for (name, target) in site.shared.status.view() {
         html.push_str(&format!(

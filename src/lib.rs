@@ -15,6 +15,7 @@
 //! * `snapshot`: the latest encoded results, served as-is.
 //! * `status`: per target and collector health for `/readyz` and the status page.
 //! * `telemetry`: the exporter's own metrics.
+//! * `views`: JSON debug views collectors publish (served at `/debug/<name>`).
 //! * `http`: the hyper server.
 //! * `app`: wiring from configuration to running tasks.
 //! * `reference`: the generated metric reference.
@@ -33,3 +34,4 @@ pub mod status;
 pub mod target;
 pub mod telemetry;
 pub mod tls;
+pub mod views;

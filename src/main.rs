@@ -66,7 +66,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let plans = match pgkpi::app::plan(&config) {
+    let views = std::sync::Arc::new(pgkpi::views::Views::new());
+    let plans = match pgkpi::app::plan(&config, &views) {
         Ok(plans) => plans,
         Err(error) => {
             eprintln!("pgkpi: configuration error: {error}");
@@ -110,7 +111,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(pgkpi::app::run(config, plans)) {
+    match runtime.block_on(pgkpi::app::run(config, plans, views)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pgkpi: {error:#}");

@@ -26,6 +26,8 @@ pub struct Shared {
     pub snapshot: Arc<Snapshot>,
     pub status: Arc<Status>,
     pub telemetry: Telemetry,
+    /// JSON debug views published by collectors.
+    pub views: Arc<crate::views::Views>,
 }
 
 /// A collector with its effective schedule.

@@ -8,6 +8,7 @@ mod server;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -15,6 +16,7 @@ use tokio_postgres::Client;
 use crate::config::Config;
 use crate::metric::{Family, FamilyDesc};
 use crate::target::ServerInfo;
+use crate::views::Views;
 
 /// What a collector gets to work with on each run.
 pub struct Session {
@@ -65,6 +67,16 @@ pub trait Collector: Send {
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a>;
 }
 
+/// What a collector instance is built from.
+pub struct BuildContext<'a> {
+    /// The whole configuration; collectors read their own section of it.
+    pub config: &'a Config,
+    /// The target this instance polls.
+    pub target: &'a str,
+    /// Where the instance may publish JSON debug views (see [`crate::views`]).
+    pub views: Arc<Views>,
+}
+
 /// A built-in collector: its name, defaults, the families it may emit and a constructor.
 pub struct Spec {
     pub name: &'static str,
@@ -74,9 +86,8 @@ pub struct Spec {
     /// The connection it runs on; `Lane::Main` unless it must never wait behind others.
     pub lane: crate::poller::Lane,
     pub families: fn() -> Vec<FamilyDesc>,
-    /// Builds the instance for one target from the whole configuration (collectors read their
-    /// own section of it).
-    pub build: fn(&Config) -> Box<dyn Collector>,
+    /// Builds the instance for one target.
+    pub build: fn(&BuildContext) -> Box<dyn Collector>,
 }
 
 /// Every built-in collector.
