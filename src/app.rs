@@ -27,8 +27,8 @@ pub struct TargetPlan {
 /// Resolves targets and collector schedules; everything `check-config` can check without
 /// connecting (DSNs, TLS files, password files, collector names).
 pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, ConfigError> {
-    let specs = collector::builtins();
-    let known: BTreeSet<&str> = specs.iter().map(|s| s.name).collect();
+    let entries = collector::registry(&config.collector_paths).map_err(ConfigError)?;
+    let known: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     for name in config.collectors.keys() {
         if !known.contains(name.as_str()) {
             return Err(ConfigError(format!(
@@ -41,27 +41,28 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
     for target_config in &config.targets {
         let target = Target::from_config(config, target_config).map_err(ConfigError)?;
         let mut collectors = Vec::new();
-        for spec in &specs {
+        for entry in &entries {
             let settings = config
                 .collectors
-                .get(spec.name)
+                .get(&entry.name)
                 .cloned()
                 .unwrap_or_default();
-            if !settings.enabled.unwrap_or(spec.enabled_by_default) {
+            if !settings.enabled.unwrap_or(entry.enabled_by_default) {
                 continue;
             }
-            let interval = settings.interval.unwrap_or(spec.default_interval);
+            let interval = settings.interval.unwrap_or(entry.default_interval);
             collectors.push(Scheduled {
-                name: spec.name.to_string(),
-                lane: spec.lane,
+                name: entry.name.clone(),
+                lane: entry.lane,
                 interval,
                 // Past the server's own limit, so the server cancels first and the
                 // connection stays usable.
                 timeout: settings
                     .timeout
+                    .or(entry.default_timeout)
                     .unwrap_or(target.session.statement_timeout + Duration::from_secs(1)),
                 stale_after: settings.stale_after.unwrap_or(interval * 3),
-                collector: (spec.build)(&collector::BuildContext {
+                collector: entry.build(&collector::BuildContext {
                     config,
                     target: &target.name,
                     views: views.clone(),

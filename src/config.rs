@@ -43,6 +43,8 @@ pub struct Config {
     pub poller: PollerConfig,
     /// Per-collector overrides, keyed by collector name.
     pub collectors: BTreeMap<String, CollectorConfig>,
+    /// Collector definition files (or directories of `*.toml`) to load besides the built-ins.
+    pub collector_paths: Vec<PathBuf>,
     /// The databases to monitor.
     pub targets: Vec<TargetConfig>,
 }

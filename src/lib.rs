@@ -10,7 +10,8 @@
 //! * `tls`: rustls connectors following libpq's `sslmode` semantics.
 //! * `target`: one database; opens the safe, read-only monitoring session.
 //! * `poller`: per target, a supervisor owning the one connection and a task per collector.
-//! * `collector`: the `Collector` trait and the built-in collectors.
+//! * `collector`: the `Collector` trait, the Rust collectors, the SQL engine and the registry.
+//! * `definition`: the collector definition format (built-ins in `collectors/*.toml`).
 //! * `metric`: metric families and the Prometheus text encoding.
 //! * `snapshot`: the latest encoded results, served as-is.
 //! * `status`: per target and collector health for `/readyz` and the status page.
@@ -23,6 +24,7 @@
 pub mod app;
 pub mod collector;
 pub mod config;
+pub mod definition;
 pub mod dsn;
 pub mod http;
 pub mod logging;

@@ -119,6 +119,15 @@ pub fn spawn_target(
         .pg_up
         .with_label_values(&[&target.name])
         .set(0.0);
+    // Counters start at 0 so that the first failure is an increase rate() can see.
+    let t = &shared.telemetry;
+    t.connection_attempts.with_label_values(&[&target.name]);
+    t.connection_errors.with_label_values(&[&target.name]);
+    for c in &collectors {
+        let labels = [target.name.as_str(), c.name.as_str()];
+        t.collector_runs.with_label_values(&labels);
+        t.collector_errors.with_label_values(&labels);
+    }
     let target = Arc::new(target);
     let mut lanes: std::collections::BTreeMap<Lane, Vec<Scheduled>> = Default::default();
     lanes.entry(Lane::Main).or_default(); // always: it drives pg_up
@@ -344,6 +353,11 @@ async fn run_once(
             t.collector_up.with_label_values(&labels).set(1.0);
             t.collector_stale.with_label_values(&labels).set(0.0);
             t.collector_last_success.with_label_values(&labels).set(now);
+            if let Some(dropped) = scheduled.collector.dropped_series() {
+                t.collector_dropped
+                    .with_label_values(&labels)
+                    .set(dropped as f64);
+            }
             if state.failing_with.take().is_some() {
                 tracing::info!(target, collector = %scheduled.name, "collector recovered");
             }

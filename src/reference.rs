@@ -19,19 +19,24 @@ pub fn markdown() -> String {
         "The exporter's own metrics (always present).",
         &Telemetry::describe(),
     );
-    for spec in collector::builtins() {
-        let title = format!("Collector `{}`", spec.name);
+    let entries = collector::registry(&[]).expect("built-in collectors are valid");
+    let mut entries: Vec<_> = entries.iter().collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for entry in entries {
+        let title = format!("Collector `{}`", entry.name);
         let intro = format!(
-            "{} Default interval {}; {} by default.",
-            spec.description,
-            humantime::format_duration(spec.default_interval),
-            if spec.enabled_by_default {
+            "{} PostgreSQL {}; default interval {}; {} by default; {}.",
+            entry.description,
+            entry.versions,
+            humantime::format_duration(entry.default_interval),
+            if entry.enabled_by_default {
                 "enabled"
             } else {
                 "disabled"
-            }
+            },
+            entry.origin.replace(" (built in)", ""),
         );
-        section(&mut out, &title, &intro, &(spec.families)());
+        section(&mut out, &title, &intro, &entry.families);
     }
     out
 }

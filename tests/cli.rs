@@ -52,7 +52,7 @@ fn bad_configuration_exits_2_naming_the_problem() {
         (
             file(&dir, "collector.toml", "[collectors.nosuch]\ninterval = \"1s\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n"),
             &[],
-            vec!["collectors.nosuch", "known collectors: server"],
+            vec!["collectors.nosuch", "known collectors:", "database", "server"],
         ),
         (
             file(&dir, "cafile.toml", "[[targets]]\nname = \"a\"\ndsn = \"host=h sslmode=verify-full sslrootcert=/nonexistent/ca.pem\"\n"),

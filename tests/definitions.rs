@@ -1,0 +1,427 @@
+//! Declarative collectors against real servers: every built-in definition on PostgreSQL 15 and
+//! 17, values that follow what the database did, skips, and user-supplied definition files.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{config_for, Cluster, Exporter, Metrics, TempDir};
+
+/// Collectors expected to be skipped on a plain primary without standbys, and why.
+const SKIPPED_ON_PRIMARY: &[(&str, &str)] = &[("recovery", "primary")];
+
+/// Families every healthy primary must show, whatever its version.
+const ALWAYS: &[&str] = &[
+    "pg_stat_database_xact_commit_total",
+    "pg_stat_database_blks_hit_total",
+    "pg_stat_database_deadlocks_total",
+    "pg_database_size_bytes",
+    "pg_stat_activity_sessions",
+    "pg_connections_max",
+    "pg_oldest_transaction_age_seconds",
+    "pg_oldest_idle_in_transaction_seconds",
+    "pg_oldest_query_age_seconds",
+    "pg_waiting_sessions",
+    "pg_wal_position_bytes",
+    "pg_checkpoints_timed_total",
+    "pg_checkpoints_requested_total",
+    "pg_stat_archiver_archived_total",
+    "pg_autovacuum_workers_max",
+    "pg_database_xid_age",
+    "pg_database_xid_wraparound_ratio",
+    "pg_settings_bytes",
+    "pg_settings_seconds",
+    "pg_settings_value",
+    "pg_settings_pending_restart",
+    "pg_table_dead_rows",
+    "pg_sequence_used_ratio",
+];
+
+/// Extra families expected from 14 on.
+const FROM_14: &[&str] = &["pg_stat_wal_bytes_total", "pg_stat_database_sessions_total"];
+
+/// Every definition collector at a 1s interval, so one test run sees them all.
+fn all_collectors_fast() -> String {
+    let entries = pgkpi::collector::registry(&[]).unwrap();
+    entries
+        .iter()
+        .map(|e| format!("[collectors.{}]\ninterval = \"1s\"\n", e.name))
+        .collect()
+}
+
+fn seed(cluster: &Cluster, db: &str) {
+    cluster.psql(
+        db,
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+         CREATE TABLE bookings (id serial PRIMARY KEY, note text); \
+         INSERT INTO bookings (note) SELECT 'x' FROM generate_series(1, 1000); \
+         DELETE FROM bookings WHERE id % 2 = 0; \
+         SELECT setval('bookings_id_seq', 2000000000)",
+    );
+}
+
+/// Runs every collector on `cluster` and checks: none failed, the expected ones are skipped
+/// for the expected reason, and the expected families are present.
+fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
+    let db = cluster.create_database("matrix");
+    seed(cluster, &db);
+    let exporter = Exporter::start(&config_for(
+        label,
+        &cluster.dsn(&db),
+        &all_collectors_fast(),
+    ));
+    let entries = pgkpi::collector::registry(&[]).unwrap();
+    let m = exporter.wait_for(Duration::from_secs(20), "every collector ran twice", |m| {
+        entries.iter().all(|e| {
+            m.value(
+                "pgkpi_collector_runs_total",
+                &[("target", label), ("collector", &e.name)],
+            )
+            .unwrap_or(0.0)
+                >= 2.0
+        })
+    });
+    for entry in &entries {
+        let labels = [("target", label), ("collector", entry.name.as_str())];
+        assert_eq!(
+            m.value("pgkpi_collector_errors_total", &labels),
+            Some(0.0),
+            "collector {} failed on {label}; logs:\n{}",
+            entry.name,
+            exporter.logs()
+        );
+        let skipped: Vec<_> = m
+            .find("pgkpi_collector_skipped", &labels)
+            .iter()
+            .map(|s| s.labels["reason"].clone())
+            .collect();
+        let expected: Vec<String> = SKIPPED_ON_PRIMARY
+            .iter()
+            .filter(|(name, _)| *name == entry.name)
+            .map(|(_, reason)| reason.to_string())
+            .collect();
+        assert_eq!(skipped, expected, "skip state of {} on {label}", entry.name);
+    }
+    let major: u32 = cluster
+        .psql("postgres", "SHOW server_version_num")
+        .parse::<u32>()
+        .unwrap()
+        / 10000;
+    let wanted = ALWAYS.iter().chain(if major >= 14 { FROM_14 } else { &[] });
+    for family in wanted {
+        assert!(
+            !m.find(family, &[("target", label)]).is_empty(),
+            "{family} missing on {label} (PostgreSQL {major})"
+        );
+        assert!(m.helps.contains_key(*family), "{family} has no HELP");
+    }
+    // Units converted in one place: shared_buffers in bytes, checkpoint_timeout in seconds.
+    let shared_buffers: f64 = cluster
+        .psql(
+            "postgres",
+            "SELECT setting::float8 * 8192 FROM pg_settings WHERE name = 'shared_buffers'",
+        )
+        .parse()
+        .unwrap();
+    assert_eq!(
+        m.value(
+            "pg_settings_bytes",
+            &[("target", label), ("name", "shared_buffers")]
+        ),
+        Some(shared_buffers)
+    );
+    assert_eq!(
+        m.value(
+            "pg_settings_seconds",
+            &[("target", label), ("name", "checkpoint_timeout")]
+        ),
+        Some(300.0)
+    );
+    // The int4 serial set near 2^31: the ratio reflects the column's limit.
+    let used = m
+        .value(
+            "pg_sequence_used_ratio",
+            &[("target", label), ("sequencename", "bookings_id_seq")],
+        )
+        .unwrap();
+    assert!(
+        (used - 2_000_000_000.0 / 2_147_483_646.0).abs() < 1e-6,
+        "used ratio {used}"
+    );
+    m
+}
+
+#[test]
+fn every_builtin_collector_runs_on_postgresql_15() {
+    let cluster = Cluster::shared();
+    assert!(cluster
+        .psql("postgres", "SHOW server_version_num")
+        .starts_with("15"));
+    check_every_collector(cluster, "pg15");
+}
+
+#[test]
+fn every_builtin_collector_runs_on_postgresql_17() {
+    let cluster = Cluster::start_with(support::pg_major_bindir(17));
+    assert!(cluster
+        .psql("postgres", "SHOW server_version_num")
+        .starts_with("17"));
+    let m = check_every_collector(&cluster, "pg17");
+    // 17 moved checkpoints to pg_stat_checkpointer: the same names must still move.
+    cluster.psql("postgres", "CHECKPOINT");
+    assert!(m
+        .value("pg_checkpoints_requested_total", &[("target", "pg17")])
+        .is_some());
+}
+
+/// The version matrix for the other majors (scripts/test-matrix.sh sets TEST_PG_MATRIX to a
+/// list of bin directories); does nothing unless asked for.
+#[test]
+fn every_builtin_collector_runs_on_the_matrix() {
+    let Ok(list) = std::env::var("TEST_PG_MATRIX") else {
+        println!("TEST_PG_MATRIX not set: the 13/14/16/18 matrix runs with scripts/test-matrix.sh");
+        return;
+    };
+    for bindir in list.split(':').filter(|s| !s.is_empty()) {
+        let cluster = Cluster::start_with(bindir.into());
+        let version = cluster.psql("postgres", "SHOW server_version_num");
+        println!("matrix: PostgreSQL {version} from {bindir}");
+        check_every_collector(&cluster, &format!("pg{}", &version[..2]));
+    }
+}
+
+#[test]
+fn values_follow_what_the_database_did() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("values");
+    let extra =
+        "[collectors.database]\ninterval = \"1s\"\n[collectors.activity]\ninterval = \"1s\"\n";
+    let exporter = Exporter::start(&config_for("values", &cluster.dsn(&db), extra));
+    let commits = |m: &Metrics| {
+        m.value(
+            "pg_stat_database_xact_commit_total",
+            &[("target", "values"), ("datname", &db)],
+        )
+    };
+    let temp_bytes = |m: &Metrics| {
+        m.value(
+            "pg_stat_database_temp_bytes_total",
+            &[("target", "values"), ("datname", &db)],
+        )
+    };
+    let before = exporter.wait_for(Duration::from_secs(10), "database counters", |m| {
+        commits(m).is_some()
+    });
+    let (commits_before, temp_before) = (commits(&before).unwrap(), temp_bytes(&before).unwrap());
+
+    // 50 known commits, and a sort that spills to a temporary file.
+    let statements: String = (0..50)
+        .map(|i| format!("BEGIN; SELECT {i}; COMMIT; "))
+        .collect();
+    cluster.psql(&db, &statements);
+    cluster.psql(&db, "SET work_mem = '64kB'; SELECT count(*) FROM (SELECT g FROM generate_series(1, 200000) g ORDER BY g DESC) s");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let idle = rt.block_on(async {
+        let client = cluster.client(&db).await;
+        client.batch_execute("BEGIN; SELECT 1").await.unwrap();
+        client
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let after = exporter.wait_for(Duration::from_secs(10), "counters moved", |m| {
+        commits(m).unwrap_or(0.0) >= commits_before + 50.0
+            && temp_bytes(m).unwrap_or(0.0) > temp_before
+            && m.value(
+                "pg_oldest_idle_in_transaction_seconds",
+                &[("target", "values")],
+            )
+            .unwrap_or(0.0)
+                >= 3.0
+    });
+    assert!(
+        after
+            .value("pg_idle_in_transaction_sessions", &[("target", "values")])
+            .unwrap()
+            >= 1.0
+    );
+    drop(idle);
+    drop(rt);
+}
+
+#[test]
+fn missing_extension_is_skipped_once_with_a_reason() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("skip");
+    let dir = TempDir::new("defs");
+    std::fs::write(
+        dir.0.join("trgm.toml"),
+        "name = \"trigram_usage\"\ndescription = \"Needs pg_trgm.\"\ninterval = \"1s\"\n\
+         [requires]\nextension = \"pg_trgm\"\n\
+         [[query]]\nsql = \"SELECT 1 AS one\"\n\
+         [[metric]]\ncolumn = \"one\"\nname = \"app_trigram_one\"\ntype = \"gauge\"\nhelp = \"One.\"\n",
+    )
+    .unwrap();
+    let extra = format!("collector_paths = [\"{}\"]\n", dir.0.display());
+    let exporter = Exporter::start(&config_for("skip", &cluster.dsn(&db), &extra));
+    let labels = [("target", "skip"), ("collector", "trigram_usage")];
+    let m = exporter.wait_for(Duration::from_secs(10), "three skipped runs", |m| {
+        m.value("pgkpi_collector_runs_total", &labels)
+            .unwrap_or(0.0)
+            >= 3.0
+    });
+    assert_eq!(
+        m.value(
+            "pgkpi_collector_skipped",
+            &[
+                ("target", "skip"),
+                ("collector", "trigram_usage"),
+                ("reason", "extension_missing")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(m.value("pgkpi_collector_errors_total", &labels), Some(0.0));
+    assert!(m.find("app_trigram_one", &[]).is_empty());
+    let logs = exporter.logs();
+    let lines: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("collector skipped") && l.contains("trigram_usage"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one log line, not one per run:\n{logs}");
+    assert!(
+        lines[0].contains("CREATE EXTENSION pg_trgm"),
+        "{}",
+        lines[0]
+    );
+
+    // Installing the extension ends the skip without a restart.
+    cluster.psql(&db, "CREATE EXTENSION pg_trgm");
+    let m = exporter.wait_for(
+        Duration::from_secs(10),
+        "collector runs after CREATE EXTENSION",
+        |m| m.value("app_trigram_one", &[("target", "skip")]) == Some(1.0),
+    );
+    assert!(m.find("pgkpi_collector_skipped", &labels).is_empty());
+}
+
+#[test]
+fn user_definitions_add_metrics_with_caps() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("userdef");
+    cluster.psql(
+        &db,
+        "CREATE TABLE bookings (id int, status text, payment_deadline timestamptz); \
+         INSERT INTO bookings SELECT g, (ARRAY['pending','paid','expired','cancelled'])[1 + g % 4], \
+           now() - interval '1 hour' FROM generate_series(1, 40) g",
+    );
+    let dir = TempDir::new("defs");
+    std::fs::write(
+        dir.0.join("bookings.toml"),
+        r#"name = "bookings_overdue"
+description = "Bookings past their payment deadline and not expired, by status."
+interval = "1s"
+labels = ["status"]
+max_series = 2
+order_by = "n"
+[[query]]
+sql = """
+SELECT status, count(*) AS n FROM bookings
+WHERE payment_deadline < now() AND status <> 'expired'
+GROUP BY status
+"""
+[[metric]]
+column = "n"
+name = "app_bookings_overdue"
+type = "gauge"
+help = "Bookings past the payment deadline that are not expired yet."
+"#,
+    )
+    .unwrap();
+    let extra = format!("collector_paths = [\"{}\"]\n", dir.0.display());
+    let exporter = Exporter::start(&config_for("user", &cluster.dsn(&db), &extra));
+    let m = exporter.wait_for(Duration::from_secs(10), "user metric", |m| {
+        !m.find("app_bookings_overdue", &[("target", "user")])
+            .is_empty()
+    });
+    // Three statuses qualify (10 each); the cap keeps two and counts the third.
+    assert_eq!(
+        m.find("app_bookings_overdue", &[("target", "user")]).len(),
+        2
+    );
+    assert_eq!(
+        m.value(
+            "app_bookings_overdue",
+            &[("target", "user"), ("status", "pending")]
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        m.value(
+            "pgkpi_collector_dropped_series",
+            &[("target", "user"), ("collector", "bookings_overdue")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.types.get("app_bookings_overdue").map(String::as_str),
+        Some("gauge")
+    );
+}
+
+#[test]
+fn broken_definitions_fail_check_config_precisely() {
+    let dir = TempDir::new("broken");
+    let cases = [
+        (
+            "counter.toml",
+            "name = \"c\"\ndescription = \"d\"\n[[query]]\nsql = \"SELECT 1 AS n\"\n\
+             [[metric]]\ncolumn = \"n\"\nname = \"app_things\"\ntype = \"counter\"\nhelp = \"h\"\n",
+            "collector \"c\": metric[0] (app_things): counter names end in _total",
+        ),
+        (
+            "typo.toml",
+            "name = \"t\"\ndescription = \"d\"\nintervall = \"1s\"\n[[query]]\nsql = \"SELECT 1 AS n\"\n",
+            "typo.toml, line 3, collector \"t\": unknown field `intervall`",
+        ),
+        (
+            "write.toml",
+            "name = \"w\"\ndescription = \"d\"\n[[query]]\nsql = \"UPDATE x SET y = 1\"\n\
+             [[metric]]\ncolumn = \"n\"\nname = \"app_w\"\ntype = \"gauge\"\nhelp = \"h\"\n",
+            "collector \"w\": query[0].sql: must be one read-only statement",
+        ),
+        (
+            "dup.toml",
+            "name = \"dup\"\ndescription = \"d\"\n[[query]]\nsql = \"SELECT 1 AS n\"\n\
+             [[metric]]\ncolumn = \"n\"\nname = \"pg_up\"\ntype = \"gauge\"\nhelp = \"h\"\n",
+            "metric \"pg_up\" is defined twice",
+        ),
+    ];
+    for (file, text, expected) in cases {
+        let path = dir.0.join(file);
+        std::fs::write(&path, text).unwrap();
+        let config = dir.0.join(format!("{file}.pgkpi.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "collector_paths = [\"{}\"]\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+                path.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(support::pgkpi_bin())
+            .args(["--config.file", config.to_str().unwrap(), "check-config"])
+            .env_remove("DATA_SOURCE_NAME")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
+        assert!(
+            stderr.contains(expected),
+            "{file}: expected {expected:?} in {stderr}"
+        );
+        assert!(
+            stderr.contains(file),
+            "{file}: the message names the file: {stderr}"
+        );
+    }
+}
