@@ -179,9 +179,11 @@ fn endpoint(dsn: &Dsn) -> String {
         })
         .unwrap_or_default();
     let port = dsn.pg.get_ports().first().copied().unwrap_or(5432);
-    let user = dsn.pg.get_user().unwrap_or("");
-    let db = dsn.pg.get_dbname().unwrap_or(user);
-    format!("{user}@{host}:{port}/{db}")
+    match (dsn.pg.get_user(), dsn.pg.get_dbname()) {
+        (Some(user), db) => format!("{user}@{host}:{port}/{}", db.unwrap_or(user)),
+        (None, Some(db)) => format!("{host}:{port}/{db}"),
+        (None, None) => format!("{host}:{port}"),
+    }
 }
 
 /// A tokio-postgres error as one line: message, SQLSTATE, and PostgreSQL's DETAIL and HINT,
