@@ -47,6 +47,8 @@ pub struct Config {
     pub collector_paths: Vec<PathBuf>,
     /// The databases to monitor.
     pub targets: Vec<TargetConfig>,
+    /// Options of the `locks` and `activity_sampler` collectors.
+    pub locks: crate::collector::locks::LocksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -373,6 +375,7 @@ impl Config {
                 )));
             }
         }
+        self.locks.validate().map_err(ConfigError)?;
         Ok(())
     }
 

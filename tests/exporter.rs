@@ -68,7 +68,7 @@ fn exports_pg_up_and_server_version() {
 }
 
 #[test]
-fn holds_one_connection_with_application_name() {
+fn holds_one_connection_per_lane_with_application_name() {
     let cluster = Cluster::shared();
     let exporter = Exporter::start(&config_for(
         "single",
@@ -79,14 +79,23 @@ fn holds_one_connection_with_application_name() {
         m.value("pgkpi_collector_runs_total", &[("collector", "server")])
             .unwrap_or(0.0)
             >= 3.0
+            && m.value(
+                "pgkpi_collector_runs_total",
+                &[("collector", "activity_sampler")],
+            )
+            .unwrap_or(0.0)
+                >= 1.0
     });
+    // One connection per lane: the main one and the activity sampler's (whose last query is
+    // always the sampler's).
     let count = cluster.psql(
         "postgres",
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgkpi-single'",
+        "SELECT count(*), count(*) FILTER (WHERE query LIKE '%pgkpi activity_sampler%') \
+         FROM pg_stat_activity WHERE application_name = 'pgkpi-single'",
     );
     assert_eq!(
-        count, "1",
-        "pgkpi must hold exactly one connection per target"
+        count, "2|1",
+        "pgkpi must hold exactly one connection per lane (main + sampler) per target"
     );
 }
 
@@ -276,7 +285,9 @@ fn scrape_returns_at_once_while_the_poll_is_stuck() {
     let exporter = Exporter::start(&config_for(
         "slow",
         &cluster.dsn("postgres"),
-        "[session]\napplication_name = \"pgkpi-slow\"\nstatement_timeout = \"1s\"\n",
+        // Without the sampler's second connection, the one pgkpi-slow backend is the main one.
+        "[session]\napplication_name = \"pgkpi-slow\"\nstatement_timeout = \"1s\"\n\
+         [collectors.activity_sampler]\nenabled = false\n",
     ));
     exporter.wait_for(Duration::from_secs(10), "values", |m| {
         m.value("pg_server_version_num", &[("target", "slow")])
@@ -370,7 +381,8 @@ fn ssl_in_use(cluster: &Cluster, application: &str) -> String {
     cluster.psql(
         "postgres",
         &format!(
-            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+            // Every connection of the target (main and sampler) must agree: one line.
+            "SELECT DISTINCT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
              WHERE a.application_name = '{application}'"
         ),
     )

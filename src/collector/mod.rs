@@ -4,6 +4,8 @@
 //! into [`Family`] values. Each (target, collector) pair gets its own instance, so a collector
 //! that needs memory between runs (deltas, caches) keeps it in `&mut self`.
 
+pub mod activity;
+pub mod locks;
 mod server;
 pub mod sql;
 
@@ -46,7 +48,6 @@ impl CollectError {
     }
 
     /// The collector does not apply here; `reason` is a bounded code, `message` says what to
-    /// do about it (e.g. "run CREATE EXTENSION pg_stat_statements").
     pub fn skipped(reason: &'static str, message: impl Into<String>) -> Self {
         CollectError {
             message: message.into(),
@@ -102,7 +103,7 @@ pub struct Spec {
 
 /// Every collector written in Rust.
 pub fn builtins() -> Vec<Spec> {
-    vec![server::spec()]
+    vec![server::spec(), locks::spec(), activity::spec()]
 }
 
 /// A collector of either kind, as the poller and the metric reference see it.
