@@ -32,4 +32,4 @@ ensure_packages() {
 
 # Packages every pgkpi command needs: PostgreSQL 15 (server, contrib, psql) and openssl for
 # the test certificates.
-PGKPI_BASE_PACKAGES=(postgresql-15 postgresql-client-15 openssl ca-certificates curl)
+PGKPI_BASE_PACKAGES=(postgresql-15 postgresql-client-15 openssl ca-certificates curl prometheus prometheus-alertmanager docker-compose)
