@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""Builds the Grafana dashboards (dashboards/*.json) from the compact panel lists below.
+
+The JSON files are committed, so Grafana and the tests never need Python; run this after
+changing a panel:  python3 dashboards/build.py
+
+Conventions every panel follows (tests/dashboards.rs checks them, the end-to-end test runs
+every expression against a real Prometheus scraping pgkpi):
+- a `datasource` variable, and `target` (and where useful `datname`) variables;
+- `$__rate_interval` in every rate()/increase();
+- a unit and a description on every panel;
+- thresholds taken from the KPI targets in alerts/kpi.yml, the same numbers the alerts use.
+"""
+
+import json
+import re
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KPI = {
+    m.group(1): float(m.group(2))
+    for m in re.finditer(
+        r"record: pgkpi_kpi:(\w+)\s+expr: vector\(([0-9.e+]+)\)",
+        (HERE.parent / "alerts" / "kpi.yml").read_text(),
+    )
+}
+
+T = 'target=~"$target"'
+TD = 'target=~"$target", datname=~"$datname"'
+
+
+def panel(title, exprs, unit, description, kind="timeseries", threshold=None, legend=None,
+          width=12, height=8, min_zero=True, stack=False):
+    """One panel. exprs: list of (expr, legend) or plain expr strings."""
+    targets = []
+    for i, e in enumerate(exprs):
+        expr, leg = (e if isinstance(e, tuple) else (e, legend or ""))
+        targets.append({"refId": chr(65 + i), "expr": expr, "legendFormat": leg,
+                        "datasource": {"type": "prometheus", "uid": "${datasource}"}})
+    steps = [{"color": "green", "value": None}]
+    if threshold is not None:
+        steps.append({"color": "red", "value": threshold})
+    defaults = {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}}
+    if kind == "timeseries":
+        defaults["custom"] = {
+            "thresholdsStyle": {"mode": "line" if threshold is not None else "off"},
+            "stacking": {"mode": "normal" if stack else "none"},
+        }
+        if min_zero:
+            defaults["min"] = 0
+    p = {
+        "type": kind,
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "targets": targets,
+        "_w": width,
+        "_h": height,
+    }
+    if kind == "table":
+        for t in targets:
+            t["instant"] = True
+            t["format"] = "table"
+    return p
+
+
+def row(title):
+    return {"type": "row", "title": title, "collapsed": False, "panels": []}
+
+
+def variables(datname=True, extra=()):
+    ds = {"type": "prometheus", "uid": "${datasource}"}
+    out = [
+        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
+         "current": {}, "hide": 0},
+        {"name": "target", "label": "Target", "type": "query", "datasource": ds,
+         "query": {"query": "label_values(pg_up, target)", "refId": "target"},
+         "definition": "label_values(pg_up, target)", "refresh": 2, "multi": True,
+         "includeAll": True, "allValue": ".*", "current": {}, "hide": 0, "sort": 1},
+    ]
+    if datname:
+        q = 'label_values(pg_stat_database_xact_commit_total{target=~"$target"}, datname)'
+        out.append({"name": "datname", "label": "Database", "type": "query", "datasource": ds,
+                    "query": {"query": q, "refId": "datname"}, "definition": q, "refresh": 2,
+                    "multi": True, "includeAll": True, "allValue": ".*", "current": {},
+                    "hide": 0, "sort": 1})
+    out.extend(extra)
+    return out
+
+
+def dashboard(uid, title, description, panels, templating):
+    laid, x, y, h_row, pid = [], 0, 0, 0, 1
+    for p in panels:
+        if p["type"] == "row":
+            if x:
+                y += h_row
+            x, h_row = 0, 0
+            p.update({"id": pid, "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}})
+            y += 1
+        else:
+            w, h = p.pop("_w"), p.pop("_h")
+            if x + w > 24:
+                x, y = 0, y + h_row
+                h_row = 0
+            p.update({"id": pid, "gridPos": {"h": h, "w": w, "x": x, "y": y}})
+            x += w
+            h_row = max(h_row, h)
+        pid += 1
+        laid.append(p)
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": ["pgkpi", "postgresql"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "graphTooltip": 1,
+        "links": [{"title": "pgkpi dashboards", "type": "dashboards", "tags": ["pgkpi"],
+                   "asDropdown": True}],
+        "annotations": {"list": []},
+        "templating": {"list": templating},
+        "panels": laid,
+    }
+
+
+RI = "$__rate_interval"
+
+# ---------------------------------------------------------------------------------------------
+# Shared panel definitions (used on the overview and on the area dashboards).
+
+def p95_by_workload():
+    return panel(
+        "Statement latency p95 / p99 by workload",
+        [(f'histogram_quantile(0.95, sum by (target, datname, workload, le) (rate(pg_statement_latency_seconds_bucket{{{TD}}}[{RI}])))',
+          "p95 {{workload}} ({{datname}})"),
+         (f'histogram_quantile(0.99, sum by (target, datname, workload, le) (rate(pg_statement_latency_seconds_bucket{{{TD}}}[{RI}])))',
+          "p99 {{workload}} ({{datname}})")],
+        "s",
+        "Estimated execution-time percentiles per workload from pg_stat_statements deltas "
+        "(moment-matched log-normal, see docs/statements.md). The red line is the KPI target "
+        "(alerts/kpi.yml, 20 ms by default).",
+        threshold=KPI["statement_p95_target_seconds"])
+
+
+def qps_and_lock_waits():
+    return panel(
+        "QPS and lock-wait seconds per second",
+        [(f'sum by (target, datname) (rate(pg_stat_statements_all_calls_total{{{TD}}}[{RI}]))', "statements/s {{datname}}"),
+         (f'sum by (target, datname) (rate(pg_lock_wait_seconds_total{{{TD}}}[{RI}]))', "sessions waiting on locks {{datname}}")],
+        "short",
+        "Statements executed per second next to the average number of sessions waiting on a "
+        "lock (rate of pg_lock_wait_seconds_total). The seed KPI: QPS grows without lock waits growing.")
+
+
+def cache_hit():
+    return panel(
+        "Cache hit ratio",
+        [(f'sum by (target, datname) (rate(pg_stat_database_blks_hit_total{{{TD}}}[{RI}])) / '
+          f'(sum by (target, datname) (rate(pg_stat_database_blks_hit_total{{{TD}}}[{RI}])) + '
+          f'sum by (target, datname) (rate(pg_stat_database_blks_read_total{{{TD}}}[{RI}])))', "{{datname}}")],
+        "percentunit",
+        "Share of block reads served from shared buffers. Below the KPI line (90%) the working "
+        "set no longer fits memory or queries scan too much.",
+        threshold=KPI["cache_hit_ratio_min"], min_zero=False)
+
+
+def connections():
+    return panel(
+        "Connections used / usable",
+        [(f'pg_connections_used{{{T}}} / clamp_min(pg_connections_max{{{T}}} - pg_connections_superuser_reserved{{{T}}}, 1)', "{{target}}")],
+        "percentunit",
+        "Client sessions over max_connections minus the superuser reserve. The red line is the "
+        "alert threshold; past 100% connections are refused.",
+        threshold=KPI["connections_used_ratio_max"])
+
+
+def database_growth():
+    return panel(
+        "Database size growth per day",
+        [(f'deriv(pg_database_size_bytes{{{TD}}}[1h]) * 86400', "{{datname}}")],
+        "bytes",
+        "Growth rate of each database (deriv over the last hour, scaled to a day). Sizes are "
+        "sampled every minute by the database_size collector.", min_zero=False)
+
+
+def lock_panels():
+    return [
+        panel("Blocked sessions and root blockers",
+              [(f'pg_blocking_blocked_sessions{{{T}}}', "blocked {{target}}"),
+               (f'pg_blocking_root_blockers{{{T}}}', "root blockers {{target}}"),
+               (f'pg_blocking_max_depth{{{T}}}', "max chain depth {{target}}")],
+              "short", "From pg_blocking_pids(): sessions waiting behind another session, sessions "
+              "at the root of a blocking tree, and the longest chain. Any value above 0 for long is "
+              "what PostgresLockWaits pages on."),
+        panel("Oldest lock wait",
+              [(f'pg_lock_oldest_wait_seconds{{{T}}}', "{{target}}")],
+              "s", "How long the longest-waiting session has waited for a lock (pg_locks.waitstart). "
+              "The red line is the paging threshold.", threshold=KPI["lock_wait_max_seconds"]),
+    ]
+
+
+def db_panels():
+    return [
+        panel("Transactions per second",
+              [(f'sum by (target, datname) (rate(pg_stat_database_xact_commit_total{{{TD}}}[{RI}]))', "commits {{datname}}"),
+               (f'sum by (target, datname) (rate(pg_stat_database_xact_rollback_total{{{TD}}}[{RI}]))', "rollbacks {{datname}}")],
+              "ops", "Commits and rollbacks per second (pg_stat_database)."),
+        panel("Sessions by state",
+              [(f'sum by (target, state) (pg_stat_activity_sessions{{{T}}})', "{{state}}")],
+              "short", "Client sessions by state. Many 'idle in transaction' sessions hold locks; "
+              "many 'idle' ones mean oversized client pools.", stack=True),
+        panel("Oldest transaction, idle-in-transaction and query",
+              [(f'pg_oldest_transaction_age_seconds{{{T}}}', "transaction {{target}}"),
+               (f'pg_oldest_idle_in_transaction_seconds{{{T}}}', "idle in transaction {{target}}"),
+               (f'pg_oldest_query_age_seconds{{{T}}}', "query {{target}}")],
+              "s", "Ages of the oldest open transaction, idle-in-transaction session and running "
+              "query (pgkpi's own sessions excluded). Long transactions hold back vacuum.",
+              threshold=KPI["long_transaction_max_seconds"]),
+        panel("Temporary files written",
+              [(f'sum by (target, datname) (rate(pg_stat_database_temp_bytes_total{{{TD}}}[{RI}]))', "{{datname}}")],
+              "Bps", "Bytes per second spilled to temporary files by sorts and hashes exceeding work_mem."),
+        panel("Deadlocks",
+              [(f'sum by (target, datname) (increase(pg_stat_database_deadlocks_total{{{TD}}}[{RI}]))', "{{datname}}")],
+              "short", "Deadlocks detected per interval; each cancelled a transaction. PostgreSQL "
+              "does not count lock_timeout errors separately."),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+
+def overview():
+    panels = [
+        row("Query latency and throughput"),
+        p95_by_workload(),
+        qps_and_lock_waits(),
+        row("Async work"),
+        panel("Queue drain time",
+              [(f'app_queue_ready{{{T}}} / clamp_min(rate(app_queue_processed_total{{{T}}}[{RI}]), 1e-9)', "{{queue}}")],
+              "s", "Ready items divided by the processing rate: how long the queue would take to "
+              "empty at the current pace (the seed KPI 'tiempo de vaciado de cola')."),
+        panel("Queue lag (oldest ready item)",
+              [(f'app_queue_lag_seconds{{{T}}}', "{{queue}}")],
+              "s", "Age of the oldest item ready to be processed; bounded while consumers keep up."),
+        panel("Webhook retry success rate",
+              [(f'app_webhook_retry_success_ratio{{{T}}}', "retries {{target}}"),
+               (f'app_webhook_first_attempt_success_ratio{{{T}}}', "first attempts {{target}}")],
+              "percentunit", "Share of webhook retries (and first attempts) that succeeded over the "
+              "configured window (the seed KPI 'tasa de retries exitosos').", min_zero=False),
+        row("Database health"),
+        cache_hit(),
+        connections(),
+        row("Growth"),
+        database_growth(),
+        panel("Partitioned table size growth per day",
+              [(f'deriv(pg_partitioned_table_size_bytes{{{T}}}[1h]) * 86400', "{{parent}}")],
+              "bytes", "Growth of each partitioned table (all partitions rolled up to the root); "
+              "with retention applied it levels off.", min_zero=False),
+    ]
+    return dashboard("pgkpi-overview", "pgkpi / KPI overview",
+                     "The seed documents' KPIs against their targets.", panels, variables())
+
+
+def query_performance():
+    extra = [{"name": "workload", "label": "Workload", "type": "query",
+              "datasource": {"type": "prometheus", "uid": "${datasource}"},
+              "query": {"query": 'label_values(pg_statement_latency_seconds_count{target=~"$target"}, workload)', "refId": "workload"},
+              "definition": 'label_values(pg_statement_latency_seconds_count{target=~"$target"}, workload)',
+              "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*", "current": {}, "hide": 0}]
+    W = 'target=~"$target", datname=~"$datname", workload=~"$workload"'
+    panels = [
+        row("Latency"),
+        p95_by_workload(),
+        panel("Median latency by workload",
+              [(f'histogram_quantile(0.5, sum by (target, datname, workload, le) (rate(pg_statement_latency_seconds_bucket{{{W}}}[{RI}])))', "{{workload}} ({{datname}})")],
+              "s", "Estimated median execution time per workload."),
+        panel("Mean latency by workload",
+              [(f'sum by (target, datname, workload) (rate(pg_statement_latency_seconds_sum{{{W}}}[{RI}])) / '
+                f'sum by (target, datname, workload) (rate(pg_statement_latency_seconds_count{{{W}}}[{RI}]))', "{{workload}} ({{datname}})")],
+              "s", "Exact mean execution time per workload (no estimation: total time / calls)."),
+        panel("Calls per second by workload",
+              [(f'sum by (target, datname, workload) (rate(pg_statement_latency_seconds_count{{{W}}}[{RI}]))', "{{workload}} ({{datname}})")],
+              "ops", "Statement executions per second per workload."),
+        panel("Slow executions per second",
+              [(f'sum by (target, datname, workload) (rate(pg_statement_slow_calls_total{{{W}}}[{RI}]))', "{{workload}} ({{datname}})")],
+              "ops", "Executions slower than statements.slow_threshold, estimated from the same "
+              "distribution as the histogram."),
+        row("Top statements"),
+        panel("Top statements by execution time",
+              [(f'topk(10, sum by (target, datname, queryid) (rate(pg_stat_statements_exec_seconds_total{{{TD}}}[{RI}])))', "{{queryid}} ({{datname}})")],
+              "s", "Seconds of execution per second for the 10 statements using the most time "
+              "(top statements of each interval; text via pg_stat_statements_query_info when enabled)."),
+        panel("Top statements by rows",
+              [(f'topk(10, sum by (target, datname, queryid) (rate(pg_stat_statements_rows_total{{{TD}}}[{RI}])))', "{{queryid}} ({{datname}})")],
+              "short", "Rows returned or affected per second by the busiest statements."),
+        panel("Shared blocks read from disk by statement",
+              [(f'topk(10, sum by (target, datname, queryid) (rate(pg_stat_statements_shared_blks_read_total{{{TD}}}[{RI}])))', "{{queryid}} ({{datname}})")],
+              "short", "Blocks per second read outside shared buffers: the statements behind a low cache hit ratio."),
+        panel("I/O time of all statements",
+              [(f'sum by (target, datname) (rate(pg_stat_statements_all_io_read_seconds_total{{{TD}}}[{RI}]))', "read {{datname}}"),
+               (f'sum by (target, datname) (rate(pg_stat_statements_all_io_write_seconds_total{{{TD}}}[{RI}]))', "write {{datname}}")],
+              "s", "Seconds per second spent reading/writing blocks by statements (needs track_io_timing)."),
+        row("pg_stat_statements health"),
+        panel("pg_stat_statements fill and evictions",
+              [(f'pg_stat_statements_fill_ratio{{{T}}}', "fill {{target}}")],
+              "percentunit", "Entries over pg_stat_statements.max. Near 100% entries are evicted "
+              "(see PostgresStatementsDeallocated) and their statistics lost."),
+        panel("Statements left out of the top N",
+              [(f'pg_stat_statements_top_omitted{{{T}}}', "{{target}}")],
+              "short", "Statements active in the last interval that were not exported per "
+              "statement (beyond statements.top_n); they still count in the histograms and totals."),
+    ]
+    return dashboard("pgkpi-queries", "pgkpi / Query performance",
+                     "Latency distributions by workload and top statements from pg_stat_statements.",
+                     panels, variables(extra=extra))
+
+
+def locks():
+    panels = [
+        row("Blocking"),
+        *lock_panels(),
+        panel("Root blockers",
+              [(f'pg_blocking_root_info{{{T}}} * on (target, blocker_pid) group_left () pg_blocking_root_xact_age_seconds{{{T}}}',
+                "pid {{blocker_pid}} {{state}} {{application_name}} {{usename}}")],
+              "s", "Top root blockers with their state, application and user; the value is the "
+              "blocker's transaction age. pgkpi's /debug/locks shows the full tree.",
+              kind="table", width=24),
+        row("Waits"),
+        qps_and_lock_waits(),
+        panel("Average active sessions by wait event type",
+              [(f'sum by (target, wait_event_type) (rate(pg_active_sessions_sampled_total{{{T}}}[{RI}])) / '
+                f'clamp_min(sum by (target) (rate(pg_activity_samples_total{{{T}}}[{RI}])), 1e-9)', "{{wait_event_type}}")],
+              "short", "Sampled every second: average number of active sessions, split by what they "
+              "wait on (CPU = not waiting). The 'performance insights' view.", stack=True),
+        panel("Locks by mode",
+              [(f'sum by (target, mode, granted) (pg_locks_count{{{T}}})', "{{mode}} granted={{granted}}")],
+              "short", "Heavyweight locks held (granted=true) and awaited (false) by mode."),
+        *[p for p in db_panels() if p["title"] == "Deadlocks"],
+    ]
+    return dashboard("pgkpi-locks", "pgkpi / Locks and waits",
+                     "Who is blocked, by whom, for how long; what active sessions wait on.",
+                     panels, variables())
+
+
+def health():
+    panels = [
+        row("Activity"),
+        *db_panels(),
+        connections(),
+        cache_hit(),
+        row("Replication"),
+        panel("Replication lag (time)",
+              [(f'pg_replication_replay_lag_seconds{{{T}}}', "replay {{application_name}}"),
+               (f'pg_standby_replay_lag_seconds{{{T}}}', "standby {{target}}")],
+              "s", "Replay lag of each standby as seen from the primary, and on standbys the age "
+              "of the last replayed transaction while WAL awaits replay.",
+              threshold=KPI["replication_lag_max_seconds"]),
+        panel("Replication lag (bytes) and slots",
+              [(f'pg_replication_replay_lag_bytes{{{T}}}', "replay {{application_name}}"),
+               (f'pg_replication_slot_retained_wal_bytes{{{T}}}', "slot {{slot_name}}")],
+              "bytes", "WAL not yet replayed by each standby, and WAL retained by each "
+              "replication slot (an inactive slot retains it forever).",
+              threshold=KPI["slot_retained_wal_max_bytes"]),
+        row("WAL, checkpoints and archiving"),
+        panel("WAL generated",
+              [(f'rate(pg_wal_position_bytes{{{T}}}[{RI}])', "{{target}}")],
+              "Bps", "WAL bytes written per second (from the WAL position; works on every version)."),
+        panel("Checkpoints",
+              [(f'rate(pg_checkpoints_timed_total{{{T}}}[{RI}]) * 3600', "timed/h {{target}}"),
+               (f'rate(pg_checkpoints_requested_total{{{T}}}[{RI}]) * 3600', "requested/h {{target}}")],
+              "short", "Checkpoints per hour. Many requested ones mean max_wal_size is too small."),
+        panel("WAL archiving",
+              [(f'pg_stat_archiver_since_last_archived_seconds{{{T}}}', "since last archived {{target}}")],
+              "s", "Seconds since the last WAL file was archived (absent when archiving never ran). "
+              "Backups and PITR depend on it.", threshold=KPI["archive_age_max_seconds"]),
+        panel("Archive failures",
+              [(f'increase(pg_stat_archiver_failed_total{{{T}}}[{RI}])', "{{target}}")],
+              "short", "Failed archive attempts per interval."),
+        row("Vacuum and wraparound"),
+        panel("Dead rows (worst tables)",
+              [(f'topk(10, pg_table_dead_rows{{{T}}})', "{{schemaname}}.{{relname}}")],
+              "short", "Dead rows awaiting vacuum in the tables with the most of them."),
+        panel("Time since last vacuum (worst tables)",
+              [(f'topk(10, pg_table_since_last_vacuum_seconds{{{T}}})', "{{schemaname}}.{{relname}}")],
+              "s", "Seconds since each table was last vacuumed (manual or auto)."),
+        panel("Autovacuum workers",
+              [(f'pg_autovacuum_workers_running{{{T}}}', "running {{target}}"),
+               (f'pg_autovacuum_workers_max{{{T}}}', "max {{target}}")],
+              "short", "Autovacuum workers busy against autovacuum_max_workers; at the maximum for "
+              "long, vacuum is not keeping up."),
+        panel("Transaction ID wraparound",
+              [(f'pg_database_xid_wraparound_ratio{{{TD}}}', "xid {{datname}}"),
+               (f'pg_database_mxid_wraparound_ratio{{{TD}}}', "mxid {{datname}}")],
+              "percentunit", "Share of the 2^31 ID space used since the oldest unfrozen row; writes "
+              "stop at 100%.", threshold=KPI["xid_wraparound_ratio_max"]),
+        panel("Sequences closest to exhaustion",
+              [(f'topk(10, pg_sequence_used_ratio{{{T}}})', "{{schemaname}}.{{sequencename}}")],
+              "percentunit", "Fraction of each sequence's usable range consumed, including the owning "
+              "column's type limit (an int4 id fails at 2^31-1)."),
+        row("Settings"),
+        panel("Memory settings",
+              [(f'pg_settings_bytes{{{T}, name=~"shared_buffers|work_mem|maintenance_work_mem|effective_cache_size|max_wal_size"}}', "{{name}}")],
+              "bytes", "Selected memory settings in bytes.", kind="table", width=12),
+        panel("Settings pending restart",
+              [(f'pg_settings_pending_restart{{{T}}}', "{{target}}")],
+              "short", "Settings changed in the configuration that wait for a server restart.",
+              kind="stat", width=12),
+    ]
+    return dashboard("pgkpi-health", "pgkpi / Database health",
+                     "Connections, replication, WAL and archiving, vacuum and wraparound.",
+                     panels, variables())
+
+
+def main():
+    boards = {
+        "pgkpi-overview.json": overview(),
+        "pgkpi-queries.json": query_performance(),
+        "pgkpi-locks.json": locks(),
+        "pgkpi-health.json": health(),
+    }
+    for name, board in boards.items():
+        (HERE / name).write_text(json.dumps(board, indent=2) + "\n")
+        print(f"{name}: {sum(1 for p in board['panels'] if p['type'] != 'row')} panels")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+//! The files of the full stack: docker-compose.yml (validated by Debian's docker-compose),
+//! every file it mounts or builds from, the compose Prometheus config, and the conventions
+//! every Grafana dashboard follows. Whether the dashboard queries return data is checked
+//! against a real Prometheus in tests/e2e.rs.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use yaml_rust2::YamlLoader;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn tool_output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program}: {e}; run the README's test command (scripts/test.sh), which installs it")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn compose_file_is_valid_and_everything_it_mounts_exists() {
+    tool_output(
+        "docker-compose",
+        &["-f", "docker-compose.yml", "config", "--quiet"],
+    );
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    let compose = YamlLoader::load_from_str(&text).unwrap().remove(0);
+    let services = compose["services"].as_hash().unwrap();
+    for expected in [
+        "postgres",
+        "workload",
+        "pgkpi",
+        "prometheus",
+        "alertmanager",
+        "grafana",
+    ] {
+        assert!(
+            services.keys().any(|k| k.as_str() == Some(expected)),
+            "service {expected} missing"
+        );
+    }
+    let mut mounts = 0;
+    for (name, service) in services {
+        for volume in service["volumes"].as_vec().into_iter().flatten() {
+            let source = volume.as_str().unwrap().split(':').next().unwrap();
+            if source.starts_with("./") {
+                assert!(
+                    root().join(source).exists(),
+                    "service {:?} mounts {source}, which does not exist",
+                    name.as_str()
+                );
+                mounts += 1;
+            }
+        }
+    }
+    assert!(mounts >= 8, "expected the stack's mounts, found {mounts}");
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    for line in dockerfile
+        .lines()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        for source in &parts[1..parts.len() - 1] {
+            assert!(
+                root().join(source).exists(),
+                "Dockerfile copies {source}, which does not exist"
+            );
+        }
+    }
+}
+
+#[test]
+fn compose_prometheus_loads_every_rule_file_and_nothing_else() {
+    tool_output("promtool", &["check", "config", "docker/prometheus.yml"]);
+    let config = std::fs::read_to_string(root().join("docker/prometheus.yml")).unwrap();
+    assert!(
+        config.contains("/etc/prometheus/rules/[^a]*.yml"),
+        "{config}"
+    );
+    for entry in std::fs::read_dir(root().join("alerts")).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yml") {
+            let is_rules = name != "alertmanager.yml";
+            assert_eq!(
+                !name.starts_with('a'),
+                is_rules,
+                "alerts/{name}: the compose Prometheus glob [^a]*.yml must load rule files only"
+            );
+        }
+    }
+}
+
+#[test]
+fn dashboards_follow_the_conventions() {
+    let mut boards = 0;
+    for entry in std::fs::read_dir(root().join("dashboards"))
+        .unwrap()
+        .flatten()
+    {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        boards += 1;
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let board: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: invalid JSON: {e}"));
+        assert!(
+            board["uid"].as_str().is_some_and(|u| !u.is_empty()),
+            "{name}: uid"
+        );
+        let variables = board["templating"]["list"].as_array().unwrap();
+        let has = |var: &str, kind: &str| {
+            variables
+                .iter()
+                .any(|v| v["name"] == var && v["type"] == kind)
+        };
+        assert!(
+            has("datasource", "datasource"),
+            "{name}: datasource variable"
+        );
+        assert!(has("target", "query"), "{name}: target variable");
+        let mut panels = 0;
+        for panel in board["panels"].as_array().unwrap() {
+            if panel["type"] == "row" {
+                continue;
+            }
+            panels += 1;
+            let title = panel["title"].as_str().unwrap_or("");
+            assert!(
+                panel["description"].as_str().is_some_and(|d| d.len() > 20),
+                "{name} / {title}: every panel needs a description"
+            );
+            assert!(
+                panel["fieldConfig"]["defaults"]["unit"]
+                    .as_str()
+                    .is_some_and(|u| !u.is_empty()),
+                "{name} / {title}: unit"
+            );
+            assert_eq!(
+                panel["datasource"]["uid"], "${datasource}",
+                "{name} / {title}: datasource variable"
+            );
+            let targets = panel["targets"].as_array().unwrap();
+            assert!(!targets.is_empty(), "{name} / {title}: no query");
+            for target in targets {
+                let expr = target["expr"].as_str().unwrap();
+                assert!(
+                    expr.contains("$target"),
+                    "{name} / {title}: filter by $target: {expr}"
+                );
+                for function in ["rate(", "increase("] {
+                    for (i, _) in expr.match_indices(function) {
+                        let rest = &expr[i..];
+                        let window = rest
+                            .find('[')
+                            .map(|s| &rest[s..rest[s..].find(']').unwrap() + s + 1]);
+                        assert_eq!(
+                            window,
+                            Some("[$__rate_interval]"),
+                            "{name} / {title}: {function} must use $__rate_interval: {expr}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(panels >= 5, "{name}: only {panels} panels");
+    }
+    assert!(
+        boards >= 4,
+        "expected the overview and the area dashboards, found {boards}"
+    );
+}
