@@ -231,7 +231,80 @@ def db_panels():
     ]
 
 
+def queue_kpis():
+    return [
+        panel("Queue drain time",
+              [(f'sum without (state) (app_queue_depth{{{T}, state="ready"}}) / '
+                f'clamp_min(rate(app_queue_processed_total{{{T}}}[{RI}]), 1e-9)', "{{queue}}")],
+              "s", "Ready items divided by the processing rate: how long the queue would take to "
+              "empty at the current pace (the seed KPI 'tiempo de vaciado de cola'; recording rule "
+              "app_queue:drain_seconds)."),
+        panel("Queue lag (oldest ready item)",
+              [(f'app_queue_lag_seconds{{{T}}}', "{{queue}}")],
+              "s", "Age of the oldest item ready to be processed; bounded while consumers keep up.",
+              threshold=KPI["queue_lag_max_seconds"]),
+        panel("Webhook retry success rate",
+              [(f'app_webhook_retry_success_ratio{{{T}}}', "retries {{target}}"),
+               (f'app_webhook_first_attempt_success_ratio{{{T}}}', "first attempts {{target}}")],
+              "percentunit", "Share of retried webhook deliveries (and of first attempts) that ended "
+              "delivered over the configured window (the seed KPI 'tasa de retries exitosos').",
+              threshold=KPI["webhook_retry_success_min"], min_zero=False),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------
+
+def queues():
+    Q = 'target=~"$target", queue=~"$queue"'
+    extra = [{"name": "queue", "label": "Queue", "type": "query",
+              "datasource": {"type": "prometheus", "uid": "${datasource}"},
+              "query": {"query": 'label_values(app_queue_depth{target=~"$target"}, queue)', "refId": "queue"},
+              "definition": 'label_values(app_queue_depth{target=~"$target"}, queue)',
+              "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*", "current": {}, "hide": 0}]
+    panels = [
+        row("Queues"),
+        *queue_kpis()[:2],
+        panel("Depth by state",
+              [(f'app_queue_depth{{{Q}}}', "{{queue}} {{state}}")],
+              "short", "Items per state (ready, scheduled, leased, dead, done). Counts over large "
+              "tables may be planner estimates (app_queue_depth_estimated = 1) to avoid scans.",
+              stack=True),
+        panel("Inserted and processed per second",
+              [(f'rate(app_queue_inserted_total{{{Q}}}[{RI}])', "inserted {{queue}}"),
+               (f'rate(app_queue_processed_total{{{Q}}}[{RI}])', "processed {{queue}}")],
+              "ops", "Producer and consumer throughput. Processed below inserted for long means "
+              "the backlog grows."),
+        panel("Expired leases and oldest lease",
+              [(f'app_queue_expired_leases{{{Q}}}', "expired {{queue}}"),
+               (f'app_queue_oldest_lease_seconds{{{Q}}}', "oldest lease age (s) {{queue}}")],
+              "short", "Leases held past their timeout (a dead worker), and how long the oldest "
+              "current lease has been held, in seconds."),
+        panel("Pending items by retry count",
+              [(f'sum by (queue, le) (app_queue_retries_bucket{{{Q}}})', "≤ {{le}} retries {{queue}}")],
+              "short", "Cumulative distribution of retry_count over pending items: a fat tail "
+              "means items bounce between failure and retry."),
+        row("Webhooks"),
+        queue_kpis()[2],
+        panel("Deliveries by status",
+              [(f'app_webhook_deliveries{{{T}}}', "{{status}}")],
+              "short", "Webhook deliveries per status.", stack=True),
+        panel("Pending and overdue retries",
+              [(f'app_webhook_retries_pending{{{T}}}', "pending {{target}}"),
+               (f'app_webhook_retries_overdue{{{T}}}', "overdue {{target}}")],
+              "short", "Deliveries waiting for a retry, and those past their next retry time by "
+              "more than the grace period (the retry worker is stalled)."),
+        panel("Event log processing lag",
+              [(f'app_webhook_event_lag_seconds{{{T}}}', "{{target}}")],
+              "s", "Age of the oldest unprocessed webhook event log entry."),
+        panel("Most failing webhooks",
+              [(f'topk(5, app_webhook_failing_deliveries{{{T}}})', "webhook {{webhook_id}}")],
+              "short", "Webhooks with the most failed deliveries in the window (top K, bounded).",
+              kind="table"),
+    ]
+    return dashboard("pgkpi-queues", "pgkpi / Queues and webhooks",
+                     "Application queues (depth, lag, leases, retries) and webhook delivery KPIs.",
+                     panels, variables(datname=False, extra=extra))
+
 
 def overview():
     panels = [
@@ -239,18 +312,7 @@ def overview():
         p95_by_workload(),
         qps_and_lock_waits(),
         row("Async work"),
-        panel("Queue drain time",
-              [(f'app_queue_ready{{{T}}} / clamp_min(rate(app_queue_processed_total{{{T}}}[{RI}]), 1e-9)', "{{queue}}")],
-              "s", "Ready items divided by the processing rate: how long the queue would take to "
-              "empty at the current pace (the seed KPI 'tiempo de vaciado de cola')."),
-        panel("Queue lag (oldest ready item)",
-              [(f'app_queue_lag_seconds{{{T}}}', "{{queue}}")],
-              "s", "Age of the oldest item ready to be processed; bounded while consumers keep up."),
-        panel("Webhook retry success rate",
-              [(f'app_webhook_retry_success_ratio{{{T}}}', "retries {{target}}"),
-               (f'app_webhook_first_attempt_success_ratio{{{T}}}', "first attempts {{target}}")],
-              "percentunit", "Share of webhook retries (and first attempts) that succeeded over the "
-              "configured window (the seed KPI 'tasa de retries exitosos').", min_zero=False),
+        *queue_kpis(),
         row("Database health"),
         cache_hit(),
         connections(),
@@ -332,7 +394,7 @@ def locks():
         row("Waits"),
         qps_and_lock_waits(),
         panel("Average active sessions by wait event type",
-              [(f'sum by (target, wait_event_type) (rate(pg_active_sessions_sampled_total{{{T}}}[{RI}])) / '
+              [(f'sum by (target, wait_event_type) (rate(pg_active_sessions_sampled_total{{{T}}}[{RI}])) / on (target) group_left () '
                 f'clamp_min(sum by (target) (rate(pg_activity_samples_total{{{T}}}[{RI}])), 1e-9)', "{{wait_event_type}}")],
               "short", "Sampled every second: average number of active sessions, split by what they "
               "wait on (CPU = not waiting). The 'performance insights' view.", stack=True),
@@ -421,6 +483,7 @@ def main():
         "pgkpi-queries.json": query_performance(),
         "pgkpi-locks.json": locks(),
         "pgkpi-health.json": health(),
+        "pgkpi-queues.json": queues(),
     }
     for name, board in boards.items():
         (HERE / name).write_text(json.dumps(board, indent=2) + "\n")

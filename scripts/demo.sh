@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # The demo, on a fresh Debian 12 machine with Rust: a throwaway PostgreSQL 15 with
-# pg_stat_statements, and pgkpi polling it. Prints the URLs and runs until Ctrl-C.
+# pg_stat_statements, the audited application database `app` (fixtures/baseline.sql, seed,
+# migrations/001..008, seed again), pgkpi-load driving traffic against it in the background,
+# and pgkpi polling it. Prints the URLs and runs until Ctrl-C.
 #   DEMO_DIR   where the cluster lives (default /tmp/pgkpi-demo; removed on exit)
 #   DEMO_PORT  PostgreSQL port (default 55432)
 #   PGKPI_PORT pgkpi port (default 9188)
+#   DEMO_SCALE seed scale (default 0.2: a few seconds to load; 1 = the test fixture's size)
+#   DEMO_RATE  pgkpi-load operations per second (default 50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
@@ -13,9 +17,13 @@ ensure_packages "${PGKPI_BASE_PACKAGES[@]}"
 DEMO_DIR=${DEMO_DIR:-/tmp/pgkpi-demo}
 DEMO_PORT=${DEMO_PORT:-55432}
 PGKPI_PORT=${PGKPI_PORT:-9188}
+DEMO_SCALE=${DEMO_SCALE:-0.2}
+DEMO_RATE=${DEMO_RATE:-50}
+# pgkpi reads PGKPI_* variables as configuration: keep the demo's own out of its environment.
+export -n PGKPI_PORT
 
-echo "building pgkpi (release)..." >&2
-cargo build --release --locked --quiet
+echo "building pgkpi and pgkpi-load (release)..." >&2
+cargo build --release --locked --quiet --bins
 
 pids=()
 cleanup() {
@@ -27,13 +35,33 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# A cluster left by an interrupted run (kill -9) is stopped before its directory goes.
+cluster_stop "$DEMO_DIR"
 rm -rf "$DEMO_DIR"
 cluster_start "$DEMO_DIR" "$DEMO_PORT"
-psql -X -q -h 127.0.0.1 -p "$DEMO_PORT" -U postgres -d postgres \
-  -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+# psql -f sends one statement at a time: the migrations use CREATE INDEX CONCURRENTLY, which
+# cannot run inside the single transaction that -c or a one-call batch would open.
+sql() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 \
+  -h 127.0.0.1 -p "$DEMO_PORT" -U postgres "$@" >/dev/null; }
+sql -d postgres -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+sql -d postgres -c "CREATE DATABASE app"
+echo "loading database app: baseline, seed (scale $DEMO_SCALE), migrations, seed again..." >&2
+sql -d app -f fixtures/baseline.sql
+sql -d app -v scale="$DEMO_SCALE" -f fixtures/seed.sql
+for migration in migrations/0*.sql; do sql -d app -f "$migration"; done
+sql -d app -v scale="$DEMO_SCALE" -f fixtures/seed.sql
 
-DATA_SOURCE_NAME="host=127.0.0.1 port=$DEMO_PORT user=postgres dbname=postgres sslmode=disable" \
-  ./target/release/pgkpi --web.listen-address "127.0.0.1:$PGKPI_PORT" &
+APP_DSN="host=127.0.0.1 port=$DEMO_PORT user=postgres dbname=app sslmode=disable"
+# Bounded (24 h at most; it also stops with the demo) and loopback-only by construction.
+./target/release/pgkpi-load --dsn "$APP_DSN" --duration 24h --rate "$DEMO_RATE" \
+  --lock-contention --report-every 60s >"$DEMO_DIR/load.log" 2>&1 &
+pids+=($!)
+
+# The demo configuration adds the application KPIs (queue, webhooks) to the built-ins.
+config=()
+[ -f examples/pgkpi-demo.toml ] && config=(--config.file examples/pgkpi-demo.toml)
+DATA_SOURCE_NAME="$APP_DSN" \
+  ./target/release/pgkpi "${config[@]}" --web.listen-address "127.0.0.1:$PGKPI_PORT" &
 pids+=($!)
 
 for _ in $(seq 1 100); do
@@ -46,7 +74,8 @@ cat <<MSG
 pgkpi demo is running.
   metrics:  http://127.0.0.1:$PGKPI_PORT/metrics
   status:   http://127.0.0.1:$PGKPI_PORT/
-  postgres: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres
+  postgres: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres -d app
+  workload: pgkpi-load (application_name pgkpi-load/<class>), log in $DEMO_DIR/load.log
 Press Ctrl-C to stop (the cluster in $DEMO_DIR is removed).
 MSG
 wait

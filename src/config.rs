@@ -49,6 +49,12 @@ pub struct Config {
     pub targets: Vec<TargetConfig>,
     /// Options of the `locks` and `activity_sampler` collectors.
     pub locks: crate::collector::locks::LocksConfig,
+    /// Options of the `statements` collector (pg_stat_statements).
+    pub statements: crate::collector::statements::StatementsConfig,
+    /// Application queue tables measured by the `queues` collector (`[[queues]]`).
+    pub queues: Vec<crate::collector::queues::QueueConfig>,
+    /// Webhook delivery tables measured by the `webhooks` collector (`[webhooks]`).
+    pub webhooks: crate::collector::webhooks::WebhooksConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -376,6 +382,9 @@ impl Config {
             }
         }
         self.locks.validate().map_err(ConfigError)?;
+        self.statements.validate().map_err(ConfigError)?;
+        crate::collector::queues::validate(&self.queues).map_err(ConfigError)?;
+        self.webhooks.validate().map_err(ConfigError)?;
         Ok(())
     }
 

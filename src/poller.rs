@@ -58,6 +58,11 @@ struct Live {
     /// Notified by a collector that timed out or found the connection closed; the supervisor
     /// then drops the session and reconnects.
     broken: Notify,
+    /// Collectors on one connection take turns. The server runs one statement at a time per
+    /// connection anyway; taking turns here makes each collector's timeout (and its measured
+    /// duration) cover its own statements, not the wait behind a slow neighbour, which would
+    /// otherwise time out innocent collectors and force needless reconnects.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// Reconnect timing: doubles from `initial` up to `max`, each wait drawn in [50%, 100%] of the
@@ -199,6 +204,7 @@ async fn supervise(
                 let live = Arc::new(Live {
                     session: Session { client, server },
                     broken: Notify::new(),
+                    turn: tokio::sync::Mutex::new(()),
                 });
                 tx.send_replace(Conn::Up(live.clone()));
                 let reason = tokio::select! {
@@ -310,6 +316,14 @@ async fn run_once(
 ) {
     let labels = [target, scheduled.name.as_str()];
     let t = &shared.telemetry;
+    let holder = match &conn {
+        Conn::Up(live) => Some(live.clone()),
+        _ => None,
+    };
+    let turn = match &holder {
+        Some(live) => Some(live.turn.lock().await),
+        None => None,
+    };
     let started = Instant::now();
     let result = match conn {
         Conn::Up(live) => {
@@ -340,6 +354,7 @@ async fn run_once(
         Conn::Down(reason) => Err(CollectError::failed(format!("target down: {reason}"))),
         Conn::Connecting => Err(CollectError::failed("target not connected yet")),
     };
+    drop(turn);
     let elapsed = started.elapsed().as_secs_f64();
     t.collector_runs.with_label_values(&labels).inc();
     t.collector_duration.with_label_values(&labels).set(elapsed);

@@ -6,8 +6,11 @@
 
 pub mod activity;
 pub mod locks;
+pub mod queues;
 mod server;
 pub mod sql;
+pub mod statements;
+pub mod webhooks;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -48,6 +51,7 @@ impl CollectError {
     }
 
     /// The collector does not apply here; `reason` is a bounded code, `message` says what to
+    /// do about it (e.g. "run CREATE EXTENSION pg_stat_statements").
     pub fn skipped(reason: &'static str, message: impl Into<String>) -> Self {
         CollectError {
             message: message.into(),
@@ -103,7 +107,14 @@ pub struct Spec {
 
 /// Every collector written in Rust.
 pub fn builtins() -> Vec<Spec> {
-    vec![server::spec(), locks::spec(), activity::spec()]
+    vec![
+        server::spec(),
+        locks::spec(),
+        activity::spec(),
+        statements::spec(),
+        queues::spec(),
+        webhooks::spec(),
+    ]
 }
 
 /// A collector of either kind, as the poller and the metric reference see it.

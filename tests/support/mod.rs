@@ -11,6 +11,8 @@
 
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -308,6 +310,41 @@ impl Cluster {
                 sql,
             ]);
         run(cmd, &format!("psql {sql}")).trim().to_string()
+    }
+
+    /// Runs a SQL file with `psql -v ON_ERROR_STOP=1 -f` (statement by statement, so CREATE
+    /// INDEX CONCURRENTLY works; `-c` or batch_execute would wrap the file in one transaction)
+    /// with `-v name=value` for each of `vars`; returns stdout and stderr (NOTICEs), panics on
+    /// failure.
+    pub fn psql_file(&self, db: &str, path: impl AsRef<Path>, vars: &[(&str, &str)]) -> String {
+        let path = path.as_ref();
+        let own = self.bindir.join("psql");
+        let mut cmd = Command::new(if own.exists() {
+            own
+        } else {
+            PathBuf::from("psql")
+        });
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-d", db]);
+        for (name, value) in vars {
+            cmd.arg("-v").arg(format!("{name}={value}"));
+        }
+        cmd.arg("-f").arg(path);
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("psql -f {}: cannot start: {e}", path.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "psql -f {} on {db} failed ({}):\n{text}",
+            path.display(),
+            out.status
+        );
+        text
     }
 
     /// Creates a database of the test's own and returns its name.
@@ -617,11 +654,42 @@ pub fn http_get(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
+    let headers: BTreeMap<String, String> = headers;
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .get("transfer-encoding")
+        .is_some_and(|v| v.contains("chunked"))
+    {
+        body = dechunk(&body)?;
+    }
     Ok(HttpResponse {
         status,
         headers,
-        body: raw[split + 4..].to_vec(),
+        body,
     })
+}
+
+/// Decodes a chunked transfer-encoded body (Prometheus and Alertmanager use it).
+fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| std::io::Error::other("bad chunk header"))?;
+        let size_text = String::from_utf8_lossy(&raw[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| std::io::Error::other("bad chunk size"))?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        if raw.len() < size + 2 {
+            return Err(std::io::Error::other("truncated chunk"));
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
 }
 
 /// One parsed sample.

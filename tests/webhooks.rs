@@ -1,0 +1,251 @@
+//! The `webhooks` collector on the migrations' webhook tables with a known failure pattern,
+//! and user-defined KPIs that run too long.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::{config_for, Cluster, Exporter, Metrics, TempDir};
+
+const T: &str = "w";
+
+fn psql_file(cluster: &Cluster, db: &str, file: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+        ])
+        .args(["-p", &cluster.port.to_string(), "-d", db, "-f"])
+        .arg(&path)
+        .output()
+        .expect("run psql");
+    assert!(
+        out.status.success(),
+        "psql -f {file}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn num(cluster: &Cluster, db: &str, sql: &str) -> f64 {
+    cluster
+        .psql(db, sql)
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+fn get(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut all = vec![("target", T)];
+    all.extend_from_slice(labels);
+    m.value(name, &all)
+}
+
+/// 1 000 deliveries created 10 minutes ago: 30% fail their first attempt; of those 300, 180
+/// are delivered on a later attempt, 90 are given up and 30 are still retrying (10 of them
+/// overdue). Webhook 1 has the most failures, then 2, then 3. Older deliveries (outside the
+/// window) all failed and must not count.
+const SCENARIO: &str = r#"
+INSERT INTO public.webhooks (id, user_id, url, secret) OVERRIDING SYSTEM VALUE
+SELECT g, 1, 'https://example.test/' || g, 's' FROM generate_series(1, 4) g;
+INSERT INTO public.webhook_deliveries (webhook_id, event_type, status, attempt_count, next_retry_at, created_at)
+SELECT CASE WHEN g <= 700 THEN 4
+            WHEN g <= 880 THEN 1 + g % 3
+            WHEN g <= 970 THEN CASE WHEN g <= 930 THEN 1 WHEN g <= 955 THEN 2 ELSE 3 END
+            ELSE 1 END,
+       'booking.created',
+       CASE WHEN g <= 880 THEN 'delivered' WHEN g <= 970 THEN 'failed' ELSE 'retrying' END,
+       CASE WHEN g <= 700 THEN 1 WHEN g <= 880 THEN 2 + g % 2 WHEN g <= 970 THEN 5 ELSE 1 + g % 2 END,
+       CASE WHEN g > 970 AND g <= 980 THEN now() - interval '10 minutes'
+            WHEN g > 980 THEN now() + interval '10 minutes' END,
+       now() - interval '10 minutes'
+FROM generate_series(1, 1000) g;
+INSERT INTO public.webhook_deliveries (webhook_id, event_type, status, attempt_count, created_at)
+SELECT 3, 'booking.created', 'failed', 5, now() - interval '3 hours' FROM generate_series(1, 500);
+INSERT INTO public.webhook_event_logs (event_type, payload, processed, created_at)
+SELECT 'booking.created', '{}', g > 5, now() - (g * interval '1 minute') + interval '3 minutes'
+FROM generate_series(1, 20) g;
+"#;
+
+#[test]
+fn webhook_rates_match_the_constructed_truth() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("webhooks");
+    psql_file(cluster, &db, "fixtures/baseline.sql");
+    psql_file(cluster, &db, "migrations/005_p1_webhooks_bookings.sql");
+    cluster.psql(&db, SCENARIO);
+    let extra = "[collectors.webhooks]\ninterval = \"1s\"\n\n[webhooks]\n\
+        deliveries_table = \"public.webhook_deliveries\"\nevents_table = \"public.webhook_event_logs\"\n\
+        window = \"1h\"\noverdue_grace = \"1m\"\ntop_failing = 2\n";
+    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), extra));
+    let m = exporter.wait_for(Duration::from_secs(10), "webhook metrics", |m| {
+        get(m, "app_webhook_first_attempts", &[]).is_some()
+    });
+    // The constructed truth.
+    assert_eq!(get(&m, "app_webhook_first_attempts", &[]), Some(1000.0));
+    assert_eq!(
+        get(&m, "app_webhook_first_attempts_succeeded", &[]),
+        Some(700.0)
+    );
+    assert_eq!(
+        get(&m, "app_webhook_first_attempt_success_ratio", &[]),
+        Some(0.7)
+    );
+    assert_eq!(get(&m, "app_webhook_retried_deliveries", &[]), Some(270.0));
+    assert_eq!(
+        get(&m, "app_webhook_retried_deliveries_succeeded", &[]),
+        Some(180.0)
+    );
+    let ratio = get(&m, "app_webhook_retry_success_ratio", &[]).unwrap();
+    assert!((ratio - 2.0 / 3.0).abs() < 1e-12, "{ratio}");
+    assert_eq!(get(&m, "app_webhook_window_seconds", &[]), Some(3600.0));
+
+    // Whole-table and backlog figures, checked against the table.
+    for status in ["delivered", "failed", "retrying"] {
+        let truth = num(
+            cluster,
+            &db,
+            &format!("SELECT count(*) FROM public.webhook_deliveries WHERE status = '{status}'"),
+        );
+        assert_eq!(
+            get(&m, "app_webhook_deliveries", &[("status", status)]),
+            Some(truth),
+            "{status}"
+        );
+    }
+    assert_eq!(get(&m, "app_webhook_retries_pending", &[]), Some(30.0));
+    assert_eq!(get(&m, "app_webhook_retries_overdue", &[]), Some(10.0));
+    let overdue = get(&m, "app_webhook_retry_overdue_seconds", &[]).unwrap();
+    assert!((600.0..700.0).contains(&overdue), "{overdue}");
+
+    // Top 2 failing webhooks in the window, with their counts; webhook 3's old failures are
+    // outside the window.
+    let failing = m.find("app_webhook_failing_deliveries", &[("target", T)]);
+    assert_eq!(failing.len(), 2, "{failing:?}");
+    for sample in failing {
+        let id = &sample.labels["webhook_id"];
+        let truth = num(
+            cluster,
+            &db,
+            &format!(
+                "SELECT count(*) FROM public.webhook_deliveries WHERE webhook_id = {id} \
+             AND created_at > now() - interval '1 hour' AND status IN ('retrying', 'failed')"
+            ),
+        );
+        assert_eq!(sample.value, truth, "webhook {id}");
+    }
+    let top = num(
+        cluster,
+        &db,
+        "SELECT webhook_id FROM public.webhook_deliveries \
+        WHERE created_at > now() - interval '1 hour' AND status IN ('retrying', 'failed') \
+        GROUP BY 1 ORDER BY count(*) DESC LIMIT 1",
+    );
+    assert!(get(
+        &m,
+        "app_webhook_failing_deliveries",
+        &[("webhook_id", &top.to_string())]
+    )
+    .is_some());
+
+    // Event processing lag: 5 unprocessed, the oldest 2 minutes old.
+    assert_eq!(get(&m, "app_webhook_events_unprocessed", &[]), Some(5.0));
+    let lag = get(&m, "app_webhook_event_lag_seconds", &[]).unwrap();
+    assert!((120.0..180.0).contains(&lag), "{lag}");
+
+    // The retry worker catches up: overdue retries settle, the retry rate follows.
+    cluster.psql(&db, "UPDATE public.webhook_deliveries SET status = 'delivered', attempt_count = attempt_count + 1, next_retry_at = NULL \
+                       WHERE status = 'retrying' AND next_retry_at < now()");
+    let m = exporter.wait_for(Duration::from_secs(10), "retries settled", |m| {
+        get(m, "app_webhook_retries_overdue", &[]) == Some(0.0)
+    });
+    assert_eq!(get(&m, "app_webhook_retried_deliveries", &[]), Some(280.0));
+    assert_eq!(
+        get(&m, "app_webhook_retried_deliveries_succeeded", &[]),
+        Some(190.0)
+    );
+}
+
+#[test]
+fn a_slow_user_kpi_is_cut_by_the_timeout_and_the_others_keep_running() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("slowkpi");
+    let dir = TempDir::new("slowdefs");
+    std::fs::write(
+        dir.0.join("slow.toml"),
+        "name = \"slow_report\"\ndescription = \"Takes 3 s, more than statement_timeout.\"\ninterval = \"1s\"\n\
+         [[query]]\nsql = \"SELECT 1 AS n FROM pg_sleep(3)\"\n\
+         [[metric]]\ncolumn = \"n\"\nname = \"app_slow_report\"\ntype = \"gauge\"\nhelp = \"Never arrives.\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.0.join("fast.toml"),
+        "name = \"fast_kpi\"\ndescription = \"A quick one.\"\ninterval = \"1s\"\n\
+         [[query]]\nsql = \"SELECT count(*) AS n FROM pg_stat_activity\"\n\
+         [[metric]]\ncolumn = \"n\"\nname = \"app_fast_sessions\"\ntype = \"gauge\"\nhelp = \"Sessions.\"\n",
+    )
+    .unwrap();
+    // Only the server probe besides the two: every collector shares the target's one
+    // connection, so a slow statement delays the ones queued behind it (by at most
+    // statement_timeout); with 25 collectors starting at once that delay could add up past the
+    // client-side timeouts and muddle what this test looks at.
+    let others: String = pgkpi::collector::registry(&[])
+        .unwrap()
+        .iter()
+        .filter(|e| e.name != "server")
+        .map(|e| format!("[collectors.{}]\nenabled = false\n", e.name))
+        .collect();
+    let extra = format!(
+        "collector_paths = [\"{}\"]\n[session]\nstatement_timeout = \"1s\"\n{others}",
+        dir.0.display()
+    );
+    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), &extra));
+    let slow = [("target", T), ("collector", "slow_report")];
+    let fast = [("target", T), ("collector", "fast_kpi")];
+    let runs = |m: &Metrics, labels: &[(&str, &str)]| {
+        m.value("pgkpi_collector_runs_total", labels).unwrap_or(0.0)
+    };
+    let first = exporter.wait_for(Duration::from_secs(20), "two timed-out runs", |m| {
+        m.value("pgkpi_collector_errors_total", &slow)
+            .unwrap_or(0.0)
+            >= 2.0
+    });
+    assert_eq!(first.value("pgkpi_collector_up", &slow), Some(0.0));
+    assert!(first.find("app_slow_report", &[]).is_empty());
+    // Cut by the server (statement_timeout), reported with PostgreSQL's reason.
+    let logs = exporter.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("slow_report") && l.contains("statement timeout")),
+        "{logs}"
+    );
+    let page = exporter.get("/").text();
+    assert!(page.contains("statement timeout"), "{page}");
+    // The other collectors keep running and succeeding meanwhile.
+    let later = exporter.wait_for(Duration::from_secs(20), "others keep running", |m| {
+        runs(m, &fast) >= runs(&first, &fast) + 3.0
+            && m.value("pgkpi_collector_errors_total", &slow)
+                .unwrap_or(0.0)
+                > first.value("pgkpi_collector_errors_total", &slow).unwrap()
+    });
+    assert_eq!(
+        later.value("pgkpi_collector_errors_total", &fast),
+        Some(0.0)
+    );
+    assert_eq!(later.value("pgkpi_collector_up", &fast), Some(1.0));
+    assert!(get(&later, "app_fast_sessions", &[]).unwrap() >= 1.0);
+    assert_eq!(
+        later.value(
+            "pgkpi_collector_up",
+            &[("target", T), ("collector", "server")]
+        ),
+        Some(1.0)
+    );
+}
