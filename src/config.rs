@@ -55,6 +55,8 @@ pub struct Config {
     pub queues: Vec<crate::collector::queues::QueueConfig>,
     /// Webhook delivery tables measured by the `webhooks` collector (`[webhooks]`).
     pub webhooks: crate::collector::webhooks::WebhooksConfig,
+    /// Options of the `relation_stats`, `relation_sizes` and `index_health` collectors.
+    pub relations: crate::collector::relations::RelationsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -385,6 +387,7 @@ impl Config {
         self.statements.validate().map_err(ConfigError)?;
         crate::collector::queues::validate(&self.queues).map_err(ConfigError)?;
         self.webhooks.validate().map_err(ConfigError)?;
+        self.relations.validate().map_err(ConfigError)?;
         Ok(())
     }
 

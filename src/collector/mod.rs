@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod locks;
 pub mod queues;
+pub mod relations;
 mod server;
 pub mod sql;
 pub mod statements;
@@ -112,6 +113,9 @@ pub fn builtins() -> Vec<Spec> {
         locks::spec(),
         activity::spec(),
         statements::spec(),
+        relations::stats_spec(),
+        relations::sizes_spec(),
+        relations::health_spec(),
         queues::spec(),
         webhooks::spec(),
     ]

@@ -1,0 +1,493 @@
+//! Tables, indexes and partitions against real PostgreSQL, on the schema the migrations
+//! create: unused, invalid and duplicate indexes, partition coverage and the DEFAULT
+//! partition, the maintenance function moving coverage, and the series caps.
+
+mod support;
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use support::{config_for, Cluster, Exporter, Metrics};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A database of the test's own with fixtures/baseline.sql and every migration applied.
+/// Serialized: 001 creates the cluster-wide role pgkpi, which parallel runs would race on.
+fn app_database(cluster: &Cluster, prefix: &str) -> String {
+    static MIGRATING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = MIGRATING.lock().unwrap_or_else(|e| e.into_inner());
+    let db = cluster.create_database(prefix);
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    cluster.psql_file(&db, root.join("fixtures/baseline.sql"), &[]);
+    let mut migrations: Vec<_> = std::fs::read_dir(root.join("migrations"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    migrations.sort();
+    assert!(migrations.len() >= 8, "migrations/ holds {migrations:?}");
+    for file in migrations {
+        cluster.psql_file(&db, file, &[]);
+    }
+    db
+}
+
+/// Every relations collector at 1s, plus `extra`.
+fn config(target: &str, dsn: &str, extra: &str) -> String {
+    config_for(
+        target,
+        dsn,
+        &format!(
+            "[collectors.relation_stats]\ninterval = \"1s\"\n\
+             [collectors.relation_sizes]\ninterval = \"1s\"\n\
+             [collectors.index_health]\ninterval = \"1s\"\n\
+             [collectors.partitions]\ninterval = \"1s\"\n{extra}"
+        ),
+    )
+}
+
+fn f64_of(cluster: &Cluster, db: &str, sql: &str) -> f64 {
+    let out = cluster.psql(db, sql);
+    out.parse()
+        .unwrap_or_else(|e| panic!("{sql} returned {out:?}: {e}"))
+}
+
+fn listed<'a>(m: &'a Metrics, family: &str, target: &str) -> Vec<&'a str> {
+    m.find(family, &[("target", target)])
+        .iter()
+        .map(|s| s.labels["indexrelname"].as_str())
+        .collect()
+}
+
+#[test]
+fn unused_index_appears_after_a_stats_reset_and_leaves_once_used() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "unused");
+    cluster.psql(
+        &db,
+        "CREATE INDEX bookings_probe_idx ON core.bookings (created_at, id); \
+         SELECT pg_stat_reset()",
+    );
+    let extra = "[relations]\nunused_min_bytes = 0\nmax_listed = 1000\n";
+    let exporter = Exporter::start(&config("unused", &cluster.dsn(&db), extra));
+    let m = exporter.wait_for(WAIT, "the new index listed as unused", |m| {
+        listed(m, "pg_index_unused_size_bytes", "unused").contains(&"bookings_probe_idx")
+    });
+    let size = f64_of(
+        cluster,
+        &db,
+        "SELECT pg_relation_size('core.bookings_probe_idx')",
+    );
+    assert_eq!(
+        m.value(
+            "pg_index_unused_size_bytes",
+            &[("target", "unused"), ("indexrelname", "bookings_probe_idx")]
+        ),
+        Some(size)
+    );
+    // No index backing a primary key, unique or exclusion constraint is ever listed, although
+    // nothing scanned them since the reset.
+    let unused = listed(&m, "pg_index_unused_size_bytes", "unused");
+    let constrained = cluster.psql(
+        &db,
+        "SELECT c.relname FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname IN ('core', 'chat', 'public', 'integration') \
+           AND (x.indisprimary OR x.indisunique OR x.indisexclusion)",
+    );
+    let constrained: Vec<&str> = constrained.lines().collect();
+    assert!(constrained.contains(&"bookings_pkey"), "{constrained:?}");
+    for name in &constrained {
+        assert!(!unused.contains(name), "{name} listed as unused");
+    }
+    // The totals cover exactly what is listed (max_listed is above their number).
+    let listed_bytes: f64 = m
+        .find("pg_index_unused_size_bytes", &[("target", "unused")])
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(
+        m.value("pg_index_unused_indexes", &[("target", "unused")]),
+        Some(unused.len() as f64)
+    );
+    assert_eq!(
+        m.value("pg_index_unused_reclaimable_bytes", &[("target", "unused")]),
+        Some(listed_bytes)
+    );
+    // The statistics they are judged on are as old as the reset.
+    let age = m
+        .value("pg_index_usage_stats_age_seconds", &[("target", "unused")])
+        .unwrap();
+    let since_reset = f64_of(
+        cluster,
+        &db,
+        "SELECT extract(epoch FROM now() - stats_reset) FROM pg_stat_database \
+         WHERE datname = current_database()",
+    );
+    assert!(
+        age >= 0.0 && age <= since_reset + 1.0 && age >= since_reset - 10.0,
+        "stats age {age}, reset {since_reset}s ago"
+    );
+
+    // One index scan and the index is used.
+    cluster.psql(
+        &db,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off; \
+         SELECT count(*) FROM core.bookings WHERE created_at > now() - interval '1 day'",
+    );
+    let scans = f64_of(
+        cluster,
+        &db,
+        "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'bookings_probe_idx'",
+    );
+    assert!(scans >= 1.0, "the probe query did not use the index");
+    let m = exporter.wait_for(WAIT, "the used index no longer unused", |m| {
+        !listed(m, "pg_index_unused_size_bytes", "unused").contains(&"bookings_probe_idx")
+            && m.value(
+                "pg_index_scans_total",
+                &[("target", "unused"), ("indexrelname", "bookings_probe_idx")],
+            ) == Some(scans)
+    });
+    assert_eq!(
+        m.value("pg_index_unused_indexes", &[("target", "unused")]),
+        Some(unused.len() as f64 - 1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_and_duplicate_indexes_are_reported() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "invalid");
+    cluster.psql(
+        &db,
+        "CREATE TABLE core.relations_probe (id int PRIMARY KEY, code int, note text); \
+         INSERT INTO core.relations_probe SELECT g, g % 10, 'n' FROM generate_series(1, 100) g; \
+         CREATE INDEX relations_probe_code_idx ON core.relations_probe (code); \
+         CREATE INDEX relations_probe_code_again_idx ON core.relations_probe (code); \
+         CREATE UNIQUE INDEX relations_probe_id_copy_idx ON core.relations_probe (id); \
+         CREATE INDEX relations_probe_partial_idx ON core.relations_probe (code) WHERE note IS NULL",
+    );
+    // A CREATE INDEX CONCURRENTLY failing on a unique violation leaves an INVALID index.
+    let client = cluster.client(&db).await;
+    let error = client
+        .batch_execute(
+            "CREATE UNIQUE INDEX CONCURRENTLY relations_probe_code_uniq \
+             ON core.relations_probe (code)",
+        )
+        .await
+        .expect_err("duplicate codes must fail the unique build");
+    assert_eq!(
+        error.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
+        "{error}"
+    );
+    let invalid_count = f64_of(
+        cluster,
+        &db,
+        "SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE NOT x.indisvalid AND n.nspname NOT IN ('pg_catalog', 'information_schema')",
+    );
+    assert!(invalid_count >= 1.0);
+
+    let exporter = Exporter::start(&config("invalid", &cluster.dsn(&db), ""));
+    let m = exporter.wait_for(WAIT, "index health", |m| {
+        m.value("pg_index_duplicate_indexes", &[("target", "invalid")])
+            .is_some()
+    });
+    assert_eq!(
+        m.value(
+            "pg_index_invalid",
+            &[
+                ("target", "invalid"),
+                ("relname", "relations_probe"),
+                ("indexrelname", "relations_probe_code_uniq")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("pg_index_invalid_indexes", &[("target", "invalid")]),
+        Some(invalid_count)
+    );
+    // The second identical index duplicates the first; the unique copy of the primary key
+    // duplicates the key's index (the constraint's index is the one to keep); the partial
+    // index differs by its predicate and the invalid one is not compared.
+    let duplicates: Vec<(String, String)> = m
+        .find("pg_index_duplicate_size_bytes", &[("target", "invalid")])
+        .iter()
+        .map(|s| {
+            (
+                s.labels["indexrelname"].clone(),
+                s.labels["duplicate_of"].clone(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("relations_probe_code_again_idx", "relations_probe_code_idx"),
+        ("relations_probe_id_copy_idx", "relations_probe_pkey"),
+    ];
+    for (index, of) in expected {
+        assert!(
+            duplicates.contains(&(index.to_string(), of.to_string())),
+            "{index} as a duplicate of {of} in {duplicates:?}"
+        );
+    }
+    assert!(
+        !duplicates.iter().any(|(i, _)| i.contains("partial")
+            || i.contains("uniq")
+            || i == "relations_probe_code_idx"),
+        "{duplicates:?}"
+    );
+    assert_eq!(
+        m.value("pg_index_duplicate_indexes", &[("target", "invalid")]),
+        Some(duplicates.len() as f64)
+    );
+    let size = f64_of(
+        cluster,
+        &db,
+        "SELECT pg_relation_size('core.relations_probe_code_again_idx')",
+    );
+    assert_eq!(
+        m.value(
+            "pg_index_duplicate_size_bytes",
+            &[
+                ("target", "invalid"),
+                ("indexrelname", "relations_probe_code_again_idx")
+            ]
+        ),
+        Some(size)
+    );
+}
+
+/// Seconds from now to the start of the UTC month `months` after the current one.
+fn seconds_to_month_start(cluster: &Cluster, db: &str, months: i32) -> f64 {
+    f64_of(
+        cluster,
+        db,
+        &format!(
+            "SELECT extract(epoch FROM (date_trunc('month', now() AT TIME ZONE 'UTC') \
+             + interval '{months} months') AT TIME ZONE 'UTC' - now())"
+        ),
+    )
+}
+
+#[test]
+fn partition_coverage_default_rows_and_the_maintenance_function() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "parts");
+    // 007 created this month + 3; keep partitions through next month only.
+    cluster.psql(
+        &db,
+        "DO $$ DECLARE r record; BEGIN \
+           FOR r IN SELECT c.oid::regclass AS part FROM pg_inherits i \
+                    JOIN pg_class c ON c.oid = i.inhrelid \
+                    WHERE i.inhparent = 'core.analytics_events'::regclass \
+                      AND c.relname LIKE 'analytics_events_p%' \
+                      AND c.relname >= 'analytics_events_p' || to_char(date_trunc('month', \
+                          now() AT TIME ZONE 'UTC') + interval '2 months', 'YYYY_MM') \
+           LOOP \
+             EXECUTE format('ALTER TABLE core.analytics_events DETACH PARTITION %s', r.part); \
+             EXECUTE format('DROP TABLE %s', r.part); \
+           END LOOP; END $$",
+    );
+    let parts = |cluster: &Cluster| {
+        f64_of(
+            cluster,
+            &db,
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'core.analytics_events'::regclass",
+        )
+    };
+    assert_eq!(parts(cluster), 3.0, "default + this month + next month");
+    let exporter = Exporter::start(&config("parts", &cluster.dsn(&db), ""));
+    let table = [("target", "parts"), ("relname", "analytics_events")];
+    let coverage = |m: &Metrics| m.value("pg_partitioned_table_coverage_seconds", &table);
+
+    let m = exporter.wait_for(WAIT, "coverage through next month", |m| {
+        m.value("pg_partitioned_table_partitions", &table) == Some(3.0)
+    });
+    let expected = seconds_to_month_start(cluster, &db, 2);
+    let got = coverage(&m).unwrap();
+    assert!(
+        (got - expected).abs() < 60.0,
+        "coverage {got}, expected {expected}"
+    );
+    let oldest = m
+        .value("pg_partitioned_table_oldest_partition_age_seconds", &table)
+        .unwrap();
+    let expected_oldest = -seconds_to_month_start(cluster, &db, 0);
+    assert!(
+        (oldest - expected_oldest).abs() < 60.0,
+        "oldest partition age {oldest}, expected {expected_oldest}"
+    );
+    assert_eq!(
+        m.value("pg_partitioned_table_default_rows", &table),
+        Some(0.0)
+    );
+
+    // Rows beyond the coverage land in the DEFAULT partition, and it shows.
+    cluster.psql(
+        &db,
+        "INSERT INTO core.analytics_events (occurred_at, event_type) \
+         SELECT date_trunc('month', now()) + interval '4 months 3 days', 'late' \
+         FROM generate_series(1, 25)",
+    );
+    let m = exporter.wait_for(WAIT, "25 rows in the default partition", |m| {
+        m.value("pg_partitioned_table_default_rows", &table) == Some(25.0)
+    });
+    assert_eq!(m.value("pg_partitioned_table_rows", &table), Some(25.0));
+    let default_size = f64_of(
+        cluster,
+        &db,
+        "SELECT pg_total_relation_size('core.analytics_events_default')",
+    );
+    assert_eq!(
+        m.value("pg_partitioned_table_default_size_bytes", &table),
+        Some(default_size)
+    );
+
+    // The maintenance function creates five months ahead and moves the rows out of DEFAULT.
+    let report = cluster.psql(
+        &db,
+        "SELECT core.create_future_partitions('core.analytics_events', 5)",
+    );
+    assert!(report.contains("moved 25 rows"), "{report}");
+    assert_eq!(parts(cluster), 7.0);
+    let m = exporter.wait_for(WAIT, "coverage raised, default emptied", |m| {
+        m.value("pg_partitioned_table_partitions", &table) == Some(7.0)
+            && m.value("pg_partitioned_table_default_rows", &table) == Some(0.0)
+    });
+    let expected = seconds_to_month_start(cluster, &db, 6);
+    let got = coverage(&m).unwrap();
+    assert!(
+        (got - expected).abs() < 60.0,
+        "coverage {got}, expected {expected}"
+    );
+    // Sizes roll up to the root: the partitioned table, and the table series of relation_sizes
+    // (partitions are not exported one by one by default).
+    let tree_size = f64_of(
+        cluster,
+        &db,
+        "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('core.analytics_events')",
+    );
+    let m = exporter.wait_for(WAIT, "sizes of the new partitions", |m| {
+        m.value("pg_partitioned_table_size_bytes", &table) == Some(tree_size)
+            && m.value("pg_table_size_bytes", &table) == Some(tree_size)
+    });
+    assert!(
+        m.find("pg_table_size_bytes", &[("target", "parts")])
+            .iter()
+            .all(|s| !s.labels["relname"].starts_with("analytics_events_p")),
+        "partitions exported one by one"
+    );
+}
+
+#[test]
+fn partition_children_are_exported_when_configured() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "children");
+    let extra = "[relations]\npartition_children = true\n";
+    let exporter = Exporter::start(&config("children", &cluster.dsn(&db), extra));
+    let default = [
+        ("target", "children"),
+        ("relname", "analytics_events_default"),
+        ("parent", "core.analytics_events"),
+    ];
+    let m = exporter.wait_for(WAIT, "the default partition as a table", |m| {
+        m.value("pg_table_size_bytes", &default).is_some()
+            && m.value("pg_table_seq_scans_total", &default).is_some()
+    });
+    let size = f64_of(
+        cluster,
+        &db,
+        "SELECT pg_total_relation_size('core.analytics_events_default')",
+    );
+    assert_eq!(m.value("pg_table_size_bytes", &default), Some(size));
+    assert!(!m
+        .find(
+            "pg_index_scans_total",
+            &[("target", "children"), ("parent", "core.analytics_events")]
+        )
+        .is_empty());
+}
+
+#[test]
+fn series_caps_keep_the_cap_and_count_the_rest() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "caps");
+    // As pgkpi counts them: partitions (and their indexes) rolled up into their root.
+    let indexes = f64_of(
+        cluster,
+        &db,
+        "SELECT count(DISTINCT coalesce(CASE WHEN c.relispartition \
+           THEN pg_partition_root(s.indexrelid) END, s.indexrelid)) \
+         FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid",
+    );
+    let tables = f64_of(
+        cluster,
+        &db,
+        "SELECT count(DISTINCT coalesce(CASE WHEN c.relispartition \
+           THEN pg_partition_root(s.relid) END, s.relid)) \
+         FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid",
+    );
+    let (max_indexes, max_tables) = (10.0, 5.0);
+    assert!(indexes > max_indexes && tables > max_tables);
+    let extra = format!("[relations]\nmax_indexes = {max_indexes}\nmax_tables = {max_tables}\n");
+    let exporter = Exporter::start(&config("caps", &cluster.dsn(&db), &extra));
+    let dropped = [("target", "caps"), ("collector", "relation_stats")];
+    let m = exporter.wait_for(WAIT, "capped relation stats", |m| {
+        m.value("pgkpi_collector_dropped_series", &dropped)
+            .is_some()
+            && !m
+                .find("pg_index_scans_total", &[("target", "caps")])
+                .is_empty()
+            && !m
+                .find("pg_index_size_bytes", &[("target", "caps")])
+                .is_empty()
+            && !m
+                .find("pg_table_size_bytes", &[("target", "caps")])
+                .is_empty()
+    });
+    let own = |family: &str, label: &str| {
+        m.find(family, &[("target", "caps")])
+            .iter()
+            .filter(|s| s.labels[label] != "(other)")
+            .count() as f64
+    };
+    assert_eq!(own("pg_index_scans_total", "indexrelname"), max_indexes);
+    assert_eq!(own("pg_index_size_bytes", "indexrelname"), max_indexes);
+    assert_eq!(own("pg_table_seq_scans_total", "relname"), max_tables);
+    assert_eq!(own("pg_table_size_bytes", "relname"), max_tables);
+    assert_eq!(
+        m.value("pgkpi_collector_dropped_series", &dropped),
+        Some(indexes - max_indexes + tables - max_tables)
+    );
+    assert_eq!(
+        m.value(
+            "pgkpi_collector_dropped_series",
+            &[("target", "caps"), ("collector", "relation_sizes")]
+        ),
+        Some(indexes - max_indexes + tables - max_tables)
+    );
+    // Nothing is lost: the (other) rows hold the rest, so the totals match the database.
+    let total_size: f64 = m
+        .find("pg_index_size_bytes", &[("target", "caps")])
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    let expected = f64_of(
+        cluster,
+        &db,
+        "SELECT sum(pg_relation_size(indexrelid)) FROM pg_stat_user_indexes",
+    );
+    assert_eq!(total_size, expected);
+    // Rollups are per table when the table kept series, else one global row.
+    let others = m.find(
+        "pg_index_scans_total",
+        &[("target", "caps"), ("indexrelname", "(other)")],
+    );
+    assert!(!others.is_empty());
+    assert!(others.len() as f64 <= max_indexes + 1.0);
+}
