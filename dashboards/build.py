@@ -306,6 +306,75 @@ def queues():
                      panels, variables(datname=False, extra=extra))
 
 
+def relations():
+    panels = [
+        row("Indexes"),
+        panel("Unused indexes and reclaimable space",
+              [(f'pg_index_unused_indexes{{{T}}}', "unused {{target}}"),
+               (f'pg_index_invalid_indexes{{{T}}}', "invalid {{target}}"),
+               (f'pg_index_duplicate_indexes{{{T}}}', "duplicate {{target}}")],
+              "short", "Indexes never scanned since the statistics were reset (not backing a "
+              "constraint, above the size floor), invalid indexes (a failed CREATE INDEX "
+              "CONCURRENTLY) and exact duplicates. Judge 'unused' against the statistics age."),
+        panel("Reclaimable bytes and statistics age",
+              [(f'pg_index_unused_reclaimable_bytes{{{T}}}', "reclaimable {{target}}")],
+              "bytes", "Total size of the unused indexes: what dropping them would give back. "
+              "pg_index_usage_stats_age_seconds says how long the 'unused' verdict has been "
+              "observed (a reset yesterday proves little)."),
+        panel("Unused indexes",
+              [(f'pg_index_unused_size_bytes{{{T}}}', "{{schemaname}}.{{indexrelname}}")],
+              "bytes", "Each unused index with its size (bounded list).", kind="table"),
+        panel("Index scans per second (busiest)",
+              [(f'topk(10, rate(pg_index_scans_total{{{T}}}[{RI}]))', "{{schemaname}}.{{indexrelname}}")],
+              "ops", "Index scans per second for the most used indexes: a new index from the "
+              "migrations should show up here once the application uses it."),
+        panel("Index bloat estimate (largest)",
+              [(f'topk(10, pg_index_bloat_bytes{{{T}}})', "{{schemaname}}.{{indexrelname}}")],
+              "bytes", "Catalog-based estimate of B-tree index space beyond what its entries "
+              "need (docs/relations.md); reads low on deduplicated indexes."),
+        row("Tables"),
+        panel("Rows read by sequential scans (the missing-index signal)",
+              [(f'topk(10, rate(pg_table_seq_tup_read_total{{{T}}}[{RI}]))', "{{schemaname}}.{{relname}}")],
+              "short", "Rows per second read by sequential scans per table. Large numbers on a "
+              "big table usually mean a query lacks an index."),
+        panel("Sequential vs index scans",
+              [(f'sum by (target) (rate(pg_table_seq_scans_total{{{T}}}[{RI}]))', "sequential {{target}}"),
+               (f'sum by (target) (rate(pg_table_idx_scans_total{{{T}}}[{RI}]))', "index {{target}}")],
+              "ops", "Scans per second over all tables, by kind."),
+        panel("Largest tables",
+              [(f'topk(10, pg_table_size_bytes{{{T}}})', "{{schemaname}}.{{relname}}")],
+              "bytes", "Total size (heap, TOAST and indexes) of the largest tables; sampled every "
+              "5 minutes by relation_sizes."),
+        panel("Table growth per day (fastest)",
+              [(f'topk(10, deriv(pg_table_size_bytes{{{T}}}[1h]) * 86400)', "{{schemaname}}.{{relname}}")],
+              "bytes", "Growth per day of the fastest-growing tables (deriv over an hour).",
+              min_zero=False),
+        panel("Table bloat estimate (largest)",
+              [(f'topk(10, pg_table_bloat_bytes{{{T}}})', "{{schemaname}}.{{relname}}")],
+              "bytes", "Catalog-based estimate of heap space beyond what live rows need at the "
+              "table's fillfactor (docs/relations.md)."),
+        row("Partitions"),
+        panel("Future partition coverage",
+              [(f'pg_partitioned_table_coverage_seconds{{{T}, strategy="range"}}', "{{schemaname}}.{{relname}}")],
+              "s", "Time until the newest partition's upper bound: below the line (7 days), "
+              "run the partition maintenance job before rows fall into DEFAULT.",
+              threshold=KPI["partition_coverage_min_seconds"]),
+        panel("Oldest partition age",
+              [(f'pg_partitioned_table_oldest_partition_age_seconds{{{T}}}', "{{schemaname}}.{{relname}}")],
+              "s", "Age of the oldest partition's lower bound: with retention applied it stays "
+              "near the policy (90 days raw)."),
+        panel("Rows in DEFAULT partitions",
+              [(f'pg_partitioned_table_default_rows{{{T}}}', "{{schemaname}}.{{relname}}")],
+              "short", "Rows that matched no partition's range. Should stay 0."),
+        panel("Partitioned table sizes",
+              [(f'pg_partitioned_table_size_bytes{{{T}}}', "{{schemaname}}.{{relname}}")],
+              "bytes", "Size of each partitioned table, all partitions rolled up to the root."),
+    ]
+    return dashboard("pgkpi-relations", "pgkpi / Indexes, tables and partitions",
+                     "Whether the optimization plan is applied and working: index use, scans, "
+                     "sizes, bloat and partition coverage.", panels, variables(datname=False))
+
+
 def overview():
     panels = [
         row("Query latency and throughput"),
@@ -484,6 +553,7 @@ def main():
         "pgkpi-locks.json": locks(),
         "pgkpi-health.json": health(),
         "pgkpi-queues.json": queues(),
+        "pgkpi-relations.json": relations(),
     }
     for name, board in boards.items():
         (HERE / name).write_text(json.dumps(board, indent=2) + "\n")

@@ -2,12 +2,16 @@
 # The demo, on a fresh Debian 12 machine with Rust: a throwaway PostgreSQL 15 with
 # pg_stat_statements, the audited application database `app` (fixtures/baseline.sql, seed,
 # migrations/001..008, seed again), pgkpi-load driving traffic against it in the background,
-# and pgkpi polling it. Prints the URLs and runs until Ctrl-C.
+# pgkpi polling it, Prometheus scraping pgkpi with the rules of alerts/, and Alertmanager with
+# alerts/alertmanager.yml: the docker-compose stack without Docker (and without Grafana; import
+# dashboards/*.json into any Grafana pointed at this Prometheus). Prints the URLs and runs
+# until Ctrl-C.
 #   DEMO_DIR   where the cluster lives (default /tmp/pgkpi-demo; removed on exit)
 #   DEMO_PORT  PostgreSQL port (default 55432)
 #   PGKPI_PORT pgkpi port (default 9188)
 #   DEMO_SCALE seed scale (default 0.2: a few seconds to load; 1 = the test fixture's size)
 #   DEMO_RATE  pgkpi-load operations per second (default 50)
+#   PROMETHEUS_PORT / ALERTMANAGER_PORT (defaults 9090 / 9093)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
@@ -19,6 +23,8 @@ DEMO_PORT=${DEMO_PORT:-55432}
 PGKPI_PORT=${PGKPI_PORT:-9188}
 DEMO_SCALE=${DEMO_SCALE:-0.2}
 DEMO_RATE=${DEMO_RATE:-50}
+PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
+ALERTMANAGER_PORT=${ALERTMANAGER_PORT:-9093}
 # pgkpi reads PGKPI_* variables as configuration: keep the demo's own out of its environment.
 export -n PGKPI_PORT
 
@@ -60,20 +66,43 @@ pids+=($!)
 # The demo configuration adds the application KPIs (queue, webhooks) to the built-ins.
 config=()
 [ -f examples/pgkpi-demo.toml ] && config=(--config.file examples/pgkpi-demo.toml)
-DATA_SOURCE_NAME="$APP_DSN" \
+DATA_SOURCE_NAME="$APP_DSN" PGKPI_TARGET_NAME=app \
   ./target/release/pgkpi "${config[@]}" --web.listen-address "127.0.0.1:$PGKPI_PORT" &
 pids+=($!)
 
-for _ in $(seq 1 100); do
-  if curl -fs "http://127.0.0.1:$PGKPI_PORT/readyz" >/dev/null 2>&1; then break; fi
-  sleep 0.1
+# Alertmanager and Prometheus, on loopback, their data inside DEMO_DIR.
+prometheus-alertmanager --config.file=alerts/alertmanager.yml \
+  --storage.path="$DEMO_DIR/alertmanager" --web.listen-address="127.0.0.1:$ALERTMANAGER_PORT" \
+  --cluster.listen-address= >"$DEMO_DIR/alertmanager.log" 2>&1 &
+pids+=($!)
+{
+  echo "global: {scrape_interval: 5s, evaluation_interval: 5s}"
+  echo "rule_files:"
+  for rules in "$PWD"/alerts/*.yml; do
+    [ "$(basename "$rules")" = alertmanager.yml ] || echo "  - $rules"
+  done
+  echo "alerting: {alertmanagers: [{static_configs: [{targets: ['127.0.0.1:$ALERTMANAGER_PORT']}]}]}"
+  echo "scrape_configs: [{job_name: pgkpi, static_configs: [{targets: ['127.0.0.1:$PGKPI_PORT']}]}]"
+} >"$DEMO_DIR/prometheus.yml"
+prometheus --config.file="$DEMO_DIR/prometheus.yml" --storage.tsdb.path="$DEMO_DIR/prometheus" \
+  --web.listen-address="127.0.0.1:$PROMETHEUS_PORT" >"$DEMO_DIR/prometheus.log" 2>&1 &
+pids+=($!)
+
+for url in "http://127.0.0.1:$PGKPI_PORT/readyz" "http://127.0.0.1:$PROMETHEUS_PORT/-/ready" \
+           "http://127.0.0.1:$ALERTMANAGER_PORT/-/ready"; do
+  for _ in $(seq 1 150); do
+    if curl -fs "$url" >/dev/null 2>&1; then break; fi
+    sleep 0.2
+  done
 done
 
 cat <<MSG
 
 pgkpi demo is running.
   metrics:  http://127.0.0.1:$PGKPI_PORT/metrics
-  status:   http://127.0.0.1:$PGKPI_PORT/
+  status:   http://127.0.0.1:$PGKPI_PORT/   (locks now: /debug/locks)
+  prometheus:   http://127.0.0.1:$PROMETHEUS_PORT/alerts   (pgkpi's rules loaded)
+  alertmanager: http://127.0.0.1:$ALERTMANAGER_PORT/
   postgres: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres -d app
   workload: pgkpi-load (application_name pgkpi-load/<class>), log in $DEMO_DIR/load.log
 Press Ctrl-C to stop (the cluster in $DEMO_DIR is removed).

@@ -401,7 +401,13 @@ async fn run_once(
         }) => {
             // By design, not a failure: one log line when it starts, a gauge saying why.
             if state.failing_with.as_deref() != Some(message.as_str()) {
-                tracing::warn!(target, collector = %scheduled.name, reason, why = %message, "collector skipped");
+                // Skips that need someone (an extension, a grant) warn; skips by design (a
+                // standby-only collector on a primary, an old server) only inform.
+                if matches!(reason, "version" | "primary" | "standby") {
+                    tracing::info!(target, collector = %scheduled.name, reason, why = %message, "collector skipped");
+                } else {
+                    tracing::warn!(target, collector = %scheduled.name, reason, why = %message, "collector skipped");
+                }
                 state.failing_with = Some(message.clone());
             }
             shared
