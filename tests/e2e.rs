@@ -10,7 +10,7 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,47 +72,12 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn psql_file(cluster: &Cluster, db: &str, path: &Path, vars: &[(&str, &str)]) {
-    let own = cluster.bindir.join("psql");
-    let mut cmd = Command::new(if own.exists() {
-        own
-    } else {
-        PathBuf::from("psql")
-    });
-    cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1"])
-        .args([
-            "-p",
-            &cluster.port.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-f",
-        ])
-        .arg(path);
-    for (k, v) in vars {
-        cmd.arg("-v").arg(format!("{k}={v}"));
-    }
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "psql -f {}: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The demo database: baseline, small seed, every migration, seed again (fills new tables).
 fn demo_database(cluster: &Cluster) {
     cluster.psql("postgres", "CREATE DATABASE app");
     let fixtures = root().join("fixtures");
-    psql_file(cluster, "app", &fixtures.join("baseline.sql"), &[]);
-    psql_file(
-        cluster,
-        "app",
-        &fixtures.join("seed.sql"),
-        &[("scale", "0.1")],
-    );
+    cluster.psql_file("app", fixtures.join("baseline.sql"), &[]);
+    cluster.psql_file("app", fixtures.join("seed.sql"), &[("scale", "0.1")]);
     let mut migrations: Vec<PathBuf> = std::fs::read_dir(root().join("migrations"))
         .unwrap()
         .flatten()
@@ -121,14 +86,9 @@ fn demo_database(cluster: &Cluster) {
         .collect();
     migrations.sort();
     for migration in migrations {
-        psql_file(cluster, "app", &migration, &[]);
+        cluster.psql_file("app", &migration, &[]);
     }
-    psql_file(
-        cluster,
-        "app",
-        &fixtures.join("seed.sql"),
-        &[("scale", "0.1")],
-    );
+    cluster.psql_file("app", fixtures.join("seed.sql"), &[("scale", "0.1")]);
 }
 
 struct Load(Child);

@@ -4,39 +4,12 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::{config_for, Cluster, Exporter, Metrics};
 
 const T: &str = "q";
-
-/// Applies an SQL file the way the migrations must be applied: `psql -v ON_ERROR_STOP=1 -f`
-/// (one statement at a time, so CREATE INDEX CONCURRENTLY works).
-fn psql_file(cluster: &Cluster, db: &str, file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-        ])
-        .args(["-p", &cluster.port.to_string(), "-d", db, "-f"])
-        .arg(&path)
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql -f {file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A database with the baseline schema and the queue migrations (002, 004).
 fn migrated(cluster: &Cluster, prefix: &str) -> String {
@@ -46,7 +19,7 @@ fn migrated(cluster: &Cluster, prefix: &str) -> String {
         "migrations/002_p0_notification_queue.sql",
         "migrations/004_fase2_queue_functions.sql",
     ] {
-        psql_file(cluster, &db, file);
+        cluster.psql_file(&db, support::repo_path(file), &[]);
     }
     cluster.psql(
         &db,

@@ -3,37 +3,11 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::{config_for, Cluster, Exporter, Metrics, TempDir};
 
 const T: &str = "w";
-
-fn psql_file(cluster: &Cluster, db: &str, file: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
-    let out = Command::new("psql")
-        .args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-        ])
-        .args(["-p", &cluster.port.to_string(), "-d", db, "-f"])
-        .arg(&path)
-        .output()
-        .expect("run psql");
-    assert!(
-        out.status.success(),
-        "psql -f {file}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn num(cluster: &Cluster, db: &str, sql: &str) -> f64 {
     cluster
@@ -78,8 +52,12 @@ FROM generate_series(1, 20) g;
 fn webhook_rates_match_the_constructed_truth() {
     let cluster = Cluster::shared();
     let db = cluster.create_database("webhooks");
-    psql_file(cluster, &db, "fixtures/baseline.sql");
-    psql_file(cluster, &db, "migrations/005_p1_webhooks_bookings.sql");
+    cluster.psql_file(&db, support::repo_path("fixtures/baseline.sql"), &[]);
+    cluster.psql_file(
+        &db,
+        support::repo_path("migrations/005_p1_webhooks_bookings.sql"),
+        &[],
+    );
     cluster.psql(&db, SCENARIO);
     let extra = "[collectors.webhooks]\ninterval = \"1s\"\n\n[webhooks]\n\
         deliveries_table = \"public.webhook_deliveries\"\nevents_table = \"public.webhook_event_logs\"\n\

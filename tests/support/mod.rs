@@ -106,6 +106,11 @@ pub fn pg_major_bindir(major: u32) -> PathBuf {
     dir
 }
 
+/// A file of the repository (fixtures, migrations, ...) by its path from the repository root.
+pub fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; taken by whoever binds first).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
