@@ -35,6 +35,19 @@ const ALWAYS: &[&str] = &[
     "pg_settings_pending_restart",
     "pg_table_dead_rows",
     "pg_sequence_used_ratio",
+    // Rust collectors: statements, locks, sampler, relations.
+    "pg_statement_latency_seconds_count",
+    "pg_stat_statements_entries",
+    "pg_stat_statements_all_calls_total",
+    "pg_lock_waiting_sessions",
+    "pg_blocking_blocked_sessions",
+    "pg_activity_samples_total",
+    "pg_table_size_bytes",
+    "pg_index_size_bytes",
+    "pg_table_seq_scans_total",
+    "pg_index_scans_total",
+    "pg_index_usage_stats_age_seconds",
+    "pg_index_invalid_indexes",
 ];
 
 /// Extra families expected from 14 on.
@@ -113,7 +126,9 @@ fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
             !m.find(family, &[("target", label)]).is_empty(),
             "{family} missing on {label} (PostgreSQL {major})"
         );
-        assert!(m.helps.contains_key(*family), "{family} has no HELP");
+        // A histogram's HELP stands on its family name, not on the _count series.
+        let help_name = family.strip_suffix("_count").unwrap_or(family);
+        assert!(m.helps.contains_key(help_name), "{family} has no HELP");
     }
     // Units converted in one place: shared_buffers in bytes, checkpoint_timeout in seconds.
     let shared_buffers: f64 = cluster

@@ -162,7 +162,8 @@ pub fn registry(user_paths: &[std::path::PathBuf]) -> Result<Vec<Entry>, String>
             name: spec.name.to_string(),
             description: spec.description.to_string(),
             origin: "built in (Rust)".to_string(),
-            versions: "all".to_string(),
+            // Rust collectors pick their SQL at run time; every one runs in the version matrix.
+            versions: "13–18".to_string(),
             default_interval: spec.default_interval,
             default_timeout: None,
             enabled_by_default: spec.enabled_by_default,
