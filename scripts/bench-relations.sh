@@ -16,7 +16,6 @@ scales=("$@")
 
 dir=$(mktemp -d /tmp/pgkpi-bench-relations.XXXXXX)
 chmod 755 "$dir"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 pgkpi_pid=""
 cleanup() {

@@ -39,3 +39,12 @@ cluster_stop() {
   [ -f "$dir/data/postmaster.pid" ] || return 0
   as_postgres "$(pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
 }
+
+# A TCP port nobody listens on now, on 127.0.0.1 (for a throwaway server in a benchmark).
+free_port() {
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    ss -Htln "sport = :$port" 2>/dev/null | grep -q . || { echo "$port"; return; }
+  done
+}
