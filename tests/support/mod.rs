@@ -143,6 +143,8 @@ pub struct Cluster {
     pub ca_cert: PathBuf,
     /// True for the shared cluster, which lives until the process exits.
     shared: bool,
+    /// postgresql.conf lines of this cluster's own (a standby's primary_conninfo).
+    extra_conf: String,
 }
 
 impl Cluster {
@@ -163,6 +165,59 @@ impl Cluster {
 
     /// A cluster of the test's own from the PostgreSQL build in `bindir` (another major).
     pub fn start_with(bindir: PathBuf) -> Cluster {
+        let (dir, ca_cert) = Cluster::prepare_dir();
+        let mut initdb = pg_command(&bindir, "initdb");
+        initdb.arg("-D").arg(dir.join("data")).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
+        run(initdb, "initdb");
+        Cluster::launch(dir, bindir, ca_cert, String::new())
+    }
+
+    /// A streaming-replication standby of `primary` (pg_basebackup), stopped and removed when
+    /// dropped. Waits until it replays.
+    pub fn standby_of(primary: &Cluster) -> Cluster {
+        let (dir, ca_cert) = Cluster::prepare_dir();
+        let mut backup = pg_command(&primary.bindir, "pg_basebackup");
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "postgres",
+            ])
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-X", "stream", "--no-sync"]);
+        run(backup, "pg_basebackup");
+        // The copied postgresql.auto.conf is the primary's; write_conf replaces it, so the
+        // standby's settings are given here.
+        let _ = std::fs::write(dir.join("data").join("standby.signal"), "");
+        let extra = format!(
+            "primary_conninfo = 'host=127.0.0.1 port={} user=postgres application_name=standby1'\n",
+            primary.port
+        );
+        let standby = Cluster::launch(dir, primary.bindir.clone(), ca_cert, extra);
+        if is_root() {
+            let _ = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&standby.dir)
+                .status();
+        }
+        standby
+    }
+
+    /// A fresh temporary directory owned by the server's user, with TLS certificates.
+    fn prepare_dir() -> (PathBuf, PathBuf) {
         static AT_EXIT: OnceLock<()> = OnceLock::new();
         AT_EXIT.get_or_init(|| unsafe {
             libc::atexit(stop_all_at_exit);
@@ -176,36 +231,23 @@ impl Cluster {
         std::fs::create_dir_all(&dir).unwrap();
         let ca_cert = make_certificates(&dir);
         if is_root() {
-            run(
-                {
-                    let mut c = Command::new("chown");
-                    c.args(["-R", "postgres:postgres"]).arg(&dir);
-                    c
-                },
-                "chown",
-            );
-            // The CA must stay readable by the test process as well.
+            let mut chown = Command::new("chown");
+            chown.args(["-R", "postgres:postgres"]).arg(&dir);
+            run(chown, "chown");
         }
-        let mut initdb = pg_command(&bindir, "initdb");
-        initdb.arg("-D").arg(dir.join("data")).args([
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-        ]);
-        run(initdb, "initdb");
-        let cluster = Cluster {
+        (dir, ca_cert)
+    }
+
+    /// Configures and starts the server whose data directory is in `dir`.
+    fn launch(dir: PathBuf, bindir: PathBuf, ca_cert: PathBuf, extra_conf: String) -> Cluster {
+        let mut cluster = Cluster {
             port: 0,
             dir,
             bindir,
             ca_cert,
             shared: false,
+            extra_conf,
         };
-        let mut cluster = cluster;
         spawn_watchdog(&cluster.bindir, &cluster.dir);
         RUNNING
             .lock()
@@ -240,9 +282,11 @@ impl Cluster {
              ssl = on\n\
              ssl_cert_file = '{dir}/server.crt'\n\
              ssl_key_file = '{dir}/server.key'\n\
-             log_min_messages = warning\n",
+             log_min_messages = warning\n\
+             {extra}",
             port = self.port,
             dir = self.dir.display(),
+            extra = self.extra_conf,
         );
         let path = self.dir.join("data").join("postgresql.auto.conf");
         std::fs::write(&path, conf).unwrap();
