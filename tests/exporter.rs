@@ -433,12 +433,20 @@ fn tls_modes_follow_libpq_semantics() {
                 >= 1.0
         });
         assert_eq!(m.value("pg_up", &[("target", name)]), Some(0.0));
-        let ready: serde_json::Value =
-            serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
-        let error = ready["targets"][name]["last_error"]
-            .as_str()
-            .unwrap_or("")
-            .to_lowercase();
+        // The status page is updated just after the counter: give it a moment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let error = loop {
+            let ready: serde_json::Value =
+                serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
+            let error = ready["targets"][name]["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .to_lowercase();
+            if !error.is_empty() || std::time::Instant::now() > deadline {
+                break error;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         assert!(
             error.contains(expect),
             "{name}: expected '{expect}' in: {error}"

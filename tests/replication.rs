@@ -31,8 +31,19 @@ fn primary_and_standby_report_replication() {
         ("application_name", "standby1"),
         ("state", "streaming"),
     ];
+    // Collectors publish independently: wait until every family asserted on below is in.
+    let slot = [("target", "primary"), ("slot_name", "idle_slot")];
     let m = on_primary.wait_for(Duration::from_secs(20), "the standby on the primary", |m| {
         m.value("pg_replication_replay_lag_bytes", &standby_labels)
+            .is_some()
+            && m.value("pg_in_recovery", &[("target", "primary")])
+                .is_some()
+            && m.value("pg_replication_slot_retained_wal_bytes", &slot)
+                .is_some()
+            && m.value(
+                "pgkpi_collector_skipped",
+                &skipped("primary", "recovery", "primary"),
+            )
             .is_some()
     });
     let lag = m
@@ -44,7 +55,6 @@ fn primary_and_standby_report_replication() {
         Some(0.0)
     );
     // The idle slot retains the WAL written since it was created.
-    let slot = [("target", "primary"), ("slot_name", "idle_slot")];
     assert_eq!(m.value("pg_replication_slot_active", &slot), Some(0.0));
     let retained = m
         .value("pg_replication_slot_retained_wal_bytes", &slot)
@@ -64,11 +74,7 @@ fn primary_and_standby_report_replication() {
     assert_eq!(
         m.value(
             "pgkpi_collector_skipped",
-            &[
-                ("target", "primary"),
-                ("collector", "recovery"),
-                ("reason", "primary")
-            ]
+            &skipped("primary", "recovery", "primary")
         ),
         Some(1.0)
     );
@@ -78,7 +84,14 @@ fn primary_and_standby_report_replication() {
         Duration::from_secs(20),
         "recovery metrics on the standby",
         |m| {
-            m.value("pg_standby_replay_lag_bytes", &[("target", "standby")])
+            let standby = [("target", "standby")];
+            m.value("pg_standby_replay_lag_bytes", &standby).is_some()
+                && m.value("pg_in_recovery", &standby).is_some()
+                && m.value("pg_standby_replay_paused", &standby).is_some()
+                && m.value(
+                    "pgkpi_collector_skipped",
+                    &skipped("standby", "replication", "standby"),
+                )
                 .is_some()
         },
     );
@@ -93,11 +106,7 @@ fn primary_and_standby_report_replication() {
     assert_eq!(
         m.value(
             "pgkpi_collector_skipped",
-            &[
-                ("target", "standby"),
-                ("collector", "replication"),
-                ("reason", "standby")
-            ]
+            &skipped("standby", "replication", "standby")
         ),
         Some(1.0)
     );
@@ -116,4 +125,12 @@ fn primary_and_standby_report_replication() {
     on_standby.wait_for(Duration::from_secs(20), "replay lag back to 0", |m| {
         m.value("pg_standby_replay_lag_seconds", &[("target", "standby")]) == Some(0.0)
     });
+}
+
+fn skipped<'a>(target: &'a str, collector: &'a str, reason: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("target", target),
+        ("collector", collector),
+        ("reason", reason),
+    ]
 }
