@@ -356,15 +356,10 @@ async fn run_once(
     };
     drop(turn);
     let elapsed = started.elapsed().as_secs_f64();
-    t.collector_runs.with_label_values(&labels).inc();
     t.collector_duration.with_label_values(&labels).set(elapsed);
     match result {
         Ok(families) => {
             let now = unix_now();
-            shared
-                .snapshot
-                .put(target, &scheduled.name, families, scheduled.stale_after);
-            t.snapshot_bytes.set(shared.snapshot.body().len() as f64);
             t.collector_up.with_label_values(&labels).set(1.0);
             t.collector_stale.with_label_values(&labels).set(0.0);
             t.collector_last_success.with_label_values(&labels).set(now);
@@ -394,6 +389,11 @@ async fn run_once(
                     c.last_success_unix = Some(now);
                     c.last_error = None;
                 });
+            // The values go in after the self-metrics that describe them.
+            shared
+                .snapshot
+                .put(target, &scheduled.name, families, scheduled.stale_after);
+            t.snapshot_bytes.set(shared.snapshot.body().len() as f64);
         }
         Err(CollectError {
             message,
@@ -467,6 +467,9 @@ async fn run_once(
                 });
         }
     }
+    // Counted last, so that a run seen in pgkpi_collector_runs_total has its outcome
+    // (values, errors, skip) already visible in the same scrape.
+    t.collector_runs.with_label_values(&labels).inc();
 }
 
 /// Drops values that outlived their staleness window, once a second.

@@ -52,7 +52,7 @@ impl Telemetry {
             collector_dropped: gauge("pgkpi_collector_dropped_series", "Rows (series) the collector's last run left out because of its cardinality cap (max_series / top N).", tc),
             collector_duration: gauge("pgkpi_collector_last_duration_seconds", "Wall time of the collector's last run, including database time.", tc),
             collector_last_success: gauge("pgkpi_collector_last_success_timestamp_seconds", "Unix time of the collector's last successful run.", tc),
-            collector_runs: counter("pgkpi_collector_runs_total", "Runs of the collector, successful or not.", tc),
+            collector_runs: counter("pgkpi_collector_runs_total", "Completed runs of the collector, successful or not; counted once the run's outcome is published.", tc),
             collector_errors: counter("pgkpi_collector_errors_total", "Runs of the collector that failed (error, timeout or target down).", tc),
             http_requests: counter("pgkpi_http_requests_total", "HTTP requests served, by path and status code.", &["path", "code"]),
             snapshot_bytes: {

@@ -170,7 +170,7 @@ fn stale_values_are_kept_for_a_bounded_window_then_dropped() {
             && m.value("pg_server_version_num", &[("target", "stale")])
                 .is_some()
     });
-    exporter.wait_for(Duration::from_secs(10), "values dropped", |m| {
+    let m = exporter.wait_for(Duration::from_secs(10), "values dropped", |m| {
         m.value("pg_server_version_num", &[("target", "stale")])
             .is_none()
     });
@@ -179,15 +179,14 @@ fn stale_values_are_kept_for_a_bounded_window_then_dropped() {
         gone_after >= Duration::from_secs(1) && gone_after <= Duration::from_secs(6),
         "stale values dropped after {gone_after:?}; expected within the 3s window (+1 janitor tick)"
     );
-    let m = exporter.metrics();
-    assert_eq!(
+    assert_eq!(m.value("pg_up", &[("target", "stale")]), Some(0.0));
+    // The janitor clears the flag just after dropping the values.
+    exporter.wait_for(Duration::from_secs(2), "stale flag cleared", |m| {
         m.value(
             "pgkpi_collector_stale",
-            &[("target", "stale"), ("collector", "server")]
-        ),
-        Some(0.0)
-    );
-    assert_eq!(m.value("pg_up", &[("target", "stale")]), Some(0.0));
+            &[("target", "stale"), ("collector", "server")],
+        ) == Some(0.0)
+    });
 }
 
 #[test]
@@ -319,22 +318,21 @@ fn scrape_returns_at_once_while_the_poll_is_stuck() {
         "a scrape took {slowest:?} while the poll hung"
     );
     // The stuck poll is cut by the client-side timeout and reported, and pgkpi reconnects.
-    let m = exporter.wait_for(Duration::from_secs(10), "timeout reported", |m| {
+    // A run is counted once its outcome is published: the failed run is the second.
+    exporter.wait_for(Duration::from_secs(10), "timeout reported", |m| {
         m.value(
             "pgkpi_collector_errors_total",
             &[("target", "slow"), ("collector", "server")],
         )
         .unwrap_or(0.0)
             >= 1.0
+            && m.value(
+                "pgkpi_collector_runs_total",
+                &[("target", "slow"), ("collector", "server")],
+            )
+            .unwrap_or(0.0)
+                >= 2.0
     });
-    assert!(
-        m.value(
-            "pgkpi_collector_runs_total",
-            &[("target", "slow"), ("collector", "server")]
-        )
-        .unwrap()
-            >= 2.0
-    );
     let ready: serde_json::Value = serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
     let error = ready["targets"]["slow"]["collectors"]["server"]["last_error"].clone();
     drop(frozen);

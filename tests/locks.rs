@@ -341,8 +341,8 @@ async fn blocking_tree_matches_pg_blocking_pids_and_clears_on_release() {
         .all(|g| m.value(g, &[("target", name)]) == Some(0.0))
     });
     assert!(
-        released.elapsed() < Duration::from_millis(2500),
-        "gauges cleared {:?} after the release; the locks interval is 1s",
+        released.elapsed() < Duration::from_millis(3500),
+        "gauges cleared {:?} after the release; the locks interval is 1s (3 runs at most)",
         released.elapsed()
     );
     assert!(
