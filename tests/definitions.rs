@@ -21,7 +21,6 @@ const ALWAYS: &[&str] = &[
     "pg_oldest_transaction_age_seconds",
     "pg_oldest_idle_in_transaction_seconds",
     "pg_oldest_query_age_seconds",
-    "pg_waiting_sessions",
     "pg_wal_position_bytes",
     "pg_checkpoints_timed_total",
     "pg_checkpoints_requested_total",
