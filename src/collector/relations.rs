@@ -14,7 +14,8 @@
 //! per-index series are capped (`max_tables`, `max_indexes`); the rows kept are the best ranked
 //! by any of size or activity (a row ranked 3rd by size and 900th by scans ranks 3rd), and
 //! the rest are summed: index rows into an `indexrelname="(other)"` row of their table when
-//! that table has series, everything else into one `(other)` row. Partitions are rolled up into
+//! that table has series, everything else into one `(other)` row (whose counters add their
+//! members' increases, so they never step down as members change). Partitions are rolled up into
 //! their root table (and partition indexes into the root's index) unless `partition_children`
 //! is set. The SQL does the grouping; Rust does the ranking and the cut, so it is unit-tested.
 //! Estimates (bloat) are explained in docs/relations.md.
@@ -173,6 +174,8 @@ pub fn stats_spec() -> Spec {
             Box::new(RelationStats {
                 config: ctx.config.relations.clone(),
                 dropped: 0,
+                tables: CounterRollups::default(),
+                indexes: CounterRollups::default(),
             })
         },
     }
@@ -280,14 +283,27 @@ fn read(rows: &[Row], labels: &[&str], cols: &[Col]) -> Result<Vec<Series>, Coll
         .collect()
 }
 
-/// Keeps at most `max` series and sums the rest. A series' position is its best rank over
+/// The outcome of a cap: the series kept one by one, and the others grouped under the
+/// labels of the `(other)` row they are rolled into.
+#[derive(Debug)]
+struct Capped {
+    kept: Vec<Series>,
+    rolled: BTreeMap<Vec<String>, Vec<Series>>,
+    /// Series not exported individually.
+    dropped: u64,
+}
+
+/// Keeps at most `max` series and groups the rest. A series' position is its best rank over
 /// all ranking keys, ties broken by the first key, then by labels (stable across runs).
 /// With `per_table`, the first three labels name the table: the rest of a table that kept
-/// series is summed into its own `(other)` row, everything else into one `(other)` row.
-/// Returns the series to export and how many were not exported individually.
-fn cap(mut all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<Series>, u64) {
+/// series goes to its own `(other)` row, everything else to one `(other)` row.
+fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
     if all.len() <= max {
-        return (all, 0);
+        return Capped {
+            kept: all,
+            rolled: BTreeMap::new(),
+            dropped: 0,
+        };
     }
     let keys = all.first().map_or(0, |s| s.rank.len());
     let mut best = vec![usize::MAX; all.len()];
@@ -314,7 +330,7 @@ fn cap(mut all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
         .map(|&i| all[i].labels[..3.min(all[i].labels.len())].to_vec())
         .collect();
     let width = all[0].labels.len();
-    let mut others: BTreeMap<Vec<String>, Series> = BTreeMap::new();
+    let mut rolled: BTreeMap<Vec<String>, Vec<Series>> = BTreeMap::new();
     let mut kept = Vec::with_capacity(max);
     let dropped = (all.len() - max) as u64;
     for (i, series) in all.drain(..).enumerate() {
@@ -332,13 +348,23 @@ fn cap(mut all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
             l.resize(width, OTHER.to_string());
             l
         };
-        let entry = others.entry(labels.clone()).or_insert_with(|| Series {
-            labels,
-            values: vec![None; series.values.len()],
-            rank: Vec::new(),
-        });
-        for ((acc, value), agg) in entry.values.iter_mut().zip(series.values).zip(aggs) {
-            *acc = match (*acc, value, agg) {
+        rolled.entry(labels).or_default().push(series);
+    }
+    // Kept series in a stable order (by labels); the rollups follow them.
+    kept.sort_by(|a, b| a.labels.cmp(&b.labels));
+    Capped {
+        kept,
+        rolled,
+        dropped,
+    }
+}
+
+/// One `(other)` row: its members' values combined column by column.
+fn combine(labels: Vec<String>, members: &[Series], aggs: &[Agg]) -> Series {
+    let mut values = vec![None; aggs.len()];
+    for member in members {
+        for ((acc, value), agg) in values.iter_mut().zip(&member.values).zip(aggs) {
+            *acc = match (*acc, *value, agg) {
                 (None, v, _) => v,
                 (a, None, _) => a,
                 (Some(a), Some(v), Agg::Sum) => Some(a + v),
@@ -346,10 +372,95 @@ fn cap(mut all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
             };
         }
     }
-    // Kept series in a stable order (by labels), then the rollups.
-    kept.sort_by(|a, b| a.labels.cmp(&b.labels));
-    kept.extend(others.into_values());
+    Series {
+        labels,
+        values,
+        rank: Vec::new(),
+    }
+}
+
+/// Keeps at most `max` series and sums the rest into `(other)` rows (see [`select`]), for
+/// gauges. Returns the series to export and how many were not exported individually.
+fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<Series>, u64) {
+    let Capped {
+        mut kept,
+        rolled,
+        dropped,
+    } = select(all, max, per_table);
+    kept.extend(
+        rolled
+            .into_iter()
+            .map(|(labels, members)| combine(labels, &members, aggs)),
+    );
     (kept, dropped)
+}
+
+/// Counters of `(other)` rows that never step down.
+///
+/// Summing the members' cumulative counters would drop whenever a member moves into a series
+/// of its own (it grew, or others shrank), and rate() reads a drop as a counter reset: a
+/// spike. So an `(other)` row starts as the sum of its members, and from then on adds, at each
+/// run, the increase of the relations it holds: a relation that just joined adds what it
+/// gained since the last run (when it was kept, or elsewhere), one seen for the first time adds
+/// nothing, and a counter that went down (statistics reset) counts from 0.
+#[derive(Debug, Default)]
+struct CounterRollups {
+    /// Every relation's values at the last run, kept or rolled up, by labels.
+    last: BTreeMap<Vec<String>, Vec<Option<f64>>>,
+    /// Each `(other)` row's values at the last run.
+    rows: BTreeMap<Vec<String>, Vec<Option<f64>>>,
+}
+
+impl CounterRollups {
+    /// The series to export: the kept ones, then the `(other)` rows with monotonic counters
+    /// (columns of other types are combined as [`cap`] does).
+    fn apply(&mut self, capped: Capped, cols: &[Col]) -> Vec<Series> {
+        let aggs = aggs(cols);
+        let mut last = BTreeMap::new();
+        let mut rows = BTreeMap::new();
+        let mut out = capped.kept;
+        for series in &out {
+            last.insert(series.labels.clone(), series.values.clone());
+        }
+        for (labels, members) in capped.rolled {
+            let mut row = combine(labels, &members, &aggs);
+            if let Some(previous) = self.rows.get(&row.labels) {
+                for (at, col) in cols.iter().enumerate() {
+                    if col.kind != MetricType::Counter {
+                        continue;
+                    }
+                    let gained: f64 = members
+                        .iter()
+                        .map(|m| {
+                            let before = self.last.get(&m.labels).and_then(|v| v[at]);
+                            increase(before, m.values[at])
+                        })
+                        .sum();
+                    row.values[at] = Some(previous[at].unwrap_or(0.0) + gained);
+                }
+            }
+            for member in members {
+                last.insert(member.labels, member.values);
+            }
+            rows.insert(row.labels.clone(), row.values.clone());
+            out.push(row);
+        }
+        // Rows and relations gone this run are forgotten: the state stays as large as the
+        // catalogue.
+        self.last = last;
+        self.rows = rows;
+        out
+    }
+}
+
+/// How much a counter gained between two runs: 0 for a relation not seen before, the whole
+/// value after a reset.
+fn increase(before: Option<f64>, now: Option<f64>) -> f64 {
+    match (before, now) {
+        (Some(b), Some(n)) if n >= b => n - b,
+        (Some(_), Some(n)) => n,
+        _ => 0.0,
+    }
 }
 
 fn families(series: &[Series], labels: &[&str], cols: &[Col]) -> Vec<Family> {
@@ -570,6 +681,8 @@ struct RelationStats {
     config: RelationsConfig,
     /// Tables and indexes of the last run summed into `(other)` rows.
     dropped: u64,
+    tables: CounterRollups,
+    indexes: CounterRollups,
 }
 
 impl Collector for RelationStats {
@@ -580,17 +693,23 @@ impl Collector for RelationStats {
                 .client
                 .query(&table_stats_sql(), &[children])
                 .await?;
-            let tables = read(&rows, TABLE_LABELS, TABLE_STATS)?;
-            let (tables, dropped_tables) =
-                cap(tables, self.config.max_tables, false, &aggs(TABLE_STATS));
+            let tables = select(
+                read(&rows, TABLE_LABELS, TABLE_STATS)?,
+                self.config.max_tables,
+                false,
+            );
             let rows = session
                 .client
                 .query(&index_stats_sql(session.server.major()), &[children])
                 .await?;
-            let indexes = read(&rows, INDEX_LABELS, INDEX_STATS)?;
-            let (indexes, dropped_indexes) =
-                cap(indexes, self.config.max_indexes, true, &aggs(INDEX_STATS));
-            self.dropped = dropped_tables + dropped_indexes;
+            let indexes = select(
+                read(&rows, INDEX_LABELS, INDEX_STATS)?,
+                self.config.max_indexes,
+                true,
+            );
+            self.dropped = tables.dropped + indexes.dropped;
+            let tables = self.tables.apply(tables, TABLE_STATS);
+            let indexes = self.indexes.apply(indexes, INDEX_STATS);
             let mut out = families(&tables, TABLE_LABELS, TABLE_STATS);
             out.extend(families(&indexes, INDEX_LABELS, INDEX_STATS));
             Ok(out)
@@ -888,6 +1007,93 @@ mod tests {
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[1].labels, [OTHER, OTHER, ""]);
         assert_eq!(kept[1].values, [Some(6.0), Some(7.0)]);
+    }
+
+    /// A table's stats row: one counter and one gauge-like column (last scan, Max).
+    fn stats(name: &str, scans: f64) -> Series {
+        Series {
+            labels: vec!["s".into(), name.into(), String::new()],
+            values: vec![Some(scans), Some(scans)],
+            rank: vec![scans],
+        }
+    }
+
+    const STATS_COLS: &[Col] = &[
+        counter("scans", "t_scans_total", "Scans."),
+        Col {
+            column: "last",
+            family: "t_last",
+            kind: MetricType::Gauge,
+            help: "Last.",
+            agg: Agg::Max,
+        },
+    ];
+
+    fn other_row(out: &[Series]) -> Vec<Option<f64>> {
+        out.iter()
+            .find(|s| s.labels[0] == OTHER)
+            .expect("an (other) row")
+            .values
+            .clone()
+    }
+
+    #[test]
+    fn other_counters_never_step_down_when_members_change() {
+        let mut rollups = CounterRollups::default();
+        // Run 1: a is kept; b and c are summed (10 + 5).
+        let run = |rollups: &mut CounterRollups, rows: Vec<Series>| {
+            rollups.apply(select(rows, 1, false), STATS_COLS)
+        };
+        let out = run(
+            &mut rollups,
+            vec![stats("a", 100.0), stats("b", 10.0), stats("c", 5.0)],
+        );
+        assert_eq!(other_row(&out), [Some(15.0), Some(10.0)]);
+        // Run 2: b overtakes a, which joins c in the row. A plain sum would jump to 107 (all
+        // of a's history); the row adds a's and c's gains since run 1 (1 + 1).
+        let out = run(
+            &mut rollups,
+            vec![stats("a", 101.0), stats("b", 500.0), stats("c", 6.0)],
+        );
+        assert_eq!(out[0].labels[1], "b");
+        assert_eq!(other_row(&out), [Some(17.0), Some(101.0)]);
+        // Run 3: a new table d (first seen: adds nothing), c reset to 2 (counts from 0).
+        let out = run(
+            &mut rollups,
+            vec![
+                stats("a", 103.0),
+                stats("b", 600.0),
+                stats("c", 2.0),
+                stats("d", 40.0),
+            ],
+        );
+        assert_eq!(other_row(&out), [Some(17.0 + 2.0 + 2.0), Some(103.0)]);
+        // Run 4: a takes the lead back; b leaves for the row and adds only its gain.
+        let out = run(
+            &mut rollups,
+            vec![
+                stats("a", 10_000.0),
+                stats("b", 601.0),
+                stats("c", 2.0),
+                stats("d", 41.0),
+            ],
+        );
+        assert_eq!(out[0].labels[1], "a");
+        assert_eq!(other_row(&out), [Some(21.0 + 1.0 + 1.0), Some(601.0)]);
+    }
+
+    #[test]
+    fn counter_rollups_forget_what_is_gone() {
+        let mut rollups = CounterRollups::default();
+        rollups.apply(
+            select(vec![stats("a", 3.0), stats("b", 1.0)], 1, false),
+            STATS_COLS,
+        );
+        assert_eq!((rollups.last.len(), rollups.rows.len()), (2, 1));
+        // Under the cap: no (other) row, and b, dropped, is forgotten.
+        let out = rollups.apply(select(vec![stats("a", 4.0)], 1, false), STATS_COLS);
+        assert_eq!(out.len(), 1);
+        assert_eq!((rollups.last.len(), rollups.rows.len()), (1, 0));
     }
 
     #[test]
