@@ -287,7 +287,8 @@ def queues():
         queue_kpis()[2],
         panel("Deliveries by status",
               [(f'app_webhook_deliveries{{{T}}}', "{{status}}")],
-              "short", "Webhook deliveries per status.", stack=True),
+              "short", "Webhook deliveries created in the collector's window (default 1 h), per "
+              "status.", stack=True),
         panel("Pending and overdue retries",
               [(f'app_webhook_retries_pending{{{T}}}', "pending {{target}}"),
                (f'app_webhook_retries_overdue{{{T}}}', "overdue {{target}}")],

@@ -20,6 +20,11 @@
 --     replaces for dispatch).
 -- Everything else is exactly the audit's column list.
 --
+-- Added beyond the audit: webhook_deliveries (created_at), for the KPIs the
+-- seed documents ask for (first-attempt and retry success over the last
+-- hour, deliveries by status). pgkpi's webhooks collector reads only the
+-- window; without this index every poll reads the whole delivery history.
+--
 -- Foreign keys that gain a supporting index as a side effect:
 -- webhook_deliveries.webhook_id, booking_payments.booking_id (deleting a
 -- webhook or a booking no longer scans the child table).
@@ -53,6 +58,7 @@ BEGIN
       AND (n.nspname, c.relname) IN (
             ('public', 'webhook_deliveries_webhook_status_idx'),
             ('public', 'webhook_deliveries_retry_idx'),
+            ('public', 'webhook_deliveries_created_idx'),
             ('public', 'webhook_event_logs_unprocessed_idx'),
             ('public', 'webhook_event_logs_type_created_idx'),
             ('public', 'webhooks_user_active_idx'),
@@ -85,6 +91,10 @@ CREATE INDEX CONCURRENTLY IF NOT EXISTS webhook_deliveries_webhook_status_idx
 -- next_retry_at; attempt_count is filtered inside the index.
 CREATE INDEX CONCURRENTLY IF NOT EXISTS webhook_deliveries_retry_idx
     ON public.webhook_deliveries (status, next_retry_at, attempt_count);
+
+-- Success rates over a recent window (see header): created_at > now() - 1h.
+CREATE INDEX CONCURRENTLY IF NOT EXISTS webhook_deliveries_created_idx
+    ON public.webhook_deliveries (created_at);
 
 -- Event processor backlog (partial, see header).
 CREATE INDEX CONCURRENTLY IF NOT EXISTS webhook_event_logs_unprocessed_idx

@@ -133,7 +133,8 @@ impl WebhooksConfig {
         let mut out = vec![
             (
                 "status",
-                format!("SELECT {status}::text, count(*)::float8 FROM {t} GROUP BY 1 ORDER BY 2 DESC LIMIT {}", MAX_STATUSES + 1),
+                // The window, not the whole history: bounded by the created_at index.
+                format!("SELECT {status}::text, count(*)::float8 FROM {t} WHERE {window} GROUP BY 1 ORDER BY 2 DESC LIMIT {}", MAX_STATUSES + 1),
             ),
             (
                 "retries",
@@ -215,7 +216,7 @@ pub fn spec() -> Spec {
 fn families() -> Vec<FamilyDesc> {
     use MetricType::Gauge;
     vec![
-        FamilyDesc::new("app_webhook_deliveries", Gauge, &["target", "status"], "Deliveries by status (whole table; at most 20 statuses)."),
+        FamilyDesc::new("app_webhook_deliveries", Gauge, &["target", "status"], "Deliveries created in the window, by status (at most 20 statuses)."),
         FamilyDesc::new("app_webhook_retries_pending", Gauge, &["target"], "Deliveries waiting for a retry."),
         FamilyDesc::new("app_webhook_retries_overdue", Gauge, &["target"], "Retries due for longer than overdue_grace: the retry worker is stalled or behind."),
         FamilyDesc::new("app_webhook_retry_overdue_seconds", Gauge, &["target"], "How far the most overdue retry is past its due time (0 when none is due)."),
