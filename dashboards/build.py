@@ -512,6 +512,18 @@ def health():
         panel("Archive failures",
               [(f'increase(pg_stat_archiver_failed_total{{{T}}}[{RI}])', "{{target}}")],
               "short", "Failed archive attempts per interval."),
+        row("I/O by backend type (PostgreSQL 16+)"),
+        panel("Bytes read and written",
+              [(f'sum by (backend_type) (rate(pg_stat_io_read_bytes_total{{{T}}}[{RI}]))', "read {{backend_type}}"),
+               (f'-sum by (backend_type) (rate(pg_stat_io_write_bytes_total{{{T}}}[{RI}]))', "written {{backend_type}}")],
+              "Bps", "pg_stat_io, all objects and contexts: reads above the axis, writes below. "
+              "Client backends that write are evicting dirty buffers themselves: the background "
+              "writer or checkpointer is behind, or shared_buffers is too small."),
+        panel("Buffer evictions and growth",
+              [(f'sum by (backend_type) (rate(pg_stat_io_evictions_total{{{T}}}[{RI}]))', "evicted/s {{backend_type}}"),
+               (f'sum by (backend_type) (rate(pg_stat_io_extend_bytes_total{{{T}}}[{RI}])) / 8192', "extended blocks/s {{backend_type}}")],
+              "short", "Buffers evicted to make room (a working set larger than shared_buffers), "
+              "and blocks added to relation files (tables and indexes growing)."),
         row("Vacuum and wraparound"),
         panel("Dead rows (worst tables)",
               [(f'topk(10, pg_table_dead_rows{{{T}}})', "{{schemaname}}.{{relname}}")],

@@ -8,7 +8,13 @@ use std::time::Duration;
 use support::{config_for, Cluster, Exporter, Metrics, TempDir};
 
 /// Collectors expected to be skipped on a plain primary without standbys, and why.
-const SKIPPED_ON_PRIMARY: &[(&str, &str)] = &[("recovery", "primary")];
+fn skipped_on_primary(major: u32) -> Vec<(&'static str, &'static str)> {
+    let mut skipped = vec![("recovery", "primary")];
+    if major < 16 {
+        skipped.push(("io", "version"));
+    }
+    skipped
+}
 
 /// Families every healthy primary must show, whatever its version.
 const ALWAYS: &[&str] = &[
@@ -52,6 +58,13 @@ const ALWAYS: &[&str] = &[
 /// Extra families expected from 14 on.
 const FROM_14: &[&str] = &["pg_stat_wal_bytes_total", "pg_stat_database_sessions_total"];
 
+/// Extra families expected from 16 on.
+const FROM_16: &[&str] = &[
+    "pg_stat_io_read_bytes_total",
+    "pg_stat_io_write_bytes_total",
+    "pg_stat_io_hits_total",
+];
+
 /// Every definition collector at a 1s interval, so one test run sees them all.
 fn all_collectors_fast() -> String {
     let entries = pgkpi::collector::registry(&[]).unwrap();
@@ -93,6 +106,11 @@ fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
                 >= 2.0
         })
     });
+    let major: u32 = cluster
+        .psql("postgres", "SHOW server_version_num")
+        .parse::<u32>()
+        .unwrap()
+        / 10000;
     for entry in &entries {
         let labels = [("target", label), ("collector", entry.name.as_str())];
         assert_eq!(
@@ -107,19 +125,17 @@ fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
             .iter()
             .map(|s| s.labels["reason"].clone())
             .collect();
-        let expected: Vec<String> = SKIPPED_ON_PRIMARY
+        let expected: Vec<String> = skipped_on_primary(major)
             .iter()
             .filter(|(name, _)| *name == entry.name)
             .map(|(_, reason)| reason.to_string())
             .collect();
         assert_eq!(skipped, expected, "skip state of {} on {label}", entry.name);
     }
-    let major: u32 = cluster
-        .psql("postgres", "SHOW server_version_num")
-        .parse::<u32>()
-        .unwrap()
-        / 10000;
-    let wanted = ALWAYS.iter().chain(if major >= 14 { FROM_14 } else { &[] });
+    let wanted = ALWAYS
+        .iter()
+        .chain(if major >= 14 { FROM_14 } else { &[] })
+        .chain(if major >= 16 { FROM_16 } else { &[] });
     for family in wanted {
         assert!(
             !m.find(family, &[("target", label)]).is_empty(),
@@ -186,6 +202,18 @@ fn every_builtin_collector_runs_on_postgresql_17() {
     assert!(m
         .value("pg_checkpoints_requested_total", &[("target", "pg17")])
         .is_some());
+    // pg_stat_io: the seed's client backend grew a table (1000 rows) and hit its buffers.
+    let client = [
+        ("target", "pg17"),
+        ("backend_type", "client backend"),
+        ("object", "relation"),
+    ];
+    let extended = m.value("pg_stat_io_extend_bytes_total", &client).unwrap();
+    assert!(
+        extended >= 8192.0 && extended % 8192.0 == 0.0,
+        "extend bytes {extended}: whole 8 kB blocks"
+    );
+    assert!(m.value("pg_stat_io_hits_total", &client).unwrap() > 0.0);
 }
 
 /// The version matrix for the other majors (scripts/test-matrix.sh sets TEST_PG_MATRIX to a
