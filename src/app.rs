@@ -82,6 +82,11 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
         status: Arc::new(Status::new()),
         telemetry: Telemetry::new(),
     };
+    // Checked by Config::validate already; read again here so the files are the current ones.
+    let security = match &config.web.config_file {
+        Some(file) => crate::web_config::WebSecurity::load(file).map_err(anyhow::Error::msg)?,
+        None => Default::default(),
+    };
     let address = &config.web.listen_address;
     let listener = TcpListener::bind(address).await.with_context(|| {
         format!("cannot listen on {address}; choose another with --web.listen-address")
@@ -89,6 +94,8 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         path = %config.web.telemetry_path,
+        tls = security.tls.is_some(),
+        basic_auth = security.auth.is_some(),
         targets = plans.len(),
         "listening"
     );
@@ -111,8 +118,14 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
     let site = Arc::new(Site {
         shared,
         telemetry_path: config.web.telemetry_path.clone(),
+        auth: security.auth,
     });
-    tasks.push(tokio::spawn(http::serve(listener, site, shutdown_rx)));
+    tasks.push(tokio::spawn(http::serve(
+        listener,
+        security.tls,
+        site,
+        shutdown_rx,
+    )));
 
     wait_for_signal().await;
     tracing::info!("shutting down");

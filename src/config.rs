@@ -66,6 +66,9 @@ pub struct WebConfig {
     pub listen_address: String,
     /// Path that serves the metrics.
     pub telemetry_path: String,
+    /// TLS and basic authentication for the HTTP server (exporter-toolkit web config file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
 }
 
 impl Default for WebConfig {
@@ -73,6 +76,7 @@ impl Default for WebConfig {
         WebConfig {
             listen_address: DEFAULT_LISTEN_ADDRESS.to_string(),
             telemetry_path: "/metrics".to_string(),
+            config_file: None,
         }
     }
 }
@@ -217,6 +221,7 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 pub struct FlagOverrides {
     pub listen_address: Option<String>,
     pub telemetry_path: Option<String>,
+    pub web_config_file: Option<String>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
 }
@@ -260,6 +265,7 @@ impl Config {
         let err = |e: config::ConfigError| ConfigError(format!("command-line flag: {e}"));
         builder = set(builder, "web.listen_address", &flags.listen_address).map_err(err)?;
         builder = set(builder, "web.telemetry_path", &flags.telemetry_path).map_err(err)?;
+        builder = set(builder, "web.config_file", &flags.web_config_file).map_err(err)?;
         builder = set(builder, "log.level", &flags.log_level).map_err(err)?;
         builder = set(builder, "log.format", &flags.log_format).map_err(err)?;
 
@@ -322,6 +328,9 @@ impl Config {
             return Err(ConfigError(format!(
                 "web.telemetry_path \"{path}\" must start with '/' and not be /, /healthz or /readyz; e.g. /metrics"
             )));
+        }
+        if let Some(file) = &self.web.config_file {
+            crate::web_config::WebSecurity::load(file).map_err(ConfigError)?;
         }
         tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
             ConfigError(format!(

@@ -8,11 +8,15 @@ use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use hyper::header::{
+    HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
+    WWW_AUTHENTICATE,
+};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -20,8 +24,10 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::poller::Shared;
+use crate::web_config::BasicAuth;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -29,10 +35,18 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Site {
     pub shared: Shared,
     pub telemetry_path: String,
+    /// Users allowed in, when `--web.config.file` sets basic_auth_users.
+    pub auth: Option<Arc<BasicAuth>>,
 }
 
-/// Serves until `shutdown` flips, then lets open requests finish (for at most 5 s).
-pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::Receiver<bool>) {
+/// Serves until `shutdown` flips, then lets open requests finish (for at most 5 s). With `tls`,
+/// every connection is TLS.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    site: Arc<Site>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -47,15 +61,38 @@ pub async fn serve(listener: TcpListener, site: Arc<Site>, mut shutdown: watch::
         };
         let site = site.clone();
         let service = service_fn(move |req| handle(site.clone(), req, peer));
-        let connection = http1::Builder::new()
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let watched = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = watched.await {
-                tracing::debug!(error = %error, "http connection ended with an error");
+        let http = http1::Builder::new();
+        match &tls {
+            None => {
+                let watched = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(error) = watched.await {
+                        tracing::debug!(error = %error, "http connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task, so a slow or silent client
+                // cannot hold up the accept loop; it gets 10 s.
+                let handshake = acceptor.accept(stream);
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(Duration::from_secs(10), handshake).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, error = %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let connection = http.serve_connection(TokioIo::new(stream), service);
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(error = %error, "https connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     tokio::select! {
         _ = graceful.shutdown() => {}
@@ -71,7 +108,21 @@ async fn handle(
     _peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    let response = if req.method() != Method::GET && req.method() != Method::HEAD {
+    let allowed = site
+        .auth
+        .as_ref()
+        .is_none_or(|auth| auth.allows(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())));
+    let response = if !allowed {
+        let mut response = plain(
+            StatusCode::UNAUTHORIZED,
+            "authentication required (basic_auth_users of --web.config.file)\n",
+        );
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"pgkpi\""),
+        );
+        response
+    } else if req.method() != Method::GET && req.method() != Method::HEAD {
         plain(
             StatusCode::METHOD_NOT_ALLOWED,
             "only GET and HEAD are supported\n",

@@ -37,3 +37,4 @@ pub mod target;
 pub mod telemetry;
 pub mod tls;
 pub mod views;
+pub mod web_config;

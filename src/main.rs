@@ -21,6 +21,10 @@ struct Cli {
     /// Address to listen on, host:port (default 0.0.0.0:9188).
     #[arg(long = "web.listen-address", value_name = "ADDRESS", global = true)]
     listen_address: Option<String>,
+    /// TLS and basic authentication for the HTTP server: a YAML file in the Prometheus
+    /// exporter-toolkit format (tls_server_config, basic_auth_users).
+    #[arg(long = "web.config.file", value_name = "FILE", global = true)]
+    web_config_file: Option<String>,
     /// Path serving the metrics (default /metrics).
     #[arg(long = "web.telemetry-path", value_name = "PATH", global = true)]
     telemetry_path: Option<String>,
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
     let flags = FlagOverrides {
         listen_address: cli.listen_address,
         telemetry_path: cli.telemetry_path,
+        web_config_file: cli.web_config_file,
         log_level: cli.log_level,
         log_format: cli.log_format,
     };

@@ -69,6 +69,14 @@ fn bad_configuration_exits_2_naming_the_problem() {
             &[("PGKPI_WEB__LISTEN_ADDRESS", "not-an-address")],
             vec!["web.listen_address \"not-an-address\""],
         ),
+        (
+            file(&dir, "web.toml", &format!(
+                "[web]\nconfig_file = \"{}\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+                file(&dir, "web.yml", "basic_auth_users:\n  prometheus: plaintext\n")
+            )),
+            &[],
+            vec!["web.yml: basic_auth_users.prometheus: not a bcrypt hash", "htpasswd"],
+        ),
     ];
     for (path, env, expected) in cases {
         for args in [

@@ -520,3 +520,94 @@ fn sigterm_shuts_down_cleanly() {
     let status = exporter.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
+
+/// `--web.config.file` (the exporter-toolkit format): TLS with the given certificate, and
+/// every path behind basic authentication with a bcrypt-hashed password.
+#[test]
+fn web_config_file_serves_tls_behind_basic_auth() {
+    let cluster = Cluster::shared();
+    let dir = support::TempDir::new("webcfg");
+    let ca = support::make_certificates(&dir.0);
+    let hash = bcrypt::hash("scrape-secret", 4).unwrap();
+    std::fs::write(
+        dir.0.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
+             basic_auth_users:\n  prometheus: '{hash}'\n"
+        ),
+    )
+    .unwrap();
+    let config = dir.0.join("pgkpi.toml");
+    std::fs::write(&config, config_for("web", &cluster.dsn("postgres"), "")).unwrap();
+    let port = support::free_port();
+    let child = std::process::Command::new(support::pgkpi_bin())
+        .arg("--config.file")
+        .arg(&config)
+        .arg("--web.config.file")
+        .arg(dir.0.join("web.yml"))
+        .arg("--web.listen-address")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start pgkpi");
+    let _running = Killed(child);
+    // (HTTP status, body) of a request by curl, which checks the certificate against the CA.
+    let curl = |url: &str, extra: &[&str]| -> (String, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(extra)
+            .arg(url)
+            .output()
+            .expect("curl (the test command installs it)");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        (code.to_string(), body.to_string())
+    };
+    let https = format!("https://localhost:{port}/metrics");
+    let user = ["-u", "prometheus:scrape-secret"];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (code, body) = curl(&https, &user);
+        if code == "200" && body.contains("pg_up{target=\"web\"} 1") {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pg_up 1 over https: {code}\n{body}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("pgkpi_build_info"));
+    // Every path is protected, the health check too; the challenge names the scheme.
+    for path in ["/metrics", "/healthz", "/readyz", "/"] {
+        let url = format!("https://localhost:{port}{path}");
+        assert_eq!(curl(&url, &[]).0, "401", "{path} without credentials");
+        assert_eq!(
+            curl(&url, &["-u", "prometheus:wrong"]).0,
+            "401",
+            "{path} with a wrong password"
+        );
+        assert_eq!(curl(&url, &user).0, "200", "{path} with the password");
+    }
+    let (_, headers) = curl(&https, &["-D", "-", "-o", "/dev/null"]);
+    assert!(
+        headers.to_lowercase().contains("www-authenticate: basic"),
+        "{headers}"
+    );
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = curl(&format!("http://127.0.0.1:{port}/healthz"), &user).0;
+    assert_ne!(plain, "200");
+}
+
+/// Kills the child process when dropped (also on panic).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -453,8 +453,9 @@ fn spawn_watchdog(bindir: &Path, dir: &Path) {
 }
 
 /// Makes a CA and a server certificate for `localhost` (DNS name only, so that connecting to
-/// 127.0.0.1 with verify-full is a name mismatch the tests can provoke). Returns the CA path.
-fn make_certificates(dir: &Path) -> PathBuf {
+/// 127.0.0.1 with verify-full is a name mismatch the tests can provoke): `server.crt` and
+/// `server.key` in `dir`. Returns the CA path.
+pub fn make_certificates(dir: &Path) -> PathBuf {
     let ca = make_ca(dir, "ca");
     let sh = format!(
         "set -e; cd '{dir}'; \
