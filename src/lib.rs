@@ -18,6 +18,7 @@
 //! * `telemetry`: the exporter's own metrics.
 //! * `views`: JSON debug views collectors publish (served at `/debug/<name>`).
 //! * `http`: the hyper server.
+//! * `web_config`: `--web.config.file`, TLS and basic authentication for the server.
 //! * `app`: wiring from configuration to running tasks.
 //! * `reference`: the generated metric reference.
 
