@@ -11,21 +11,8 @@ seconds=${1:-20}
 waiters=${2:-20}
 active=${3:-5}
 
-dir=$(mktemp -d /tmp/pgkpi-bench-locks.XXXXXX)
-chmod 755 "$dir"
-port=$(free_port)
+bench_setup locks
 web=$(free_port)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  cluster_stop "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-cluster_start "$dir" "$port"
-bin=$(pg_bindir)
-psql_() { "$bin/psql" -X -q -A -t -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 psql_ -d postgres -c "CREATE DATABASE bench"
 psql_ -d bench -c "CREATE EXTENSION pg_stat_statements; CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)"
 

@@ -12,21 +12,8 @@ cd "$(dirname "$0")/.."
 rows=${1:-1000000}
 polls=${2:-20}
 
-dir=$(mktemp -d /tmp/pgkpi-bench-queues.XXXXXX)
-chmod 755 "$dir"
-port=$(free_port)
+bench_setup queues
 web=$(free_port)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  cluster_stop "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-cluster_start "$dir" "$port"
-bin=$(pg_bindir)
-psql_() { "$bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
 psql_ -d postgres -c "CREATE DATABASE bench"
 for f in fixtures/baseline.sql migrations/001_monitoring.sql migrations/002_p0_notification_queue.sql \
          migrations/004_fase2_queue_functions.sql migrations/008_grants.sql; do

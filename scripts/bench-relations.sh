@@ -14,20 +14,7 @@ cd "$(dirname "$0")/.."
 scales=("$@")
 [ ${#scales[@]} -eq 0 ] && scales=(100 1000 10000)
 
-dir=$(mktemp -d /tmp/pgkpi-bench-relations.XXXXXX)
-chmod 755 "$dir"
-port=$(free_port)
-pgkpi_pid=""
-cleanup() {
-  [ -n "$pgkpi_pid" ] && kill "$pgkpi_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  cluster_stop "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-cluster_start "$dir" "$port"
-bin=$(pg_bindir)
-psql_() { "$bin/psql" -X -q -A -t -h 127.0.0.1 -p "$port" -U postgres "$@"; }
+bench_setup relations
 
 cargo build -q
 exe=${CARGO_TARGET_DIR:-target}/debug/pgkpi
@@ -88,6 +75,7 @@ for n in "${scales[@]}"; do
   "$exe" --config.file "$dir/pgkpi.toml" --web.listen-address "127.0.0.1:$web" --log.level warn \
     2>"$dir/pgkpi-$n.log" &
   pgkpi_pid=$!
+  pids+=("$pgkpi_pid")
   # One warm-up run of each, then measure three.
   for c in "${collectors[@]}"; do
     until [ "$(runs "$c")" ] && [ "$(runs "$c")" -ge 1 ]; do sleep 1; done

@@ -14,25 +14,13 @@ cd "$(dirname "$0")/.."
 . scripts/lib/cluster.sh
 n=${1:-5000}
 seconds=${2:-20}
-port=${BENCH_PORT:-55433}
 http=${BENCH_HTTP:-127.0.0.1:9199}
-dir=$(mktemp -d /tmp/pgkpi-bench-statements.XXXXXX)
-bin=$(pg_bindir)
-psql_() { "$bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
-pgkpi_pid=
-cleanup() {
-  [ -n "$pgkpi_pid" ] && kill "$pgkpi_pid" 2>/dev/null || true
-  cluster_stop "$dir"
-  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$dir"
-}
-trap cleanup EXIT
-
 if [ -z "${BENCH_PGKPI_BIN:-}" ]; then
   cargo build --release -q
   BENCH_PGKPI_BIN=${CARGO_TARGET_DIR:-target}/release/pgkpi
 fi
 
-cluster_start "$dir" "$port"
+bench_setup statements
 psql_ -d postgres -c "ALTER SYSTEM SET pg_stat_statements.max = 10000" >/dev/null
 cluster_stop "$dir"
 cluster_start "$dir" "$port"
@@ -73,6 +61,7 @@ for c in $("$BENCH_PGKPI_BIN" metrics-reference | sed -n 's/^## Collector `\(.*\
 done
 "$BENCH_PGKPI_BIN" --config.file "$dir/pgkpi.toml" --log.level warn 2>"$dir/pgkpi.log" &
 pgkpi_pid=$!
+pids+=("$pgkpi_pid")
 sleep 3
 psql_ -d bench -c "SELECT pg_stat_statements_reset()" >/dev/null
 sleep 2

@@ -48,3 +48,28 @@ free_port() {
     ss -Htln "sport = :$port" 2>/dev/null | grep -q . || { echo "$port"; return; }
   done
 }
+
+# A benchmark's throwaway world, in one call: a temp dir (kept when BENCH_KEEP is set), a
+# cluster in it on a free port (or BENCH_PORT), and on exit the processes listed in `pids`
+# killed, the cluster stopped and the dir removed. Sets dir, port, bin and pids; psql_ then
+# talks to the cluster (stopping at the first error).
+# Usage: bench_setup NAME
+bench_setup() {
+  dir=$(mktemp -d "/tmp/pgkpi-bench-$1.XXXXXX")
+  chmod 755 "$dir"
+  port=${BENCH_PORT:-$(free_port)}
+  bin=$(pg_bindir)
+  pids=()
+  trap bench_cleanup EXIT
+  cluster_start "$dir" "$port"
+}
+
+bench_cleanup() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  cluster_stop "$dir"
+  [ -n "${BENCH_KEEP:-}" ] || rm -rf "$dir"
+}
+
+psql_() { "$bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
