@@ -491,3 +491,56 @@ fn series_caps_keep_the_cap_and_count_the_rest() {
     assert!(!others.is_empty());
     assert!(others.len() as f64 <= max_indexes + 1.0);
 }
+
+/// When the largest table changes, the `(other)` row's counters keep counting instead of
+/// stepping down (which rate() would read as a reset): kept by size, t_big leaves t_hot and
+/// its 50 scans in `(other)`; t_hot then outgrows it and swaps places. A plain sum would fall
+/// to t_big's 0 scans; the row stays at 50, plus whatever t_big does from then on.
+#[test]
+fn other_counters_do_not_step_down_when_the_largest_table_changes() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("rollup");
+    cluster.psql(
+        &db,
+        "CREATE TABLE t_big AS SELECT g AS id, repeat('x', 100) AS pad FROM generate_series(1, 2000) g; \
+         CREATE TABLE t_hot (id int, pad text)",
+    );
+    cluster.psql(&db, "VACUUM ANALYZE t_big");
+    for _ in 0..50 {
+        cluster.psql(&db, "SELECT count(*) FROM t_hot");
+    }
+    let exporter = Exporter::start(&config(
+        "rollup",
+        &cluster.dsn(&db),
+        "[relations]\nmax_tables = 1\n",
+    ));
+    let scans = |m: &Metrics, relname: &str| {
+        m.value(
+            "pg_table_seq_scans_total",
+            &[("target", "rollup"), ("relname", relname)],
+        )
+    };
+    let m = exporter.wait_for(WAIT, "t_big kept, t_hot in (other)", |m| {
+        scans(m, "t_big").is_some() && scans(m, "(other)") == Some(50.0)
+    });
+    assert!(scans(&m, "t_hot").is_none());
+
+    cluster.psql(
+        &db,
+        "INSERT INTO t_hot SELECT g, repeat('y', 100) FROM generate_series(1, 20000) g",
+    );
+    cluster.psql(&db, "VACUUM ANALYZE t_hot");
+    let m = exporter.wait_for(WAIT, "t_hot kept, t_big in (other)", |m| {
+        scans(m, "t_hot").is_some() && scans(m, "t_big").is_none()
+    });
+    let plain_sum = f64_of(
+        cluster,
+        &db,
+        "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 't_big'",
+    );
+    let other = scans(&m, "(other)").unwrap();
+    assert!(
+        other >= 50.0 && other <= 50.0 + plain_sum,
+        "(other) = {other}: it stepped down from 50 (t_big alone has {plain_sum} scans)"
+    );
+}
