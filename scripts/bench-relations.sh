@@ -5,7 +5,7 @@
 # of 12 monthly partitions, then pgkpi polls it with the four collectors every 10s and
 # default caps. Prints per collector the database time per run (pg_stat_statements, server
 # side, summed over its queries), the last run's wall time (pgkpi_collector_last_duration_seconds,
-# client side) and the series it exports.
+# client side) and the series it exports, then pgkpi's resident memory at that scale.
 # Usage: scripts/bench-relations.sh [SCALES...]   (default: 100 1000 10000)
 # Starts its own throwaway PostgreSQL cluster and pgkpi (debug build).
 set -euo pipefail
@@ -100,6 +100,8 @@ for n in "${scales[@]}"; do
     printf '%-8s %-15s %12s %12s %8s %8s%s\n' "$n" "$c" "$db_ms" "$wall" "$series" "${dropped:-0}" \
       "$([ "${errors:-0}" != 0 ] && echo "  ERRORS: $errors, see $dir/pgkpi-$n.log")"
   done
+  rss=$(awk '/^process_resident_memory_bytes /{ printf "%.1f", $2 / 1048576 }' <<<"$body")
+  printf '%-8s pgkpi resident memory: %s MiB\n' "$n" "$rss"
   kill "$pgkpi_pid"
   wait "$pgkpi_pid" 2>/dev/null || true
   pgkpi_pid=""

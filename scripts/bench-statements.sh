@@ -6,7 +6,8 @@
 # shapes (default 5000, each with a ~300-byte text like an ORM's), runs pgkpi with only the
 # `server` and `statements` collectors at a 1 s interval, runs every shape once (all new: one
 # text read), then keeps ~10 % of them busy for a while, and reads the exporter's own
-# statements back from pg_stat_statements (they carry a `pgkpi statements: <what>` comment).
+# statements back from pg_stat_statements (they carry a `pgkpi statements: <what>` comment),
+# and pgkpi's resident memory after the run.
 #
 # Usage: scripts/bench-statements.sh [N] [SECONDS]     (BENCH_PGKPI_BIN to use a built binary)
 set -euo pipefail
@@ -73,6 +74,7 @@ while [ $SECONDS -lt $end ]; do
   sleep 0.5
 done
 sleep 2
+rss=$(curl -s "http://$http/metrics" | awk '/^process_resident_memory_bytes /{ printf "%.1f", $2 / 1048576 }')
 kill "$pgkpi_pid"
 pgkpi_pid=
 
@@ -83,6 +85,7 @@ done
 
 echo "pg_stat_statements entries: $(psql_ -d bench -c 'SELECT count(*) FROM pg_stat_statements')" \
   "  query text file: $(psql_ -d bench -c "SELECT pg_size_pretty(sum(length(query))) FROM pg_stat_statements")"
+echo "pgkpi resident memory after the run (release build): ${rss:-?} MiB"
 echo "server-side execution time (pg_stat_statements.total_exec_time), per call:"
 psql_ -d bench -F ' | ' -P footer=off -c "
   SELECT rpad(coalesce(substring(query FROM 'pgkpi statements: ([a-z]+)'), 'SELECT * FROM pg_stat_statements'), 34),
