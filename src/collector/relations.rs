@@ -20,7 +20,8 @@
 //! is set. The SQL does the grouping; Rust does the ranking and the cut, so it is unit-tested.
 //! Estimates (bloat) are explained in docs/relations.md.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{Hash as _, Hasher as _};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -405,10 +406,24 @@ fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<Seri
 /// nothing, and a counter that went down (statistics reset) counts from 0.
 #[derive(Debug, Default)]
 struct CounterRollups {
-    /// Every relation's values at the last run, kept or rolled up, by labels.
-    last: BTreeMap<Vec<String>, Vec<Option<f64>>>,
+    /// Every relation's values at the last run, kept or rolled up, by a hash of its labels
+    /// (NaN for a missing value). A catalogue of 10 000 tables has 30 000 relations: a hash and
+    /// a boxed slice each, rather than their label strings again.
+    last: HashMap<u64, Box<[f64]>>,
     /// Each `(other)` row's values at the last run.
     rows: BTreeMap<Vec<String>, Vec<Option<f64>>>,
+}
+
+/// The key of a relation in [`CounterRollups::last`]; 64 bits make a collision among a
+/// catalogue's relations vanishingly unlikely, and one would only misstate one increase.
+fn label_hash(labels: &[String]) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    labels.hash(&mut hasher);
+    hasher.finish()
+}
+
+fn packed(values: &[Option<f64>]) -> Box<[f64]> {
+    values.iter().map(|v| v.unwrap_or(f64::NAN)).collect()
 }
 
 impl CounterRollups {
@@ -416,11 +431,11 @@ impl CounterRollups {
     /// (columns of other types are combined as [`cap`] does).
     fn apply(&mut self, capped: Capped, cols: &[Col]) -> Vec<Series> {
         let aggs = aggs(cols);
-        let mut last = BTreeMap::new();
+        let mut last = HashMap::with_capacity(self.last.len());
         let mut rows = BTreeMap::new();
         let mut out = capped.kept;
         for series in &out {
-            last.insert(series.labels.clone(), series.values.clone());
+            last.insert(label_hash(&series.labels), packed(&series.values));
         }
         for (labels, members) in capped.rolled {
             let mut row = combine(labels, &members, &aggs);
@@ -432,15 +447,19 @@ impl CounterRollups {
                     let gained: f64 = members
                         .iter()
                         .map(|m| {
-                            let before = self.last.get(&m.labels).and_then(|v| v[at]);
+                            let before = self
+                                .last
+                                .get(&label_hash(&m.labels))
+                                .map(|v| v[at])
+                                .filter(|v| !v.is_nan());
                             increase(before, m.values[at])
                         })
                         .sum();
                     row.values[at] = Some(previous[at].unwrap_or(0.0) + gained);
                 }
             }
-            for member in members {
-                last.insert(member.labels, member.values);
+            for member in &members {
+                last.insert(label_hash(&member.labels), packed(&member.values));
             }
             rows.insert(row.labels.clone(), row.values.clone());
             out.push(row);
