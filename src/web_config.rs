@@ -9,7 +9,8 @@
 //!   prometheus: $2y$10$...            # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\n')
 //! ```
 //!
-//! Every path is protected, `/healthz` included, as the toolkit does. The toolkit's other keys
+//! Every path is protected, `/healthz` included, as the toolkit does. The certificate is read
+//! again when its files change (renewals need no restart); the users are read at start. The toolkit's other keys
 //! (client certificates, cipher and version pinning, extra headers) are rejected by name
 //! rather than ignored: a setting that silently does nothing is a security hole.
 
@@ -96,6 +97,92 @@ impl WebSecurity {
 }
 
 fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let resolver = ReloadingCert::load(cert, key, provider.clone())?;
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The server's certificate, read again when its files change: certificates are renewed every
+/// few weeks (cert-manager, ACME), and an exporter that kept serving the old one would fail
+/// every scrape once it expires. Each handshake compares the files' modification times (two
+/// stats); a renewal that cannot be read or does not match its key is logged and the current
+/// identity kept, so a half-written renewal never takes the endpoint down.
+struct ReloadingCert {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: Mutex<(Stamp, Arc<rustls::sign::CertifiedKey>)>,
+}
+
+/// Modification times of the certificate and key files.
+type Stamp = (Option<std::time::SystemTime>, Option<std::time::SystemTime>);
+
+impl std::fmt::Debug for ReloadingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReloadingCert")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl ReloadingCert {
+    fn load(
+        cert: &Path,
+        key: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Result<ReloadingCert, String> {
+        let stamp = stamp(cert, key);
+        let identity = read_identity(cert, key, &provider)?;
+        Ok(ReloadingCert {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider,
+            current: Mutex::new((stamp, Arc::new(identity))),
+        })
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let now = stamp(&self.cert, &self.key);
+        let mut current = self.current.lock().unwrap();
+        if now != current.0 {
+            current.0 = now;
+            match read_identity(&self.cert, &self.key, &self.provider) {
+                Ok(identity) => {
+                    tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
+                    current.1 = Arc::new(identity);
+                }
+                Err(error) => tracing::warn!(
+                    cert = %self.cert.display(),
+                    error = %error,
+                    "TLS certificate changed but cannot be used; still serving the previous one"
+                ),
+            }
+        }
+        Some(current.1.clone())
+    }
+}
+
+fn stamp(cert: &Path, key: &Path) -> Stamp {
+    let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (modified(cert), modified(key))
+}
+
+fn read_identity(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<rustls::sign::CertifiedKey, String> {
     let pem = |path: &Path| {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -111,14 +198,8 @@ fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String
     let key = rustls_pemfile::private_key(&mut pem(key)?.as_slice())
         .map_err(|e| format!("key_file {}: {e}", key.display()))?
         .ok_or_else(|| format!("key_file {}: no PEM private key in it", key.display()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("the certificate and key do not make a server identity: {e}"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    rustls::sign::CertifiedKey::from_der(certs, key, provider)
+        .map_err(|e| format!("the certificate and key do not make a server identity: {e}"))
 }
 
 /// Users and their bcrypt hashes.

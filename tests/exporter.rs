@@ -521,8 +521,9 @@ fn sigterm_shuts_down_cleanly() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
-/// `--web.config.file` (the exporter-toolkit format): TLS with the given certificate, and
-/// every path behind basic authentication with a bcrypt-hashed password.
+/// `--web.config.file` (the exporter-toolkit format): TLS with the given certificate, every
+/// path behind basic authentication with a bcrypt-hashed password, and a renewed certificate
+/// served without a restart.
 #[test]
 fn web_config_file_serves_tls_behind_basic_auth() {
     let cluster = Cluster::shared();
@@ -552,11 +553,11 @@ fn web_config_file_serves_tls_behind_basic_auth() {
         .spawn()
         .expect("start pgkpi");
     let _running = Killed(child);
-    // (HTTP status, body) of a request by curl, which checks the certificate against the CA.
-    let curl = |url: &str, extra: &[&str]| -> (String, String) {
+    // (HTTP status, body) of a request by curl, which checks the certificate against a CA.
+    let curl_with = |ca: &std::path::Path, url: &str, extra: &[&str]| -> (String, String) {
         let out = std::process::Command::new("curl")
             .args(["-s", "--max-time", "5", "-w", "\n%{http_code}", "--cacert"])
-            .arg(&ca)
+            .arg(ca)
             .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
             .args(extra)
             .arg(url)
@@ -566,6 +567,7 @@ fn web_config_file_serves_tls_behind_basic_auth() {
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
         (code.to_string(), body.to_string())
     };
+    let curl = |url: &str, extra: &[&str]| curl_with(&ca, url, extra);
     let https = format!("https://localhost:{port}/metrics");
     let user = ["-u", "prometheus:scrape-secret"];
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -600,6 +602,22 @@ fn web_config_file_serves_tls_behind_basic_auth() {
     // Plain HTTP on the TLS port gets no answer.
     let plain = curl(&format!("http://127.0.0.1:{port}/healthz"), &user).0;
     assert_ne!(plain, "200");
+
+    // A renewed certificate (here from another CA) is served without a restart.
+    let renewed = support::TempDir::new("webcfg-renewed");
+    let new_ca = support::make_certificates(&renewed.0);
+    for file in ["server.key", "server.crt"] {
+        std::fs::copy(renewed.0.join(file), dir.0.join(file)).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while curl_with(&new_ca, &https, &user).0 != "200" {
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_ne!(curl(&https, &user).0, "200", "the old CA still verifies");
 }
 
 /// Kills the child process when dropped (also on panic).
