@@ -62,37 +62,38 @@ pub async fn serve(
         let site = site.clone();
         let service = service_fn(move |req| handle(site.clone(), req, peer));
         let http = http1::Builder::new();
-        match &tls {
-            None => {
-                let watched = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(error) = watched.await {
-                        tracing::debug!(error = %error, "http connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let served = match tls {
+                None => {
+                    watcher
+                        .watch(http.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
                 // The handshake runs in the connection's task, so a slow or silent client
                 // cannot hold up the accept loop; it gets 10 s.
-                let handshake = acceptor.accept(stream);
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
-                    let stream =
-                        match tokio::time::timeout(Duration::from_secs(10), handshake).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, error = %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                    let connection = http.serve_connection(TokioIo::new(stream), service);
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(error = %error, "https connection ended with an error");
+                Some(acceptor) => {
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, error = %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
                     }
-                });
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(error = %error, "http connection ended with an error");
             }
-        }
+        });
     }
     tokio::select! {
         _ = graceful.shutdown() => {}
@@ -108,10 +109,21 @@ async fn handle(
     _peer: SocketAddr,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let path = req.uri().path().to_string();
-    let allowed = site
-        .auth
-        .as_ref()
-        .is_none_or(|auth| auth.allows(req.headers().get(AUTHORIZATION).map(|v| v.as_bytes())));
+    let allowed = match &site.auth {
+        None => true,
+        Some(auth) => {
+            // bcrypt takes tens of milliseconds on purpose (first use, wrong passwords): off the
+            // runtime's threads, so the pollers never wait for a password check.
+            let auth = auth.clone();
+            let header = req
+                .headers()
+                .get(AUTHORIZATION)
+                .map(|v| v.as_bytes().to_vec());
+            tokio::task::spawn_blocking(move || auth.allows(header.as_deref()))
+                .await
+                .unwrap_or(false)
+        }
+    };
     let response = if !allowed {
         let mut response = plain(
             StatusCode::UNAUTHORIZED,

@@ -11,11 +11,11 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::stack::{self, query, Service};
-use support::{Cluster, Exporter};
+use support::{Cluster, Exporter, KillOnDrop};
 
 /// Expressions (by a fragment of their text) that legitimately return nothing on the demo
 /// stack, and why.
@@ -94,15 +94,6 @@ fn demo_database(cluster: &Cluster) {
         cluster.psql_file("app", &migration, &[]);
     }
     cluster.psql_file("app", fixtures.join("seed.sql"), &[("scale", "0.1")]);
-}
-
-struct Load(Child);
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn rule_files() -> Vec<PathBuf> {
@@ -233,7 +224,7 @@ fn full_stack_dashboards_rules_and_lock_alert() {
     demo_database(&cluster);
     let setup = started.elapsed();
 
-    let _load = Load(
+    let _load = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_pgkpi-load"))
             .args([
                 "--dsn",

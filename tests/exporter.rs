@@ -552,7 +552,7 @@ fn web_config_file_serves_tls_behind_basic_auth() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("start pgkpi");
-    let _running = Killed(child);
+    let _running = support::KillOnDrop(child);
     // (HTTP status, body) of a request by curl, which checks the certificate against a CA.
     let curl_with = |ca: &std::path::Path, url: &str, extra: &[&str]| -> (String, String) {
         let out = std::process::Command::new("curl")
@@ -618,14 +618,4 @@ fn web_config_file_serves_tls_behind_basic_auth() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_ne!(curl(&https, &user).0, "200", "the old CA still verifies");
-}
-
-/// Kills the child process when dropped (also on panic).
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

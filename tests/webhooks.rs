@@ -48,6 +48,18 @@ SELECT 'booking.created', '{}', g > 5, now() - (g * interval '1 minute') + inter
 FROM generate_series(1, 20) g;
 "#;
 
+/// A database of the test's own with the application's tables and migration 005's indexes.
+fn webhook_database(cluster: &Cluster, prefix: &str) -> String {
+    let db = cluster.create_database(prefix);
+    cluster.psql_file(&db, support::repo_path("fixtures/baseline.sql"), &[]);
+    cluster.psql_file(
+        &db,
+        support::repo_path("migrations/005_p1_webhooks_bookings.sql"),
+        &[],
+    );
+    db
+}
+
 /// History that must not be read: 200 000 delivered deliveries and processed events, days old,
 /// beside a recent hour of traffic and a small retry backlog.
 const HISTORY: &str = r#"
@@ -72,13 +84,7 @@ FROM generate_series(1, 200000) g;
 #[test]
 fn a_webhook_poll_reads_the_window_not_the_history() {
     let cluster = Cluster::shared();
-    let db = cluster.create_database("webhook_plans");
-    cluster.psql_file(&db, support::repo_path("fixtures/baseline.sql"), &[]);
-    cluster.psql_file(
-        &db,
-        support::repo_path("migrations/005_p1_webhooks_bookings.sql"),
-        &[],
-    );
+    let db = webhook_database(cluster, "webhook_plans");
     cluster.psql(&db, HISTORY);
     cluster.psql(&db, "VACUUM ANALYZE public.webhook_deliveries");
     cluster.psql(&db, "VACUUM ANALYZE public.webhook_event_logs");
@@ -111,13 +117,7 @@ fn a_webhook_poll_reads_the_window_not_the_history() {
 #[test]
 fn webhook_rates_match_the_constructed_truth() {
     let cluster = Cluster::shared();
-    let db = cluster.create_database("webhooks");
-    cluster.psql_file(&db, support::repo_path("fixtures/baseline.sql"), &[]);
-    cluster.psql_file(
-        &db,
-        support::repo_path("migrations/005_p1_webhooks_bookings.sql"),
-        &[],
-    );
+    let db = webhook_database(cluster, "webhooks");
     cluster.psql(&db, SCENARIO);
     let extra = "[collectors.webhooks]\ninterval = \"1s\"\n\n[webhooks]\n\
         deliveries_table = \"public.webhook_deliveries\"\nevents_table = \"public.webhook_event_logs\"\n\

@@ -866,3 +866,13 @@ pub fn config_for(target: &str, dsn: &str, extra: &str) -> String {
          [[targets]]\nname = \"{target}\"\ndsn = \"{dsn}\"\n"
     )
 }
+
+/// A child process killed (and reaped) when dropped, also when the test panics.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
