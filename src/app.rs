@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use crate::collector;
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Site};
-use crate::poller::{self, Scheduled, Shared};
+use crate::poller::{self, Scheduled};
+use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::status::Status;
 use crate::target::Target;
@@ -27,7 +28,7 @@ pub struct TargetPlan {
 /// Resolves targets and collector schedules; everything `check-config` can check without
 /// connecting (DSNs, TLS files, password files, collector names).
 pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, ConfigError> {
-    let entries = collector::registry(&config.collector_paths).map_err(ConfigError)?;
+    let entries = collector::registry::load(&config.collector_paths).map_err(ConfigError)?;
     let known: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     for name in config.collectors.keys() {
         if !known.contains(name.as_str()) {
@@ -63,8 +64,14 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
                     .unwrap_or(target.session.statement_timeout + Duration::from_secs(1)),
                 stale_after: settings.stale_after.unwrap_or(interval * 3),
                 collector: entry.build(&collector::BuildContext {
-                    config,
                     target: &target.name,
+                    session: &target.session,
+                    interval,
+                    locks: &config.locks,
+                    statements: &config.statements,
+                    queues: &config.queues,
+                    webhooks: &config.webhooks,
+                    relations: &config.relations,
                     views: views.clone(),
                 }),
             });

@@ -13,7 +13,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collector::locks::settings::LocksConfig;
+use crate::collector::queues::settings::{self as queues, QueueConfig};
+use crate::collector::relations::settings::RelationsConfig;
+use crate::collector::statements::settings::StatementsConfig;
+use crate::collector::webhooks::settings::WebhooksConfig;
 use crate::dsn;
+use crate::duration;
 
 /// The default listen address. 9187 is postgres_exporter's and 9630 pg_exporter's; 9188 lets
 /// pgkpi run beside either during a migration.
@@ -48,15 +54,15 @@ pub struct Config {
     /// The databases to monitor.
     pub targets: Vec<TargetConfig>,
     /// Options of the `locks` and `activity_sampler` collectors.
-    pub locks: crate::collector::locks::LocksConfig,
+    pub locks: LocksConfig,
     /// Options of the `statements` collector (pg_stat_statements).
-    pub statements: crate::collector::statements::StatementsConfig,
+    pub statements: StatementsConfig,
     /// Application queue tables measured by the `queues` collector (`[[queues]]`).
-    pub queues: Vec<crate::collector::queues::QueueConfig>,
+    pub queues: Vec<QueueConfig>,
     /// Webhook delivery tables measured by the `webhooks` collector (`[webhooks]`).
-    pub webhooks: crate::collector::webhooks::WebhooksConfig,
+    pub webhooks: WebhooksConfig,
     /// Options of the `relation_stats`, `relation_sizes` and `index_health` collectors.
-    pub relations: crate::collector::relations::RelationsConfig,
+    pub relations: RelationsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -394,7 +400,7 @@ impl Config {
         }
         self.locks.validate().map_err(ConfigError)?;
         self.statements.validate().map_err(ConfigError)?;
-        crate::collector::queues::validate(&self.queues).map_err(ConfigError)?;
+        queues::validate(&self.queues).map_err(ConfigError)?;
         self.webhooks.validate().map_err(ConfigError)?;
         self.relations.validate().map_err(ConfigError)?;
         Ok(())
@@ -510,40 +516,6 @@ fn line_of_key(text: &str, key: &str) -> Option<usize> {
             trimmed.starts_with(key) && trimmed[key.len()..].trim_start().starts_with([':', '='])
         })
         .map(|i| i + 1)
-}
-
-/// Serde support for human-readable durations ("5s", "100ms", "1m 30s").
-pub mod duration {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use std::time::Duration;
-
-    pub fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*value).to_string())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(text.trim()).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration \"{text}\" ({e}); write e.g. \"500ms\", \"5s\" or \"1m\""
-            ))
-        })
-    }
-
-    pub mod option {
-        use super::*;
-
-        pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-            match value {
-                Some(v) => super::serialize(v, s),
-                None => s.serialize_none(),
-            }
-        }
-
-        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-            super::deserialize(d).map(Some)
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::duration;
+use crate::duration;
 use crate::metric::{is_valid_label_name, is_valid_metric_name, FamilyDesc, MetricType};
 
 /// The built-in definition files, embedded at build time (see build.rs).

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::poller::Shared;
+use crate::shared::Shared;
 use crate::web_config::BasicAuth;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -14,21 +14,10 @@ use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::collector::{CollectError, Collector, Session};
-use crate::snapshot::Snapshot;
-use crate::status::{unix_now, Status};
+use crate::collector::{CollectError, Collector, Lane, Session};
+use crate::shared::Shared;
+use crate::status::unix_now;
 use crate::target::Target;
-use crate::telemetry::Telemetry;
-
-/// State shared by the pollers and the HTTP server.
-#[derive(Clone)]
-pub struct Shared {
-    pub snapshot: Arc<Snapshot>,
-    pub status: Arc<Status>,
-    pub telemetry: Telemetry,
-    /// JSON debug views published by collectors.
-    pub views: Arc<crate::views::Views>,
-}
 
 /// A collector with its effective schedule.
 pub struct Scheduled {
@@ -91,16 +80,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.step = self.initial;
     }
-}
-
-/// Which connection of a target a collector uses. Collectors on one connection run one query
-/// at a time, so a slow collector delays the others on it; the high-frequency activity sampler
-/// gets a connection of its own so that nothing delays it. Every other collector shares the
-/// main connection, whose state is `pg_up`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Lane {
-    Main,
-    Sampler,
 }
 
 /// Starts, for one target, a supervisor per connection (lane) in use and a task per collector.

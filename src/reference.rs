@@ -19,7 +19,7 @@ pub fn markdown() -> String {
         "The exporter's own metrics (always present).",
         &Telemetry::describe(),
     );
-    let entries = collector::registry(&[]).expect("built-in collectors are valid");
+    let entries = collector::registry::load(&[]).expect("built-in collectors are valid");
     let mut entries: Vec<_> = entries.iter().collect();
     entries.sort_by(|a, b| a.name.cmp(&b.name));
     for entry in entries {

@@ -67,7 +67,7 @@ const FROM_16: &[&str] = &[
 
 /// Every definition collector at a 1s interval, so one test run sees them all.
 fn all_collectors_fast() -> String {
-    let entries = pgkpi::collector::registry(&[]).unwrap();
+    let entries = pgkpi::collector::registry::load(&[]).unwrap();
     entries
         .iter()
         .map(|e| format!("[collectors.{}]\ninterval = \"1s\"\n", e.name))
@@ -95,7 +95,7 @@ fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
         &cluster.dsn(&db),
         &all_collectors_fast(),
     ));
-    let entries = pgkpi::collector::registry(&[]).unwrap();
+    let entries = pgkpi::collector::registry::load(&[]).unwrap();
     let m = exporter.wait_for(Duration::from_secs(20), "every collector ran twice", |m| {
         entries.iter().all(|e| {
             m.value(

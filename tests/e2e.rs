@@ -315,7 +315,7 @@ fn full_stack_dashboards_rules_and_lock_alert() {
         .iter()
         .map(|s| s.name.clone())
         .collect();
-    let defined: BTreeSet<String> = pgkpi::collector::registry(&[])
+    let defined: BTreeSet<String> = pgkpi::collector::registry::load(&[])
         .unwrap()
         .iter()
         .flat_map(|e| e.families.iter().map(|f| f.name.clone()))

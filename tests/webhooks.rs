@@ -88,7 +88,7 @@ fn a_webhook_poll_reads_the_window_not_the_history() {
     cluster.psql(&db, HISTORY);
     cluster.psql(&db, "VACUUM ANALYZE public.webhook_deliveries");
     cluster.psql(&db, "VACUUM ANALYZE public.webhook_event_logs");
-    let config = pgkpi::collector::webhooks::WebhooksConfig {
+    let config = pgkpi::collector::webhooks::settings::WebhooksConfig {
         deliveries_table: Some("public.webhook_deliveries".into()),
         events_table: Some("public.webhook_event_logs".into()),
         top_failing: 5,
@@ -237,7 +237,7 @@ fn a_slow_user_kpi_is_cut_by_the_timeout_and_the_others_keep_running() {
     // connection, so a slow statement delays the ones queued behind it (by at most
     // statement_timeout); with 25 collectors starting at once that delay could add up past the
     // client-side timeouts and muddle what this test looks at.
-    let others: String = pgkpi::collector::registry(&[])
+    let others: String = pgkpi::collector::registry::load(&[])
         .unwrap()
         .iter()
         .filter(|e| e.name != "server")

@@ -13,7 +13,7 @@
 //!   actually elapsed since the previous sample, so `rate()` over it is the average number of
 //!   sessions waiting on locks.
 //!
-//! It runs on the target's second connection ([`Lane::Sampler`](crate::poller::Lane)), so a
+//! It runs on the target's second connection ([`Lane::Sampler`](super::Lane)), so a
 //! slow collector on the main connection never delays it. pgkpi's own sessions are left out.
 //! Wait events are a fixed catalogue of the server; databases are capped by
 //! `[locks] max_databases` (the first ones seen keep their name, later ones are counted as
@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::types::{ToSql, Type};
 
-use super::locks::{own_application_name, OTHER_DATABASES};
+use super::locks::OTHER_DATABASES;
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType};
 
@@ -46,19 +46,13 @@ pub fn spec() -> Spec {
         description: "Samples active sessions by wait event every second on a connection of its own; lock-wait seconds.",
         default_interval: DEFAULT_INTERVAL,
         enabled_by_default: true,
-        lane: crate::poller::Lane::Sampler,
+        lane: super::Lane::Sampler,
         families,
         build: |ctx: &BuildContext| {
-            let interval = ctx
-                .config
-                .collectors
-                .get(NAME)
-                .and_then(|c| c.interval)
-                .unwrap_or(DEFAULT_INTERVAL);
             Box::new(ActivitySampler::new(
-                own_application_name(ctx),
-                ctx.config.locks.max_databases,
-                interval,
+                ctx.session.application_name.clone(),
+                ctx.locks.max_databases,
+                ctx.interval,
             ))
         },
     }

@@ -7,6 +7,7 @@
 pub mod activity;
 pub mod locks;
 pub mod queues;
+pub mod registry;
 pub mod relations;
 mod server;
 pub mod sql;
@@ -20,8 +21,12 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::config::Config;
-use crate::definition::{self, Definition};
+use self::locks::settings::LocksConfig;
+use self::queues::settings::QueueConfig;
+use self::relations::settings::RelationsConfig;
+use self::statements::settings::StatementsConfig;
+use self::webhooks::settings::WebhooksConfig;
+use crate::config::SessionConfig;
 use crate::metric::{Family, FamilyDesc};
 use crate::target::ServerInfo;
 use crate::views::Views;
@@ -81,12 +86,31 @@ pub trait Collector: Send {
     }
 }
 
-/// What a collector instance is built from.
+/// Which connection of a target a collector uses. Collectors on one connection run one query
+/// at a time, so a slow collector delays the others on it; the high-frequency activity sampler
+/// gets a connection of its own so that nothing delays it. Every other collector shares the
+/// main connection, whose state is `pg_up`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lane {
+    Main,
+    Sampler,
+}
+
+/// What a collector instance is built from: the target it polls and the settings it may
+/// read, never the whole configuration.
 pub struct BuildContext<'a> {
-    /// The whole configuration; collectors read their own section of it.
-    pub config: &'a Config,
     /// The target this instance polls.
     pub target: &'a str,
+    /// The target's effective session settings; `application_name` marks pgkpi's own
+    /// sessions, which the lock and activity collectors leave out.
+    pub session: &'a SessionConfig,
+    /// The effective interval of this collector on this target.
+    pub interval: Duration,
+    pub locks: &'a LocksConfig,
+    pub statements: &'a StatementsConfig,
+    pub queues: &'a [QueueConfig],
+    pub webhooks: &'a WebhooksConfig,
+    pub relations: &'a RelationsConfig,
     /// Where the instance may publish JSON debug views (see [`crate::views`]).
     pub views: Arc<Views>,
 }
@@ -100,118 +124,8 @@ pub struct Spec {
     pub default_interval: Duration,
     pub enabled_by_default: bool,
     /// The connection it runs on; `Lane::Main` unless it must never wait behind others.
-    pub lane: crate::poller::Lane,
+    pub lane: Lane,
     pub families: fn() -> Vec<FamilyDesc>,
     /// Builds the instance for one target.
     pub build: fn(&BuildContext) -> Box<dyn Collector>,
-}
-
-/// Every collector written in Rust.
-pub fn builtins() -> Vec<Spec> {
-    vec![
-        server::spec(),
-        locks::spec(),
-        activity::spec(),
-        statements::spec(),
-        relations::stats_spec(),
-        relations::sizes_spec(),
-        relations::health_spec(),
-        queues::spec(),
-        webhooks::spec(),
-    ]
-}
-
-/// A collector of either kind, as the poller and the metric reference see it.
-pub struct Entry {
-    pub name: String,
-    pub description: String,
-    /// "built in" for Rust collectors, else the definition file.
-    pub origin: String,
-    /// Server versions covered, e.g. "14+".
-    pub versions: String,
-    pub default_interval: Duration,
-    pub default_timeout: Option<Duration>,
-    pub enabled_by_default: bool,
-    pub lane: crate::poller::Lane,
-    pub families: Vec<FamilyDesc>,
-    factory: Factory,
-}
-
-enum Factory {
-    Native(fn(&BuildContext) -> Box<dyn Collector>),
-    Definition(Arc<Definition>),
-}
-
-impl Entry {
-    /// A fresh instance for one target.
-    pub fn build(&self, context: &BuildContext) -> Box<dyn Collector> {
-        match &self.factory {
-            Factory::Native(build) => build(context),
-            Factory::Definition(definition) => Box::new(sql::SqlCollector::new(definition.clone())),
-        }
-    }
-}
-
-/// Every collector: Rust ones, built-in definitions, then the user's definition files.
-/// Collector names and metric names must be unique across all of them, the exporter's own
-/// metrics included.
-pub fn registry(user_paths: &[std::path::PathBuf]) -> Result<Vec<Entry>, String> {
-    let mut entries: Vec<Entry> = builtins()
-        .into_iter()
-        .map(|spec| Entry {
-            name: spec.name.to_string(),
-            description: spec.description.to_string(),
-            origin: "built in (Rust)".to_string(),
-            // Rust collectors pick their SQL at run time; every one runs in the version matrix.
-            versions: "13–18".to_string(),
-            default_interval: spec.default_interval,
-            default_timeout: None,
-            enabled_by_default: spec.enabled_by_default,
-            lane: spec.lane,
-            families: (spec.families)(),
-            factory: Factory::Native(spec.build),
-        })
-        .collect();
-    let definitions = definition::builtin()
-        .into_iter()
-        .chain(definition::load_user(user_paths)?);
-    for loaded in definitions {
-        let d = loaded.definition;
-        entries.push(Entry {
-            name: d.name.clone(),
-            description: d.description.clone(),
-            origin: loaded.origin,
-            versions: d.versions(),
-            default_interval: d.interval,
-            default_timeout: d.timeout,
-            enabled_by_default: d.enabled,
-            lane: crate::poller::Lane::Main,
-            families: d.families(),
-            factory: Factory::Definition(Arc::new(d)),
-        });
-    }
-    let mut names: std::collections::BTreeMap<String, String> =
-        crate::telemetry::Telemetry::describe()
-            .into_iter()
-            .map(|f| (f.name, "the exporter's own metrics".to_string()))
-            .collect();
-    let mut collectors: std::collections::BTreeMap<&str, &str> = Default::default();
-    for entry in &entries {
-        if let Some(first) = collectors.insert(&entry.name, &entry.origin) {
-            return Err(format!(
-                "collector name \"{}\" is defined twice: in {first} and in {}; rename one",
-                entry.name, entry.origin
-            ));
-        }
-        for family in &entry.families {
-            let here = format!("collector \"{}\" ({})", entry.name, entry.origin);
-            if let Some(first) = names.insert(family.name.clone(), here.clone()) {
-                return Err(format!(
-                    "metric \"{}\" is defined twice: by {first} and by {here}; metric names must be unique",
-                    family.name
-                ));
-            }
-        }
-    }
-    Ok(entries)
 }

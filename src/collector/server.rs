@@ -14,7 +14,7 @@ pub fn spec() -> Spec {
         description: "Server version, recovery state and start time; probes the session.",
         default_interval: Duration::from_secs(15),
         enabled_by_default: true,
-        lane: crate::poller::Lane::Main,
+        lane: super::Lane::Main,
         families,
         build: |_| Box::new(Server),
     }

@@ -27,7 +27,7 @@
 //! when the server was upgraded without `ALTER EXTENSION ... UPDATE`.
 
 pub mod estimate;
-mod settings;
+pub mod settings;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -37,11 +37,11 @@ use regex::Regex;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
+use self::settings::{StatementsConfig, WorkloadRule, DEFAULT_WORKLOAD};
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType, Sample};
 use crate::views::Views;
 use estimate::{Cumulative, Moments, Shape};
-pub use settings::{StatementsConfig, WorkloadRule, DEFAULT_WORKLOAD};
 
 pub fn spec() -> Spec {
     Spec {
@@ -50,11 +50,11 @@ pub fn spec() -> Spec {
                       pg_stat_statements (1.8+), computed from deltas between polls.",
         default_interval: Duration::from_secs(15),
         enabled_by_default: true,
-        lane: crate::poller::Lane::Main,
+        lane: super::Lane::Main,
         families,
         build: |ctx: &BuildContext| {
             Box::new(Statements::new(
-                &ctx.config.statements,
+                ctx.statements,
                 ctx.target,
                 ctx.views.clone(),
             ))

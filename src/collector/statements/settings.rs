@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::estimate::{Estimator, DEFAULT_BUCKETS};
-use crate::config::duration;
+use crate::duration;
 
 /// Most workload rules accepted (each distinct name is a label value of every histogram).
 pub const MAX_WORKLOAD_RULES: usize = 64;

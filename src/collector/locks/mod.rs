@@ -23,58 +23,19 @@
 //! Docs: <https://www.postgresql.org/docs/current/view-pg-locks.html>,
 //! <https://www.postgresql.org/docs/current/functions-info.html> (`pg_blocking_pids`, 9.6+).
 
+pub mod settings;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio_postgres::types::{ToSql, Type};
 
+use self::settings::LocksConfig;
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType};
 use crate::views::Views;
-
-/// `[locks]`: options of the `locks` and `activity_sampler` collectors.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LocksConfig {
-    /// How many root blockers get series of their own (`blocker_pid` label), the ones holding
-    /// up the most sessions first. 0 exports only the totals.
-    pub top_blockers: usize,
-    /// Show each session's query text in `/debug/locks` (never in metrics). Off by default:
-    /// query text may hold personal data.
-    pub show_query_text: bool,
-    /// Most distinct `datname` values per family; further databases are summed into
-    /// `datname="(other)"` so that a cluster with thousands of databases stays bounded.
-    pub max_databases: usize,
-}
-
-impl Default for LocksConfig {
-    fn default() -> Self {
-        LocksConfig {
-            top_blockers: 5,
-            show_query_text: false,
-            max_databases: 50,
-        }
-    }
-}
-
-impl LocksConfig {
-    /// Checks the bounds; the message names the key and the fix.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.top_blockers > 100 {
-            return Err(format!(
-                "locks.top_blockers = {} is too many series; use at most 100 (default 5)",
-                self.top_blockers
-            ));
-        }
-        if self.max_databases == 0 {
-            return Err("locks.max_databases must be at least 1 (default 50)".into());
-        }
-        Ok(())
-    }
-}
 
 /// The label value that stands for databases beyond `max_databases`.
 pub const OTHER_DATABASES: &str = "(other)";
@@ -87,13 +48,13 @@ pub fn spec() -> Spec {
         description: "Lock inventory, waiting sessions, blocking tree (pg_blocking_pids); publishes /debug/locks.",
         default_interval: Duration::from_secs(5),
         enabled_by_default: true,
-        lane: crate::poller::Lane::Main,
+        lane: super::Lane::Main,
         families,
         build: |ctx: &BuildContext| {
             Box::new(Locks {
                 target: ctx.target.to_string(),
-                application_name: own_application_name(ctx),
-                config: ctx.config.locks.clone(),
+                application_name: ctx.session.application_name.clone(),
+                config: ctx.locks.clone(),
                 views: ctx.views.clone(),
                 dropped_roots: 0,
             })
@@ -323,16 +284,6 @@ pub fn cap_databases(weights: &BTreeMap<String, f64>, max: usize) -> BTreeMap<St
             ((*name).clone(), label)
         })
         .collect()
-}
-
-/// The application_name pgkpi's sessions carry on the target being built (to leave them out).
-pub fn own_application_name(ctx: &BuildContext) -> String {
-    ctx.config
-        .targets
-        .iter()
-        .find(|t| t.name == ctx.target)
-        .map(|t| ctx.config.session_for(t).application_name)
-        .unwrap_or_else(|| ctx.config.session.application_name.clone())
 }
 
 /// Cuts an application_name label to 64 characters.

@@ -20,65 +20,17 @@
 //! is set. The SQL does the grouping; Rust does the ranking and the cut, so it is unit-tested.
 //! Estimates (bloat) are explained in docs/relations.md.
 
+pub mod settings;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash as _, Hasher as _};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio_postgres::Row;
 
+use self::settings::RelationsConfig;
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType};
-
-/// `[relations]`: options of the `relation_stats`, `relation_sizes` and `index_health`
-/// collectors.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct RelationsConfig {
-    /// Most tables with series of their own; the others are summed into `relname="(other)"`.
-    pub max_tables: usize,
-    /// Most indexes with series of their own; the others are summed per table into
-    /// `indexrelname="(other)"` (or into one `(other)` row when their table has no series).
-    pub max_indexes: usize,
-    /// Most unused, invalid and duplicate indexes listed one by one (each list; the largest
-    /// first). The counts and reclaimable bytes always cover all of them.
-    pub max_listed: usize,
-    /// Unused indexes smaller than this (bytes) are not reported: not worth a migration.
-    pub unused_min_bytes: u64,
-    /// Export partitions as tables of their own (with a `parent` label) instead of rolling
-    /// them up into their partitioned root. Costs a series per partition and per index.
-    pub partition_children: bool,
-}
-
-impl Default for RelationsConfig {
-    fn default() -> Self {
-        RelationsConfig {
-            max_tables: 200,
-            max_indexes: 300,
-            max_listed: 50,
-            unused_min_bytes: 1024 * 1024,
-            partition_children: false,
-        }
-    }
-}
-
-impl RelationsConfig {
-    /// Checks the bounds; the message names the key and the fix.
-    pub fn validate(&self) -> Result<(), String> {
-        for (key, value, default) in [
-            ("max_tables", self.max_tables, 200),
-            ("max_indexes", self.max_indexes, 300),
-            ("max_listed", self.max_listed, 50),
-        ] {
-            if value == 0 || value > 10_000 {
-                return Err(format!(
-                    "relations.{key} = {value}: use 1 to 10000 series (default {default})"
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Label value of rows summed beyond a cap.
 pub const OTHER: &str = "(other)";
@@ -165,7 +117,7 @@ pub fn stats_spec() -> Spec {
         description: "Scans and row counters per table and per index (pg_stat_user_tables, pg_stat_user_indexes), capped by [relations].",
         default_interval: Duration::from_secs(60),
         enabled_by_default: true,
-        lane: crate::poller::Lane::Main,
+        lane: super::Lane::Main,
         families: || {
             let mut all = descs(TABLE_STATS, TABLE_LABELS);
             all.extend(descs(INDEX_STATS, INDEX_LABELS));
@@ -173,7 +125,7 @@ pub fn stats_spec() -> Spec {
         },
         build: |ctx: &BuildContext| {
             Box::new(RelationStats {
-                config: ctx.config.relations.clone(),
+                config: ctx.relations.clone(),
                 dropped: 0,
                 tables: CounterRollups::default(),
                 indexes: CounterRollups::default(),
@@ -188,7 +140,7 @@ pub fn sizes_spec() -> Spec {
         description: "Heap, TOAST, index and total sizes and bloat estimates per table and index, on a slow interval (size functions stat files).",
         default_interval: Duration::from_secs(300),
         enabled_by_default: true,
-        lane: crate::poller::Lane::Main,
+        lane: super::Lane::Main,
         families: || {
             let mut all = descs(TABLE_SIZES, TABLE_LABELS);
             all.extend(descs(INDEX_SIZES, INDEX_LABELS));
@@ -196,7 +148,7 @@ pub fn sizes_spec() -> Spec {
         },
         build: |ctx: &BuildContext| {
             Box::new(RelationSizes {
-                config: ctx.config.relations.clone(),
+                config: ctx.relations.clone(),
                 dropped: 0,
             })
         },
@@ -210,11 +162,11 @@ pub fn health_spec() -> Spec {
             "Unused (idx_scan = 0 since the statistics reset), invalid and duplicate indexes.",
         default_interval: Duration::from_secs(300),
         enabled_by_default: true,
-        lane: crate::poller::Lane::Main,
+        lane: super::Lane::Main,
         families: health_families,
         build: |ctx: &BuildContext| {
             Box::new(IndexHealth {
-                config: ctx.config.relations.clone(),
+                config: ctx.relations.clone(),
                 dropped: 0,
             })
         },

@@ -1,0 +1,53 @@
+//! The `[relations]` configuration: the caps and thresholds of the relation collectors.
+
+use serde::{Deserialize, Serialize};
+
+/// `[relations]`: options of the `relation_stats`, `relation_sizes` and `index_health`
+/// collectors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelationsConfig {
+    /// Most tables with series of their own; the others are summed into `relname="(other)"`.
+    pub max_tables: usize,
+    /// Most indexes with series of their own; the others are summed per table into
+    /// `indexrelname="(other)"` (or into one `(other)` row when their table has no series).
+    pub max_indexes: usize,
+    /// Most unused, invalid and duplicate indexes listed one by one (each list; the largest
+    /// first). The counts and reclaimable bytes always cover all of them.
+    pub max_listed: usize,
+    /// Unused indexes smaller than this (bytes) are not reported: not worth a migration.
+    pub unused_min_bytes: u64,
+    /// Export partitions as tables of their own (with a `parent` label) instead of rolling
+    /// them up into their partitioned root. Costs a series per partition and per index.
+    pub partition_children: bool,
+}
+
+impl Default for RelationsConfig {
+    fn default() -> Self {
+        RelationsConfig {
+            max_tables: 200,
+            max_indexes: 300,
+            max_listed: 50,
+            unused_min_bytes: 1024 * 1024,
+            partition_children: false,
+        }
+    }
+}
+
+impl RelationsConfig {
+    /// Checks the bounds; the message names the key and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, value, default) in [
+            ("max_tables", self.max_tables, 200),
+            ("max_indexes", self.max_indexes, 300),
+            ("max_listed", self.max_listed, 50),
+        ] {
+            if value == 0 || value > 10_000 {
+                return Err(format!(
+                    "relations.{key} = {value}: use 1 to 10000 series (default {default})"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
