@@ -82,7 +82,78 @@ impl Family {
     }
 }
 
-/// Static description of a family a collector may emit; feeds the metric reference.
+/// A family a Rust collector may emit, declared once as a constant: its name (which carries
+/// the base unit, `_seconds`, `_bytes`, `_total` for counters), type, labels (the leading
+/// `target` included, `le` for histograms) and help. The declaration is the only source of
+/// these: [`Metric::family`] makes the output family from it and [`Metric::describe`] feeds the
+/// registry and the metric reference, so a served family can never disagree with its
+/// documentation, and a misspelt name is a compile error rather than a missing metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: MetricType,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+impl Metric {
+    pub const fn gauge(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Metric {
+        Metric {
+            name,
+            kind: MetricType::Gauge,
+            labels,
+            help,
+        }
+    }
+
+    pub const fn counter(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Metric {
+        Metric {
+            name,
+            kind: MetricType::Counter,
+            labels,
+            help,
+        }
+    }
+
+    pub const fn histogram(
+        name: &'static str,
+        labels: &'static [&'static str],
+        help: &'static str,
+    ) -> Metric {
+        Metric {
+            name,
+            kind: MetricType::Histogram,
+            labels,
+            help,
+        }
+    }
+
+    /// An empty output family of this declaration.
+    pub fn family(&self) -> Family {
+        Family::new(self.name, self.help, self.kind)
+    }
+
+    /// The declaration as the registry and the metric reference list it.
+    pub fn describe(&self) -> FamilyDesc {
+        FamilyDesc::new(self.name, self.kind, self.labels, self.help)
+    }
+}
+
+/// Describes every declaration of a list; what a Rust collector's `Spec::families` returns.
+pub fn describe_all(metrics: &[Metric]) -> Vec<FamilyDesc> {
+    metrics.iter().map(Metric::describe).collect()
+}
+
+/// Description of a family a collector may emit, owned: built from a [`Metric`] declaration,
+/// from a definition file or from the exporter's own registry. Feeds the metric reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FamilyDesc {
     pub name: String,
@@ -99,6 +170,11 @@ impl FamilyDesc {
             kind,
             labels: labels.iter().map(|l| l.to_string()).collect(),
         }
+    }
+
+    /// An empty output family of this description (definition-file collectors).
+    pub fn family(&self) -> Family {
+        Family::new(self.name.clone(), self.help.clone(), self.kind)
     }
 }
 

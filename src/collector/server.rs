@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{CollectFuture, Collector, Session, Spec};
-use crate::metric::{Family, FamilyDesc, MetricType};
+use crate::metric::{describe_all, FamilyDesc, Metric};
 
 pub fn spec() -> Spec {
     Spec {
@@ -20,33 +20,29 @@ pub fn spec() -> Spec {
     }
 }
 
+const INFO: Metric = Metric::gauge(
+    "pg_server_info",
+    &["target", "version"],
+    "Always 1; the server version as a label.",
+);
+const VERSION_NUM: Metric = Metric::gauge(
+    "pg_server_version_num",
+    &["target"],
+    "server_version_num of the server, e.g. 150018.",
+);
+const IN_RECOVERY: Metric = Metric::gauge(
+    "pg_in_recovery",
+    &["target"],
+    "1 when the server is a standby (pg_is_in_recovery()), 0 on a primary.",
+);
+const START_TIME: Metric = Metric::gauge(
+    "pg_postmaster_start_time_seconds",
+    &["target"],
+    "Unix time the server started (pg_postmaster_start_time()).",
+);
+
 fn families() -> Vec<FamilyDesc> {
-    vec![
-        FamilyDesc::new(
-            "pg_server_info",
-            MetricType::Gauge,
-            &["target", "version"],
-            "Always 1; the server version as a label.",
-        ),
-        FamilyDesc::new(
-            "pg_server_version_num",
-            MetricType::Gauge,
-            &["target"],
-            "server_version_num of the server, e.g. 150018.",
-        ),
-        FamilyDesc::new(
-            "pg_in_recovery",
-            MetricType::Gauge,
-            &["target"],
-            "1 when the server is a standby (pg_is_in_recovery()), 0 on a primary.",
-        ),
-        FamilyDesc::new(
-            "pg_postmaster_start_time_seconds",
-            MetricType::Gauge,
-            &["target"],
-            "Unix time the server started (pg_postmaster_start_time()).",
-        ),
-    ]
+    describe_all(&[INFO, VERSION_NUM, IN_RECOVERY, START_TIME])
 }
 
 struct Server;
@@ -61,16 +57,15 @@ impl Collector for Server {
                 .await?;
             let in_recovery: bool = row.get(0);
             let info = &session.server;
-            let mut out = Vec::new();
-            for desc in families() {
-                let family = Family::new(desc.name.clone(), desc.help.clone(), desc.kind);
-                out.push(match desc.name.as_str() {
-                    "pg_server_info" => family.with(&[("version", info.version.as_str())], 1.0),
-                    "pg_server_version_num" => family.with(&[], info.version_num as f64),
-                    "pg_in_recovery" => family.with(&[], if in_recovery { 1.0 } else { 0.0 }),
-                    _ => family.with(&[], info.start_time_seconds),
-                });
-            }
+            let out = vec![
+                INFO.family()
+                    .with(&[("version", info.version.as_str())], 1.0),
+                VERSION_NUM.family().with(&[], info.version_num as f64),
+                IN_RECOVERY
+                    .family()
+                    .with(&[], if in_recovery { 1.0 } else { 0.0 }),
+                START_TIME.family().with(&[], info.start_time_seconds),
+            ];
             Ok(out)
         })
     }

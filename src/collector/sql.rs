@@ -8,8 +8,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
 
 use super::{CollectError, CollectFuture, Collector, Session};
-use crate::definition::{DefType, Definition, Privilege, ServerRole};
-use crate::metric::{Family, MetricType};
+use crate::definition::{Definition, Privilege, ServerRole};
+use crate::metric::Family;
 
 /// Label values longer than this are cut: a label is an identifier, not a document.
 const MAX_LABEL_LEN: usize = 128;
@@ -194,13 +194,10 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
     let families = def
         .metrics
         .iter()
+        .zip(def.families())
         .zip(&metric_at)
-        .map(|(metric, &at)| {
-            let kind = match metric.kind {
-                DefType::Gauge => MetricType::Gauge,
-                DefType::Counter => MetricType::Counter,
-            };
-            let mut family = Family::new(metric.name.clone(), metric.help.clone(), kind);
+        .map(|((metric, desc), &at)| {
+            let mut family = desc.family();
             for cells in &table {
                 let Some(value) = cells[at].number() else {
                     continue;
