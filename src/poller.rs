@@ -14,7 +14,7 @@ use rand::Rng;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-use crate::collector::{CollectError, Collector, Lane, Session};
+use crate::collector::{CollectError, Collector, Lane, Session, SkipReason};
 use crate::shared::Shared;
 use crate::status::unix_now;
 use crate::target::Target;
@@ -283,7 +283,7 @@ struct RunState {
     /// The message of the failure (or skip) in progress, if any.
     failing_with: Option<String>,
     /// The reason code of the skip in progress, if any.
-    skipped: Option<&'static str>,
+    skipped: Option<SkipReason>,
 }
 
 async fn run_once(
@@ -353,9 +353,11 @@ async fn run_once(
             // A collector that was skipped (extension installed since, promotion, ...) is no
             // longer.
             if let Some(reason) = state.skipped.take() {
-                let _ = t
-                    .collector_skipped
-                    .remove_label_values(&[target, &scheduled.name, reason]);
+                let _ = t.collector_skipped.remove_label_values(&[
+                    target,
+                    &scheduled.name,
+                    reason.as_str(),
+                ]);
             }
             shared
                 .status
@@ -382,10 +384,10 @@ async fn run_once(
             if state.failing_with.as_deref() != Some(message.as_str()) {
                 // Skips that need someone (an extension, a grant) warn; skips by design (a
                 // standby-only collector on a primary, an old server) only inform.
-                if matches!(reason, "version" | "primary" | "standby") {
-                    tracing::info!(target, collector = %scheduled.name, reason, why = %message, "collector skipped");
+                if reason.needs_action() {
+                    tracing::warn!(target, collector = %scheduled.name, reason = reason.as_str(), why = %message, "collector skipped");
                 } else {
-                    tracing::warn!(target, collector = %scheduled.name, reason, why = %message, "collector skipped");
+                    tracing::info!(target, collector = %scheduled.name, reason = reason.as_str(), why = %message, "collector skipped");
                 }
                 state.failing_with = Some(message.clone());
             }
@@ -399,12 +401,12 @@ async fn run_once(
                     let _ = t.collector_skipped.remove_label_values(&[
                         target,
                         &scheduled.name,
-                        previous,
+                        previous.as_str(),
                     ]);
                 }
             }
             t.collector_skipped
-                .with_label_values(&[target, &scheduled.name, reason])
+                .with_label_values(&[target, &scheduled.name, reason.as_str()])
                 .set(1.0);
             shared
                 .status
@@ -415,7 +417,7 @@ async fn run_once(
                     c.runs += 1;
                     c.last_duration_seconds = Some(elapsed);
                     c.last_error = None;
-                    c.skipped = Some(format!("{reason}: {message}"));
+                    c.skipped = Some(format!("{}: {message}", reason.as_str()));
                 });
         }
         Err(CollectError {

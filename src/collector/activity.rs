@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::types::{ToSql, Type};
 
 use super::locks::OTHER_DATABASES;
-use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
+use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType};
 
 pub const NAME: &str = "activity_sampler";
@@ -191,7 +191,7 @@ impl Collector for ActivitySampler {
         Box::pin(async move {
             if session.server.major() < 10 {
                 return Err(CollectError::skipped(
-                    "version",
+                    SkipReason::Version,
                     "the activity sampler needs PostgreSQL 10 or later (pg_stat_activity.backend_type)",
                 ));
             }

@@ -37,15 +37,59 @@ pub struct Session {
     pub server: ServerInfo,
 }
 
+/// Why a collector does not run on a server, by design. A closed set: each is a label value
+/// of `pgkpi_collector_skipped{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The server's version lacks what the collector reads.
+    Version,
+    /// The collector runs on standbys only and this server is a primary.
+    Primary,
+    /// The collector runs on primaries only and this server is a standby.
+    Standby,
+    /// A required extension is not installed in the database.
+    ExtensionMissing,
+    /// pg_stat_statements is installed but not in `shared_preload_libraries`.
+    NotPreloaded,
+    /// The monitoring role lacks a privilege.
+    Permission,
+    /// A configured application table does not exist.
+    MissingTable,
+}
+
+impl SkipReason {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Version => "version",
+            SkipReason::Primary => "primary",
+            SkipReason::Standby => "standby",
+            SkipReason::ExtensionMissing => "extension_missing",
+            SkipReason::NotPreloaded => "not_preloaded",
+            SkipReason::Permission => "permission",
+            SkipReason::MissingTable => "missing_table",
+        }
+    }
+
+    /// True when someone can act on it (an extension, a grant, a table); false when it is
+    /// simply how this server is (a standby, an old version).
+    pub fn needs_action(self) -> bool {
+        !matches!(
+            self,
+            SkipReason::Version | SkipReason::Primary | SkipReason::Standby
+        )
+    }
+}
+
 /// A run that produced no values: either it failed, or the collector cannot run on this
-/// server by design (`skip` holds a short reason code, e.g. `extension_missing`). A skip is
-/// logged once, exported as `pgkpi_collector_skipped{reason}` and not counted as an error.
-/// The message is shown on the status page and logged; it never holds query text.
+/// server by design (`skip` says why). A skip is logged once, exported as
+/// `pgkpi_collector_skipped{reason}` and not counted as an error. The message is shown on the
+/// status page and logged; it never holds query text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct CollectError {
     pub message: String,
-    pub skip: Option<&'static str>,
+    pub skip: Option<SkipReason>,
 }
 
 impl CollectError {
@@ -56,9 +100,9 @@ impl CollectError {
         }
     }
 
-    /// The collector does not apply here; `reason` is a bounded code, `message` says what to
-    /// do about it (e.g. "run CREATE EXTENSION pg_stat_statements").
-    pub fn skipped(reason: &'static str, message: impl Into<String>) -> Self {
+    /// The collector does not apply here; `message` says what to do about it (e.g. "run
+    /// CREATE EXTENSION pg_stat_statements").
+    pub fn skipped(reason: SkipReason, message: impl Into<String>) -> Self {
         CollectError {
             message: message.into(),
             skip: Some(reason),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
 
-use super::{CollectError, CollectFuture, Collector, Session};
+use super::{CollectError, CollectFuture, Collector, Session, SkipReason};
 use crate::definition::{Definition, Privilege, ServerRole};
 use crate::metric::Family;
 
@@ -49,7 +49,7 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
     let req = &def.requires;
     if req.min_version.is_some_and(|v| major < v) || req.max_version.is_some_and(|v| major > v) {
         return Err(CollectError::skipped(
-            "version",
+            SkipReason::Version,
             format!(
                 "needs PostgreSQL {}; the server runs {}",
                 def.versions(),
@@ -59,7 +59,7 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
     }
     let query = def.query_for(major).ok_or_else(|| {
         CollectError::skipped(
-            "version",
+            SkipReason::Version,
             format!(
                 "has no query for PostgreSQL {}; it covers {}",
                 server.version,
@@ -70,13 +70,13 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
     match (req.role, server.in_recovery) {
         (Some(ServerRole::Primary), true) => {
             return Err(CollectError::skipped(
-                "standby",
+                SkipReason::Standby,
                 "runs on primaries only; this server is a standby",
             ))
         }
         (Some(ServerRole::Standby), false) => {
             return Err(CollectError::skipped(
-                "primary",
+                SkipReason::Primary,
                 "runs on standbys only; this server is a primary",
             ))
         }
@@ -97,7 +97,7 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         if let Some(extension) = &req.extension {
             if !has_extension {
                 return Err(CollectError::skipped(
-                    "extension_missing",
+                    SkipReason::ExtensionMissing,
                     format!("extension {extension} is not installed in this database; run CREATE EXTENSION {extension}"),
                 ));
             }
@@ -105,13 +105,13 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         match req.privilege {
             Some(Privilege::Superuser) if !superuser => {
                 return Err(CollectError::skipped(
-                    "permission",
+                    SkipReason::Permission,
                     "needs a superuser connection",
                 ))
             }
             Some(Privilege::PgMonitor) if !superuser && !monitor => {
                 return Err(CollectError::skipped(
-                    "permission",
+                    SkipReason::Permission,
                     "needs pg_monitor; run GRANT pg_monitor TO <monitoring role>",
                 ))
             }
@@ -122,7 +122,7 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         Ok(rows) => rows,
         Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
             return Err(CollectError::skipped(
-                "permission",
+                SkipReason::Permission,
                 crate::target::describe(&error),
             ))
         }

@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use tokio_postgres::types::{ToSql, Type};
 
 use self::settings::LocksConfig;
-use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
+use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType};
 use crate::views::Views;
 
@@ -324,7 +324,7 @@ impl Collector for Locks {
         Box::pin(async move {
             if session.server.major() < 10 {
                 return Err(CollectError::skipped(
-                    "version",
+                    SkipReason::Version,
                     "the locks collector needs PostgreSQL 10 or later (pg_stat_activity.backend_type)",
                 ));
             }

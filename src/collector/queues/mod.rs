@@ -26,7 +26,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use self::settings::Shape;
-use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
+use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType, Sample};
 
 /// Label value for kinds beyond the cap.
@@ -325,7 +325,10 @@ impl Collector for Queues {
             }
             self.dropped = dropped;
             if total > 0 && missing.len() == total {
-                return Err(CollectError::skipped("missing_table", missing.join("; ")));
+                return Err(CollectError::skipped(
+                    SkipReason::MissingTable,
+                    missing.join("; "),
+                ));
             }
             if total > 0 && missing.len() + failed.len() == total {
                 return Err(CollectError::failed(failed.join("; ")));

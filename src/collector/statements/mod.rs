@@ -38,7 +38,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::Row;
 
 use self::settings::{StatementsConfig, WorkloadRule, DEFAULT_WORKLOAD};
-use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
+use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType, Sample};
 use crate::views::Views;
 use estimate::{Cumulative, Moments, Shape};
@@ -661,7 +661,7 @@ fn read_entry(row: &Row) -> Result<Option<(EntryKey, Entry)>, tokio_postgres::Er
 fn query_error(error: tokio_postgres::Error, database: &str) -> CollectError {
     if error.code() == Some(&SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE) {
         return CollectError::skipped(
-            "not_preloaded",
+            SkipReason::NotPreloaded,
             format!(
                 "pg_stat_statements is installed in database \"{database}\" but not loaded; add \
                  pg_stat_statements to shared_preload_libraries in postgresql.conf and restart \
@@ -690,7 +690,7 @@ impl Statements {
             row.get::<_, Option<String>>(2),
         ) else {
             return Err(CollectError::skipped(
-                "extension_missing",
+                SkipReason::ExtensionMissing,
                 format!(
                     "pg_stat_statements is not installed in database \"{database}\"; run CREATE \
                      EXTENSION pg_stat_statements there (with shared_preload_libraries = \
@@ -702,7 +702,7 @@ impl Statements {
         let version = parse_version(&version_text);
         if version < (1, 8) {
             return Err(CollectError::skipped(
-                "version",
+                SkipReason::Version,
                 format!(
                     "pg_stat_statements {version_text} in database \"{database}\" is older than \
                      1.8 (PostgreSQL 13); run ALTER EXTENSION pg_stat_statements UPDATE"

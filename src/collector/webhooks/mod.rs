@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 
 use self::settings::MAX_STATUSES;
-use super::{BuildContext, CollectError, CollectFuture, Collector, Session, Spec};
+use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType};
 
 pub fn spec() -> Spec {
@@ -97,13 +97,13 @@ impl Collector for Webhooks {
                     Ok(rows) => rows,
                     Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
                         return Err(CollectError::skipped(
-                            "missing_table",
+                            SkipReason::MissingTable,
                             format!("{}; create the table or fix [webhooks]", crate::target::describe(&e)),
                         ))
                     }
                     Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
                         return Err(CollectError::skipped(
-                            "permission",
+                            SkipReason::Permission,
                             format!("{}; grant the monitoring role SELECT on the webhook tables (migrations 001/008 do)", crate::target::describe(&e)),
                         ))
                     }
