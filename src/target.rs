@@ -187,7 +187,9 @@ fn endpoint(dsn: &Dsn) -> String {
 }
 
 /// A tokio-postgres error as one line: message, SQLSTATE, and PostgreSQL's DETAIL and HINT,
-/// which often hold the fix. Never contains query text.
+/// which often hold the fix. Never contains query text. Adds no advice of its own: only the
+/// caller knows what the statement read, and so which grant would fix a missing privilege
+/// (see [`describe_with`]).
 pub fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
@@ -196,9 +198,6 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
         }
         if let Some(hint) = db.hint() {
             text.push_str(&format!("; hint: {hint}"));
-        }
-        if db.code() == &SqlState::INSUFFICIENT_PRIVILEGE {
-            text.push_str("; grant pg_monitor to the monitoring role");
         }
         return text;
     }
@@ -213,4 +212,19 @@ pub fn describe(error: &tokio_postgres::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// The privilege hint for statements that read the server's statistics views and functions.
+pub const PG_MONITOR_HINT: &str = "grant pg_monitor to the monitoring role";
+
+/// [`describe`], plus `privilege_hint` when the error is a missing privilege: the one hint
+/// that fits the object the statement read (pg_monitor for statistics views, SELECT for an
+/// application table).
+pub fn describe_with(error: &tokio_postgres::Error, privilege_hint: &str) -> String {
+    let text = describe(error);
+    if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+        format!("{text}; {privilege_hint}")
+    } else {
+        text
+    }
 }

@@ -28,7 +28,7 @@ use self::statements::settings::StatementsConfig;
 use self::webhooks::settings::WebhooksConfig;
 use crate::config::SessionConfig;
 use crate::metric::{Family, FamilyDesc};
-use crate::target::ServerInfo;
+use crate::target::{describe_with, ServerInfo, PG_MONITOR_HINT};
 use crate::views::Views;
 
 /// What a collector gets to work with on each run.
@@ -112,7 +112,9 @@ impl CollectError {
 
 impl From<tokio_postgres::Error> for CollectError {
     fn from(error: tokio_postgres::Error) -> Self {
-        CollectError::failed(crate::target::describe(&error))
+        // Collectors that read application tables map their errors themselves; everything
+        // else reads statistics views, which pg_monitor opens.
+        CollectError::failed(describe_with(&error, PG_MONITOR_HINT))
     }
 }
 

@@ -10,6 +10,7 @@ use tokio_postgres::types::{FromSql, Type};
 use super::{CollectError, CollectFuture, Collector, Session, SkipReason};
 use crate::definition::{Definition, Privilege, ServerRole};
 use crate::metric::Family;
+use crate::target::{describe_with, PG_MONITOR_HINT};
 
 /// Label values longer than this are cut: a label is an identifier, not a document.
 const MAX_LABEL_LEN: usize = 128;
@@ -123,7 +124,7 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
             return Err(CollectError::skipped(
                 SkipReason::Permission,
-                crate::target::describe(&error),
+                describe_with(&error, PG_MONITOR_HINT),
             ))
         }
         Err(error) => return Err(error.into()),

@@ -22,12 +22,12 @@ pub mod settings;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 use self::settings::Shape;
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
 use crate::metric::{Family, FamilyDesc, MetricType, Sample};
+use crate::target::describe_with;
 
 /// Label value for kinds beyond the cap.
 pub const OTHER_KINDS: &str = "(other)";
@@ -345,6 +345,18 @@ impl Collector for Queues {
     }
 }
 
+/// The one privilege hint for statements on a queue table: pg_monitor does not open it.
+const TABLE_GRANT_HINT: &str =
+    "grant the monitoring role SELECT on the table (or on the columns the queue uses)";
+
+/// An error of a statement on the queue table, with the hint that fits it.
+fn table_error(what: &str, error: &tokio_postgres::Error) -> CollectError {
+    CollectError::failed(format!(
+        "{what}: {}",
+        describe_with(error, TABLE_GRANT_HINT)
+    ))
+}
+
 /// Reads one queue into `out`. Ok(false) when its table does not exist.
 async fn poll(
     client: &Client,
@@ -387,16 +399,10 @@ async fn poll(
                 continue;
             }
         }
-        let rows = client.query(sql.as_str(), &[]).await.map_err(|e| {
-            if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-                CollectError::failed(format!(
-                    "{}; grant the monitoring role SELECT on the table (or on the columns the queue uses)",
-                    crate::target::describe(&e)
-                ))
-            } else {
-                CollectError::failed(format!("{what}: {}", crate::target::describe(&e)))
-            }
-        })?;
+        let rows = client
+            .query(sql.as_str(), &[])
+            .await
+            .map_err(|e| table_error(&what, &e))?;
         match what.as_str() {
             "retries" => {
                 let mut counts: Vec<(f64, f64)> =
@@ -564,7 +570,8 @@ async fn seq_scan_plan(
 pub async fn explain(client: &Client, sql: &str) -> Result<serde_json::Value, CollectError> {
     let messages = client
         .simple_query(&format!("EXPLAIN (FORMAT JSON) {sql}"))
-        .await?;
+        .await
+        .map_err(|e| table_error("EXPLAIN", &e))?;
     let text = messages
         .iter()
         .find_map(|m| match m {
