@@ -485,6 +485,134 @@ pub fn spawn_janitor(shared: Shared, mut shutdown: watch::Receiver<bool>) -> Joi
 mod tests {
     use super::*;
 
+    /// A collector that must not be reached: every test below keeps the target down, so the
+    /// poller records failed runs on its schedule without calling it.
+    struct Unreachable;
+
+    impl Collector for Unreachable {
+        fn collect<'a>(&'a mut self, _: &'a Session) -> crate::collector::CollectFuture<'a> {
+            panic!("collect called while the target is down")
+        }
+    }
+
+    fn shared() -> Shared {
+        Shared {
+            snapshot: Arc::new(crate::snapshot::Snapshot::new()),
+            status: Arc::new(crate::status::Status::new()),
+            telemetry: crate::telemetry::Telemetry::new(),
+            views: Arc::new(crate::views::Views::new()),
+        }
+    }
+
+    fn scheduled(interval: Duration) -> Scheduled {
+        Scheduled {
+            name: "c".into(),
+            lane: Lane::Main,
+            interval,
+            timeout: Duration::from_secs(1),
+            stale_after: interval * 3,
+            collector: Box::new(Unreachable),
+        }
+    }
+
+    /// Starts one collector task on a connection channel the test drives.
+    fn start(
+        interval: Duration,
+        conn: Conn,
+    ) -> (
+        Shared,
+        watch::Sender<Conn>,
+        watch::Sender<bool>,
+        JoinHandle<()>,
+    ) {
+        let shared = shared();
+        let (conn_tx, conn_rx) = watch::channel(conn);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_collector(
+            "t".into(),
+            scheduled(interval),
+            conn_rx,
+            shared.clone(),
+            stop_rx,
+        ));
+        (shared, conn_tx, stop_tx, task)
+    }
+
+    fn runs(shared: &Shared) -> u64 {
+        shared
+            .telemetry
+            .collector_runs
+            .with_label_values(&["t", "c"])
+            .get()
+    }
+
+    /// Lets the spawned task reach its next await point, then moves the paused clock.
+    async fn advance(by: Duration) {
+        tokio::task::yield_now().await;
+        tokio::time::advance(by).await;
+        tokio::task::yield_now().await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_run_waits_for_the_first_connection_attempt() {
+        let (shared, conn, _stop, _task) = start(Duration::from_secs(5), Conn::Connecting);
+        advance(Duration::from_secs(60)).await;
+        assert_eq!(runs(&shared), 0, "no run is recorded while connecting");
+        conn.send_replace(Conn::Down("refused".into()));
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(
+            runs(&shared),
+            1,
+            "the attempt's outcome is recorded at once"
+        );
+        let errors = shared
+            .telemetry
+            .collector_errors
+            .with_label_values(&["t", "c"])
+            .get();
+        assert_eq!(errors, 1, "a run against a down target is a failed run");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_on_its_interval_while_the_target_is_down() {
+        let (shared, _conn, _stop, _task) =
+            start(Duration::from_secs(5), Conn::Down("refused".into()));
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(runs(&shared), 1, "first run at start");
+        for expected in 2..=4 {
+            advance(Duration::from_secs(5)).await;
+            assert_eq!(runs(&shared), expected, "one run per interval");
+        }
+        advance(Duration::from_secs(4)).await;
+        assert_eq!(runs(&shared), 4, "no run before the interval is up");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_change_that_is_not_up_keeps_the_schedule() {
+        let (shared, conn, _stop, _task) =
+            start(Duration::from_secs(10), Conn::Down("refused".into()));
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(runs(&shared), 1);
+        advance(Duration::from_secs(3)).await;
+        conn.send_replace(Conn::Down("reset by peer".into()));
+        advance(Duration::from_secs(1)).await;
+        assert_eq!(runs(&shared), 1, "only a target coming back runs early");
+        advance(Duration::from_secs(6)).await;
+        assert_eq!(runs(&shared), 2, "the next run stays on the 10 s schedule");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_ends_the_task_between_runs() {
+        let (shared, _conn, stop, task) =
+            start(Duration::from_secs(5), Conn::Down("refused".into()));
+        advance(Duration::from_millis(1)).await;
+        stop.send_replace(true);
+        advance(Duration::from_millis(1)).await;
+        assert!(task.is_finished(), "the task returns on shutdown");
+        advance(Duration::from_secs(30)).await;
+        assert_eq!(runs(&shared), 1, "no run after shutdown");
+    }
+
     #[test]
     fn backoff_grows_to_the_cap_with_jitter_and_resets() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
