@@ -63,6 +63,7 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
                     .or(entry.default_timeout)
                     .unwrap_or(target.session.statement_timeout + Duration::from_secs(1)),
                 stale_after: settings.stale_after.unwrap_or(interval * 3),
+                declared: entry.families.iter().map(|f| f.name.clone()).collect(),
                 collector: entry.build(&collector::BuildContext {
                     target: &target.name,
                     session: &target.session,

@@ -7,6 +7,7 @@
 //! channel; when the target is down it records a failed run instead of waiting for it. Results
 //! go to the [`Snapshot`](crate::snapshot::Snapshot); the HTTP side only ever reads that.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::collector::{CollectError, Collector, Lane, Session, SkipReason};
+use crate::metric::Family;
 use crate::shared::Shared;
 use crate::status::unix_now;
 use crate::target::Target;
@@ -29,6 +31,9 @@ pub struct Scheduled {
     pub timeout: Duration,
     /// How long the last good values outlive a failing collector.
     pub stale_after: Duration,
+    /// The names of the families the collector declares; anything else it returns is a bug
+    /// and is dropped (see `keep_declared`).
+    pub declared: BTreeSet<String>,
     pub collector: Box<dyn Collector>,
 }
 
@@ -277,9 +282,29 @@ async fn run_collector(
     }
 }
 
+/// Drops families the collector did not declare: they would be served without HELP checked
+/// against the reference, and a misspelt name would go unnoticed. Logged once per family at
+/// error level; the integration tests fail on that line.
+fn keep_declared(
+    target: &str,
+    scheduled: &Scheduled,
+    families: &mut Vec<Family>,
+    state: &mut RunState,
+) {
+    families.retain(|family| {
+        let declared = scheduled.declared.contains(&family.name);
+        if !declared && state.undeclared.insert(family.name.clone()) {
+            tracing::error!(target, collector = %scheduled.name, family = %family.name, "undeclared family dropped; declare it in the collector's families");
+        }
+        declared
+    });
+}
+
 /// What a collector task remembers between runs, to log state changes only.
 #[derive(Default)]
 struct RunState {
+    /// Undeclared families already logged.
+    undeclared: BTreeSet<String>,
     /// The message of the failure (or skip) in progress, if any.
     failing_with: Option<String>,
     /// The reason code of the skip in progress, if any.
@@ -337,7 +362,8 @@ async fn run_once(
     let elapsed = started.elapsed().as_secs_f64();
     t.collector_duration.with_label_values(&labels).set(elapsed);
     match result {
-        Ok(families) => {
+        Ok(mut families) => {
+            keep_declared(target, scheduled, &mut families, state);
             let now = unix_now();
             t.collector_up.with_label_values(&labels).set(1.0);
             t.collector_stale.with_label_values(&labels).set(0.0);
@@ -511,6 +537,7 @@ mod tests {
             interval,
             timeout: Duration::from_secs(1),
             stale_after: interval * 3,
+            declared: BTreeSet::new(),
             collector: Box::new(Unreachable),
         }
     }
@@ -551,6 +578,23 @@ mod tests {
         tokio::task::yield_now().await;
         tokio::time::advance(by).await;
         tokio::task::yield_now().await;
+    }
+
+    #[test]
+    fn undeclared_families_are_dropped_and_remembered_once() {
+        use crate::metric::Metric;
+        const KNOWN: Metric = Metric::gauge("pg_known", &["target"], "declared");
+        const TYPO: Metric = Metric::gauge("pg_knwon", &["target"], "not declared");
+        let mut scheduled = scheduled(Duration::from_secs(1));
+        scheduled.declared = [KNOWN.name.to_string()].into();
+        let mut state = RunState::default();
+        for _ in 0..2 {
+            let mut families = vec![KNOWN.family().with(&[], 1.0), TYPO.family().with(&[], 2.0)];
+            keep_declared("t", &scheduled, &mut families, &mut state);
+            let names: Vec<&str> = families.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["pg_known"]);
+        }
+        assert_eq!(state.undeclared, ["pg_knwon".to_string()].into());
     }
 
     #[tokio::test(start_paused = true)]
