@@ -6,12 +6,14 @@ after changing a panel:  python3 dashboards/build.py
 scripts/test.sh runs  python3 dashboards/build.py --check  (renders in memory, writes nothing)
 and fails when a committed file differs from what this script generates.
 
-Conventions every panel follows (tests/dashboards.rs checks them, the end-to-end test runs
-every expression against a real Prometheus scraping pgkpi):
+Conventions every panel follows (the stack-file test `dashboards_follow_the_conventions` in
+tests/it/stack_files.rs checks the first three on the JSON; the end-to-end test in
+tests/it/e2e.rs runs every expression against a real Prometheus scraping pgkpi):
 - a `datasource` variable, and `target` (and where useful `datname`) variables;
 - `$__rate_interval` in every rate()/increase();
 - a unit and a description on every panel;
-- thresholds taken from the KPI targets in alerts/kpi.yml, the same numbers the alerts use.
+- thresholds taken from the KPI targets in alerts/kpi.yml, the same numbers the alerts use
+  (KPI below reads them, so a missing target fails this script).
 """
 
 import difflib
