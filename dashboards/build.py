@@ -71,6 +71,17 @@ def panel(title, exprs, unit, description, kind="timeseries", threshold=None, le
     return p
 
 
+def seconds_on_right(p, ref_id="B"):
+    """Shows one query of a panel in seconds on a right-hand axis, for a panel whose two
+    series have different units (Grafana would otherwise draw both in the panel's unit)."""
+    p["fieldConfig"]["overrides"].append({
+        "matcher": {"id": "byFrameRefID", "options": ref_id},
+        "properties": [{"id": "unit", "value": "s"},
+                       {"id": "custom.axisPlacement", "value": "right"}],
+    })
+    return p
+
+
 def row(title):
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
@@ -323,11 +334,13 @@ def relations():
               "short", "Indexes never scanned since the statistics were reset (not backing a "
               "constraint, above the size floor), invalid indexes (a failed CREATE INDEX "
               "CONCURRENTLY) and exact duplicates. Judge 'unused' against the statistics age."),
-        panel("Reclaimable bytes and statistics age",
-              [(f'pg_index_unused_reclaimable_bytes{{{T}}}', "reclaimable {{target}}")],
+        seconds_on_right(panel(
+              "Reclaimable bytes and statistics age",
+              [(f'pg_index_unused_reclaimable_bytes{{{T}}}', "reclaimable {{target}}"),
+               (f'pg_index_usage_stats_age_seconds{{{T}}}', "statistics age {{target}}")],
               "bytes", "Total size of the unused indexes: what dropping them would give back. "
-              "pg_index_usage_stats_age_seconds says how long the 'unused' verdict has been "
-              "observed (a reset yesterday proves little)."),
+              "On the right axis, pg_index_usage_stats_age_seconds says how long the 'unused' "
+              "verdict has been observed (a reset yesterday proves little).")),
         panel("Unused indexes",
               [(f'pg_index_unused_size_bytes{{{T}}}', "{{schemaname}}.{{indexrelname}}")],
               "bytes", "Each unused index with its size (bounded list).", kind="table"),
