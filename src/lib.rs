@@ -28,6 +28,8 @@ pub mod config;
 pub mod definition;
 pub mod dsn;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod logging;
 pub mod metric;
 pub mod poller;
