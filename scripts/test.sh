@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine with Rust: installs what it needs, then
-# checks formatting and lints and runs every test against real PostgreSQL clusters it starts.
+# checks that the dashboards match dashboards/build.py, formatting and lints, and runs every
+# test against real PostgreSQL clusters it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
