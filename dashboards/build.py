@@ -1,19 +1,25 @@
 #!/usr/bin/env python3
 """Builds the Grafana dashboards (dashboards/*.json) from the compact panel lists below.
 
-The JSON files are committed, so Grafana and the tests never need Python; run this after
-changing a panel:  python3 dashboards/build.py
+The JSON files are committed, so Grafana and the Rust tests never need Python; run this
+after changing a panel:  python3 dashboards/build.py
+scripts/test.sh runs  python3 dashboards/build.py --check  (renders in memory, writes nothing)
+and fails when a committed file differs from what this script generates.
 
-Conventions every panel follows (tests/dashboards.rs checks them, the end-to-end test runs
-every expression against a real Prometheus scraping pgkpi):
+Conventions every panel follows (the stack-file test `dashboards_follow_the_conventions` in
+tests/it/stack_files.rs checks the first three on the JSON; the end-to-end test in
+tests/it/e2e.rs runs every expression against a real Prometheus scraping pgkpi):
 - a `datasource` variable, and `target` (and where useful `datname`) variables;
 - `$__rate_interval` in every rate()/increase();
 - a unit and a description on every panel;
-- thresholds taken from the KPI targets in alerts/kpi.yml, the same numbers the alerts use.
+- thresholds taken from the KPI targets in alerts/kpi.yml, the same numbers the alerts use
+  (KPI below reads them, so a missing target fails this script).
 """
 
+import difflib
 import json
 import re
+import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +68,17 @@ def panel(title, exprs, unit, description, kind="timeseries", threshold=None, le
         for t in targets:
             t["instant"] = True
             t["format"] = "table"
+    return p
+
+
+def seconds_on_right(p, ref_id="B"):
+    """Shows one query of a panel in seconds on a right-hand axis, for a panel whose two
+    series have different units (Grafana would otherwise draw both in the panel's unit)."""
+    p["fieldConfig"]["overrides"].append({
+        "matcher": {"id": "byFrameRefID", "options": ref_id},
+        "properties": [{"id": "unit", "value": "s"},
+                       {"id": "custom.axisPlacement", "value": "right"}],
+    })
     return p
 
 
@@ -317,11 +334,13 @@ def relations():
               "short", "Indexes never scanned since the statistics were reset (not backing a "
               "constraint, above the size floor), invalid indexes (a failed CREATE INDEX "
               "CONCURRENTLY) and exact duplicates. Judge 'unused' against the statistics age."),
-        panel("Reclaimable bytes and statistics age",
-              [(f'pg_index_unused_reclaimable_bytes{{{T}}}', "reclaimable {{target}}")],
+        seconds_on_right(panel(
+              "Reclaimable bytes and statistics age",
+              [(f'pg_index_unused_reclaimable_bytes{{{T}}}', "reclaimable {{target}}"),
+               (f'pg_index_usage_stats_age_seconds{{{T}}}', "statistics age {{target}}")],
               "bytes", "Total size of the unused indexes: what dropping them would give back. "
-              "pg_index_usage_stats_age_seconds says how long the 'unused' verdict has been "
-              "observed (a reset yesterday proves little)."),
+              "On the right axis, pg_index_usage_stats_age_seconds says how long the 'unused' "
+              "verdict has been observed (a reset yesterday proves little).")),
         panel("Unused indexes",
               [(f'pg_index_unused_size_bytes{{{T}}}', "{{schemaname}}.{{indexrelname}}")],
               "bytes", "Each unused index with its size (bounded list).", kind="table"),
@@ -559,7 +578,8 @@ def health():
                      panels, variables())
 
 
-def main():
+def render():
+    """Every dashboard file's name and its exact text, in memory."""
     boards = {
         "pgkpi-overview.json": overview(),
         "pgkpi-queries.json": query_performance(),
@@ -568,8 +588,49 @@ def main():
         "pgkpi-queues.json": queues(),
         "pgkpi-relations.json": relations(),
     }
-    for name, board in boards.items():
-        (HERE / name).write_text(json.dumps(board, indent=2) + "\n")
+    return {name: (board, json.dumps(board, indent=2) + "\n") for name, board in boards.items()}
+
+
+def check(rendered):
+    """Exit status 1, naming each file, when the committed JSON is not what this script makes.
+
+    Hand edits to a JSON file, or a panel change committed without regenerating, would
+    otherwise drift silently: the tests read the JSON, not this script."""
+    problems = []
+    for name, (_, text) in rendered.items():
+        path = HERE / name
+        committed = path.read_text() if path.exists() else None
+        if committed is None:
+            problems.append(f"{name}: missing")
+        elif committed != text:
+            diff = difflib.unified_diff(committed.splitlines(), text.splitlines(),
+                                        f"committed {name}", f"generated {name}", lineterm="", n=1)
+            lines = list(diff)
+            shown = "\n".join("    " + line for line in lines[:12])
+            more = f"\n    ... ({len(lines) - 12} more diff lines)" if len(lines) > 12 else ""
+            problems.append(f"{name}: differs from what build.py generates\n{shown}{more}")
+    for path in sorted(HERE.glob("*.json")):
+        if path.name not in rendered:
+            problems.append(f"{path.name}: not generated by build.py (add it there or delete it)")
+    if problems:
+        print("dashboards/ is out of date with dashboards/build.py:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        print("regenerate with:  python3 dashboards/build.py  (edit panels in build.py, not the JSON)",
+              file=sys.stderr)
+        return 1
+    print(f"dashboards: {len(rendered)} files match dashboards/build.py")
+    return 0
+
+
+def main():
+    rendered = render()
+    if sys.argv[1:] == ["--check"]:
+        sys.exit(check(rendered))
+    if sys.argv[1:]:
+        sys.exit(f"usage: {sys.argv[0]} [--check]")
+    for name, (board, text) in rendered.items():
+        (HERE / name).write_text(text)
         print(f"{name}: {sum(1 for p in board['panels'] if p['type'] != 'row')} panels")
 
 

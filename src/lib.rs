@@ -29,6 +29,8 @@ pub mod definition;
 pub mod dsn;
 pub mod duration;
 pub mod http;
+#[cfg(test)]
+mod layering;
 pub mod logging;
 pub mod metric;
 pub mod poller;
