@@ -26,7 +26,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::locks::OTHER_DATABASES;
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
-use crate::metric::{Family, FamilyDesc, MetricType};
+use crate::metric::{describe_all, Family, FamilyDesc, Metric};
 
 pub const NAME: &str = "activity_sampler";
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,27 +58,24 @@ pub fn spec() -> Spec {
     }
 }
 
+const SAMPLES: Metric = Metric::counter(
+    "pg_activity_samples_total",
+    &["target"],
+    "Samples of pg_stat_activity taken by the activity sampler.",
+);
+const ACTIVE_SESSIONS: Metric = Metric::counter(
+    "pg_active_sessions_sampled_total",
+    &["target", "datname", "wait_event_type", "wait_event"],
+    "Active client sessions seen, summed over samples; divide its rate by the rate of pg_activity_samples_total for average active sessions. Not waiting = wait_event_type \"CPU\".",
+);
+const LOCK_WAIT: Metric = Metric::counter(
+    "pg_lock_wait_seconds_total",
+    &["target", "datname"],
+    "Sessions waiting on a lock (wait_event_type Lock) times the time elapsed between samples; its rate is the average number of sessions waiting on locks.",
+);
+
 fn families() -> Vec<FamilyDesc> {
-    vec![
-        FamilyDesc::new(
-            "pg_activity_samples_total",
-            MetricType::Counter,
-            &["target"],
-            "Samples of pg_stat_activity taken by the activity sampler.",
-        ),
-        FamilyDesc::new(
-            "pg_active_sessions_sampled_total",
-            MetricType::Counter,
-            &["target", "datname", "wait_event_type", "wait_event"],
-            "Active client sessions seen, summed over samples; divide its rate by the rate of pg_activity_samples_total for average active sessions. Not waiting = wait_event_type \"CPU\".",
-        ),
-        FamilyDesc::new(
-            "pg_lock_wait_seconds_total",
-            MetricType::Counter,
-            &["target", "datname"],
-            "Sessions waiting on a lock (wait_event_type Lock) times the time elapsed between samples; its rate is the average number of sessions waiting on locks.",
-        ),
-    ]
+    describe_all(&[SAMPLES, ACTIVE_SESSIONS, LOCK_WAIT])
 }
 
 /// Cumulative counters of one target, kept between runs.
@@ -149,22 +146,8 @@ impl ActivitySampler {
     }
 
     pub fn families(&self) -> Vec<Family> {
-        let help = |name: &str| {
-            families()
-                .into_iter()
-                .find(|f| f.name == name)
-                .map(|f| f.help)
-                .unwrap_or_default()
-        };
-        let samples = Family::counter(
-            "pg_activity_samples_total",
-            help("pg_activity_samples_total"),
-        )
-        .with(&[], self.samples);
-        let mut active = Family::counter(
-            "pg_active_sessions_sampled_total",
-            help("pg_active_sessions_sampled_total"),
-        );
+        let samples = SAMPLES.family().with(&[], self.samples);
+        let mut active = ACTIVE_SESSIONS.family();
         for ((datname, wait_event_type, wait_event), count) in &self.active {
             active.push(
                 &[
@@ -175,10 +158,7 @@ impl ActivitySampler {
                 *count,
             );
         }
-        let mut lock_wait = Family::counter(
-            "pg_lock_wait_seconds_total",
-            help("pg_lock_wait_seconds_total"),
-        );
+        let mut lock_wait = LOCK_WAIT.family();
         for (datname, seconds) in &self.lock_wait {
             lock_wait.push(&[("datname", datname)], *seconds);
         }

@@ -51,3 +51,21 @@ impl RelationsConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_bounds_name_the_key() {
+        let config = RelationsConfig {
+            max_indexes: 0,
+            ..Default::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("relations.max_indexes"));
+        assert!(RelationsConfig::default().validate().is_ok());
+    }
+}

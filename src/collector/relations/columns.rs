@@ -1,0 +1,93 @@
+//! What the relation queries share: their label columns, the SQL that rolls partitions up into
+//! their root, and the declaration of a value column ([`Col`]: the query column, the family it
+//! feeds as a [`Metric`], and how it combines into `(other)` rows).
+//!
+//! `relation_stats` and `relation_sizes` each list their columns as `Col` tables; the tables
+//! are the one source of both the families they emit and the families their spec describes.
+
+use crate::metric::{describe_all, FamilyDesc, Metric};
+
+/// Labels of the per-table families.
+pub const TABLE: &[&str] = &["target", "schemaname", "relname", "parent"];
+/// Labels of the per-index families.
+pub const INDEX: &[&str] = &["target", "schemaname", "relname", "parent", "indexrelname"];
+
+/// Label columns of the table queries.
+pub const TABLE_LABELS: &[&str] = query_labels(TABLE);
+/// Label columns of the index queries.
+pub const INDEX_LABELS: &[&str] = query_labels(INDEX);
+
+/// The labels a query reads as columns: a family's labels but the leading `target`, which
+/// the poller adds.
+pub const fn query_labels(labels: &'static [&'static str]) -> &'static [&'static str] {
+    match labels.split_first() {
+        Some((_, rest)) => rest,
+        None => labels,
+    }
+}
+
+/// How a value column combines when rows are summed into `(other)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Agg {
+    Sum,
+    Max,
+}
+
+/// One value column of a query and the family it feeds.
+pub struct Col {
+    pub column: &'static str,
+    pub metric: Metric,
+    pub agg: Agg,
+}
+
+impl Col {
+    /// A column summed into `(other)` rows.
+    pub const fn sum(column: &'static str, metric: Metric) -> Col {
+        Col {
+            column,
+            metric,
+            agg: Agg::Sum,
+        }
+    }
+
+    /// A column whose `(other)` row takes the largest of its members (a timestamp).
+    pub const fn max(column: &'static str, metric: Metric) -> Col {
+        Col {
+            column,
+            metric,
+            agg: Agg::Max,
+        }
+    }
+}
+
+/// The families of some `Col` tables, as a spec lists them.
+pub fn describe(tables: &[&[Col]]) -> Vec<FamilyDesc> {
+    let metrics: Vec<Metric> = tables
+        .iter()
+        .flat_map(|cols| cols.iter().map(|c| c.metric))
+        .collect();
+    describe_all(&metrics)
+}
+
+/// Where a relation is reported: itself, or (partitions, unless `$1` = partition_children)
+/// its partitioned root. Expects a CTE row with `relid`, `schemaname`, `relname` and
+/// `relispartition`; yields `out_schema`, `out_name` and `parent`.
+pub const ROLLUP: &str = "
+    LEFT JOIN LATERAL (
+        SELECT rn.nspname::text AS root_schema, r.relname::text AS root_name
+        FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
+        WHERE x.relispartition AND r.oid = pg_partition_root(x.relid)
+    ) root ON true";
+
+pub const OUT_TABLE: &str = "
+    CASE WHEN $1 OR root.root_name IS NULL THEN x.schemaname ELSE root.root_schema END AS schemaname,
+    CASE WHEN $1 OR root.root_name IS NULL THEN x.relname ELSE root.root_name END AS relname,
+    CASE WHEN $1 AND root.root_name IS NOT NULL
+         THEN root.root_schema || '.' || root.root_name ELSE '' END AS parent";
+
+/// Same for an index: a partition's index is reported as its root partitioned index.
+pub const OUT_INDEX: &str = "
+    CASE WHEN $1 OR NOT x.index_is_partition THEN x.indexrelname
+         ELSE coalesce((SELECT ri.relname::text FROM pg_class ri
+                        WHERE ri.oid = pg_partition_root(x.indexrelid)), x.indexrelname)
+    END AS indexrelname";
