@@ -70,8 +70,8 @@ pub fn describe(tables: &[&[Col]]) -> Vec<FamilyDesc> {
 }
 
 /// Where a relation is reported: itself, or (partitions, unless `$1` = partition_children)
-/// its partitioned root. Expects a CTE row with `relid`, `schemaname`, `relname` and
-/// `relispartition`; yields `out_schema`, `out_name` and `parent`.
+/// its partitioned root. Expects a row `x` with `relid` and `relispartition`; joins `root`
+/// (`root_schema`, `root_name`), which [`OUT_TABLE`] and [`OUT_INDEX`] turn into the labels.
 pub const ROLLUP: &str = "
     LEFT JOIN LATERAL (
         SELECT rn.nspname::text AS root_schema, r.relname::text AS root_name
@@ -79,6 +79,8 @@ pub const ROLLUP: &str = "
         WHERE x.relispartition AND r.oid = pg_partition_root(x.relid)
     ) root ON true";
 
+/// The table labels after [`ROLLUP`]: `schemaname`, `relname` and `parent` (set only when
+/// partitions are exported as tables of their own).
 pub const OUT_TABLE: &str = "
     CASE WHEN $1 OR root.root_name IS NULL THEN x.schemaname ELSE root.root_schema END AS schemaname,
     CASE WHEN $1 OR root.root_name IS NULL THEN x.relname ELSE root.root_name END AS relname,
