@@ -2,11 +2,9 @@
 //! and its lag, an idle slot retaining WAL; the standby reports recovery and replay lag, and the
 //! primary-only collector is skipped there by design.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter};
+use crate::support::{config_for, Cluster, Exporter};
 
 const FAST: &str = "[collectors.replication]\ninterval = \"1s\"\n\
                     [collectors.replication_slots]\ninterval = \"1s\"\n\

@@ -9,8 +9,6 @@
 //! * The workload test runs the real `pgkpi-load` binary for 30 s against a baseline-only and
 //!   a migrated database at the same time.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,8 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::Cluster;
 use serde::Deserialize;
-use support::Cluster;
 
 fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)

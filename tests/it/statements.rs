@@ -5,11 +5,9 @@
 //! Tests that reset pg_stat_statements, or that need to know every statement the server runs,
 //! use a private cluster: pg_stat_statements is shared by all databases of a cluster.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support::{config_for, Cluster, Exporter, Metrics};
 
 /// A database with pg_stat_statements created in it.
 fn database(cluster: &Cluster, prefix: &str) -> String {

@@ -1,13 +1,12 @@
 //! The exporter against a real PostgreSQL: reachability, outages, readiness, scrape isolation,
 //! TLS and the HTTP surface.
 
-mod support;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter};
+use crate::support;
+use crate::support::{config_for, Cluster, Exporter};
 
 #[test]
 fn exports_pg_up_and_server_version() {

@@ -1,11 +1,10 @@
 //! The `webhooks` collector on the migrations' webhook tables with a known failure pattern,
 //! and user-defined KPIs that run too long.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter, Metrics, TempDir};
+use crate::support;
+use crate::support::{config_for, Cluster, Exporter, Metrics, TempDir};
 
 const T: &str = "w";
 

@@ -6,12 +6,10 @@
 //! The scenarios that assert exact cluster-wide counts run on a private cluster: the counts are
 //! cluster-wide, so other tests' sessions on the shared cluster would show up in them.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support::{config_for, Cluster, Exporter, Metrics};
 use tokio_postgres::Client;
 
 const LOCKS_FAST: &str = "[collectors.locks]\ninterval = \"1s\"\n";

@@ -1,11 +1,10 @@
 //! Declarative collectors against real servers: every built-in definition on PostgreSQL 15 and
 //! 17, values that follow what the database did, skips, and user-supplied definition files.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter, Metrics, TempDir};
+use crate::support;
+use crate::support::{config_for, Cluster, Exporter, Metrics, TempDir};
 
 /// Collectors expected to be skipped on a plain primary without standbys, and why.
 fn skipped_on_primary(major: u32) -> Vec<(&'static str, &'static str)> {

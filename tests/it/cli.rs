@@ -1,12 +1,11 @@
 //! The command line: exit codes and messages for bad configuration, check-config, the
 //! DATA_SOURCE_NAME shortcut, and the generated metric reference.
 
-mod support;
-
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{pgkpi_bin, Cluster, TempDir};
+use crate::support;
+use crate::support::{pgkpi_bin, Cluster, TempDir};
 
 fn pgkpi(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(pgkpi_bin());

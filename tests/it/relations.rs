@@ -2,13 +2,11 @@
 //! create: unused, invalid and duplicate indexes, partition coverage and the DEFAULT
 //! partition, the maintenance function moving coverage, and the series caps.
 
-mod support;
-
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support::{config_for, Cluster, Exporter, Metrics};
 
 const WAIT: Duration = Duration::from_secs(20);
 

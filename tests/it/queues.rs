@@ -2,12 +2,11 @@
 //! driven through its own queue functions (004), and faithful copies of pgmq, River and Oban
 //! tables with known rows. Every expected value is read back from the database.
 
-mod support;
-
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support;
+use crate::support::{config_for, Cluster, Exporter, Metrics};
 
 const T: &str = "q";
 

@@ -7,15 +7,14 @@
 //!     data, except the panels listed in ALLOWED_EMPTY with the reason, and
 //! (b) every metric name a dashboard or rule references is one pgkpi defines and serves.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::stack::{self, query, Service};
-use support::{Cluster, Exporter, KillOnDrop};
+use crate::support;
+use crate::support::stack::{self, query, Service};
+use crate::support::{Cluster, Exporter, KillOnDrop};
 
 /// Expressions (by a fragment of their text) that legitimately return nothing on the demo
 /// stack, and why.
