@@ -15,7 +15,8 @@ use crate::support::library::defined_families;
 use crate::support::schema::{apply_migration, migration_files};
 use crate::support::stack::{self, query, Service};
 use crate::support::{
-    repo_files, repo_path, retry, rule_files, Cluster, Exporter, ExporterConfig, KillOnDrop,
+    heavy_load, repo_files, repo_path, retry, rule_files, Cluster, Exporter, ExporterConfig,
+    KillOnDrop,
 };
 
 /// Expressions (by a fragment of their text) that legitimately return nothing on the demo
@@ -191,6 +192,7 @@ fn in_alertmanager(alertmanager: &Service, alert: &str) -> bool {
 
 #[test]
 fn full_stack_dashboards_rules_and_lock_alert() {
+    let _one_heavy_test_at_a_time = heavy_load();
     let started = Instant::now();
     let cluster = Cluster::start();
     demo_database(&cluster);

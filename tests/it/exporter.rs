@@ -2,8 +2,8 @@
 //! TLS and the HTTP surface.
 //!
 //! On the shared cluster every exporter has a target name and an application_name of its own,
-//! and looks for its sessions by that name. Stopping the server (outages, stale values)
-//! happens on clusters of their own.
+//! and looks for its sessions by that name. Stopping the server (outages, stale values) and
+//! freezing a backend (a stuck poll) happen on clusters of their own.
 
 use std::io::Read;
 use std::net::TcpListener;
@@ -272,7 +272,8 @@ fn readyz_flips_after_the_first_poll() {
 
 #[test]
 fn scrape_returns_at_once_while_the_poll_is_stuck() {
-    let cluster = Cluster::shared();
+    // Private cluster: the frozen backend may hold shared-memory locks others would wait on.
+    let cluster = Cluster::start();
     let config = ExporterConfig::new("slow", &cluster.dsn("postgres"))
         .session("application_name", "pgkpi-slow")
         .session("statement_timeout", "1s")

@@ -1,7 +1,11 @@
 //! pgkpi's integration tests, one binary for every area: built once, and one PostgreSQL
 //! cluster ([`support::Cluster::shared`]) for all the tests that can share it.
 //!
-//! Run one area with `cargo test --test it -- locks::`.
+//! Run one area with `cargo test --test it -- locks::`. Tests of every area run concurrently
+//! on the shared cluster: a test there works in a database of its own and looks at nothing
+//! beyond it (filters by datname, its own application_name); a test that changes or must see
+//! the whole server starts a cluster of its own ([`support::Cluster::start`]). See each area's
+//! header for what it keeps to itself.
 
 mod support;
 

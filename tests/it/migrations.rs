@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::support::schema::apply_migration;
-use crate::support::{repo_path, schema, Cluster};
+use crate::support::{heavy_load, repo_path, schema, Cluster};
 
 /// migrations/0*.sql in file-name order (the order they must be applied in): all eight.
 fn migration_files() -> Vec<PathBuf> {
@@ -834,6 +834,7 @@ fn statements(cluster: &Cluster, db: &str) -> Vec<String> {
 
 #[test]
 fn load_generator_runs_30s_against_baseline_and_migrated_schemas() {
+    let _one_heavy_test_at_a_time = heavy_load();
     let cluster = Cluster::shared();
     let seed = repo_path("fixtures/seed.sql");
     let small = [("scale", "0.05")];

@@ -2,8 +2,10 @@
 //! client-measured truth, resets between polls, workload rules, the top-N bound and the cost of
 //! reading query texts.
 //!
-//! Tests that reset pg_stat_statements, or that need to know every statement the server runs,
-//! use a private cluster: pg_stat_statements is shared by all databases of a cluster.
+//! Tests that reset pg_stat_statements, change its settings, restart the server, or need to
+//! know every statement the server runs, use a private cluster: pg_stat_statements is shared
+//! by all databases of a cluster. The others work in a database of their own on the shared
+//! cluster and read only that database's statements (by datname or dbid).
 
 use std::time::{Duration, Instant};
 
@@ -415,7 +417,9 @@ async fn workload_labels_follow_the_rules() {
     let pinned: i64 = cluster
         .psql(
             &db,
-            "SELECT queryid FROM pg_stat_statements WHERE query LIKE '%id > $1%'",
+            // This database's statement only: other tests share the cluster.
+            "SELECT queryid FROM pg_stat_statements WHERE query LIKE '%id > $1%' \
+             AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .parse()
         .unwrap();

@@ -623,3 +623,11 @@ impl Drop for Frozen {
         unsafe { libc::kill(self.0, libc::SIGCONT) };
     }
 }
+
+/// Held for its whole run by a test that loads the machine for minutes (a workload generator
+/// and a monitoring stack): two of them at once would starve the other tests on a 2-core
+/// machine, as they never met when each area was a binary of its own.
+pub fn heavy_load() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
+}
