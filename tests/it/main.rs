@@ -5,7 +5,9 @@
 //! on the shared cluster: a test there works in a database of its own and looks at nothing
 //! beyond it (filters by datname, its own application_name); a test that changes or must see
 //! the whole server starts a cluster of its own ([`support::Cluster::start`]). See each area's
-//! header for what it keeps to itself.
+//! header for what it keeps to itself. Migrations are applied one at a time in the whole binary
+//! ([`support::schema`]), and the tests that load the machine for minutes run one at a time
+//! ([`support::heavy_load`]).
 
 mod support;
 
