@@ -1,7 +1,7 @@
 //! The files of the full stack: docker-compose.yml (validated by Debian's docker-compose),
 //! every file it mounts or builds from, the compose Prometheus config, and the conventions
 //! every Grafana dashboard follows. Whether the dashboard queries return data is checked
-//! against a real Prometheus in tests/e2e.rs.
+//! against a real Prometheus in tests/it/e2e.rs.
 
 use std::process::Command;
 
