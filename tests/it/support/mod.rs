@@ -4,23 +4,31 @@
 //! The cluster is real: `initdb` + `pg_ctl` on a free 127.0.0.1 port, data and socket in a
 //! temporary directory, `pg_stat_statements` preloaded, TLS on with a CA and server certificate
 //! made for it. As root the server runs as the `postgres` OS user (initdb refuses root). One
-//! cluster is shared by the tests of a binary ([`Cluster::shared`]); tests that stop or restart
-//! the server start their own ([`Cluster::start`]). Clusters are stopped and removed when the
-//! test process exits, even after a panic, and a watchdog process removes them if the test
-//! process is killed.
+//! cluster is shared by every test of the binary, of every area, running concurrently
+//! ([`Cluster::shared`]): a test on it works in a database of its own and looks only at that
+//! database. Tests that stop or restart the server, change its settings, freeze its backends
+//! or need to know everything that runs on it start their own ([`Cluster::start`]). Clusters
+//! are stopped and removed when the test process exits, even after a panic, and a watchdog
+//! process removes them if the test process is killed.
 
-#![allow(dead_code)]
-
+pub mod config;
+pub mod exporter;
+pub mod library;
+pub mod metrics;
+pub mod schema;
 pub mod stack;
+pub mod wait;
 
-use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+pub use config::ExporterConfig;
+pub use exporter::{http_get, Exporter};
+pub use metrics::Metrics;
+pub use wait::{retry, retry_async};
+
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::{Mutex, OnceLock};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// Data directories to stop at process exit.
@@ -109,6 +117,40 @@ pub fn pg_major_bindir(major: u32) -> PathBuf {
 /// A file of the repository (fixtures, migrations, ...) by its path from the repository root.
 pub fn repo_path(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+/// The files of the repository folder `dir` whose names end with `suffix`, sorted.
+pub fn repo_files(dir: &str, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(repo_path(dir))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The Prometheus rule files: alerts/*.yml but the Alertmanager configuration.
+pub fn rule_files() -> Vec<PathBuf> {
+    repo_files("alerts", ".yml")
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() != "alertmanager.yml")
+        .collect()
+}
+
+/// Runs a tool that must succeed; returns its stdout and stderr.
+pub fn run_ok(mut cmd: Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| {
+        panic!("{what}: {e}; run the README's test command (scripts/test.sh), which installs it")
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; taken by whoever binds first).
@@ -361,6 +403,13 @@ impl Cluster {
         run(cmd, &format!("psql {sql}")).trim().to_string()
     }
 
+    /// Runs a query returning one number with psql.
+    pub fn number(&self, db: &str, sql: &str) -> f64 {
+        let out = self.psql(db, sql);
+        out.parse()
+            .unwrap_or_else(|e| panic!("{sql} returned {out:?}: {e}"))
+    }
+
     /// Runs a SQL file with `psql -v ON_ERROR_STOP=1 -f` (statement by statement, so CREATE
     /// INDEX CONCURRENTLY works; `-c` or batch_execute would wrap the file in one transaction)
     /// with `-v name=value` for each of `vars`; returns stdout and stderr (NOTICEs), panics on
@@ -487,14 +536,6 @@ pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.crt"))
 }
 
-/// A pgkpi process under test, listening on a free 127.0.0.1 port.
-pub struct Exporter {
-    child: Child,
-    pub address: String,
-    logs: Arc<Mutex<String>>,
-    _config_dir: TempDir,
-}
-
 /// A directory removed on drop.
 pub struct TempDir(pub PathBuf);
 
@@ -510,6 +551,15 @@ impl TempDir {
     }
 }
 
+impl TempDir {
+    /// Writes the file `name` in this directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -521,352 +571,6 @@ pub fn pgkpi_bin() -> &'static str {
     env!("CARGO_BIN_EXE_pgkpi")
 }
 
-impl Exporter {
-    /// Starts pgkpi with the given TOML configuration (without a [web] listen address, which
-    /// is chosen here) and waits until it answers /healthz.
-    pub fn start(config_toml: &str) -> Exporter {
-        let config_dir = TempDir::new("config");
-        let path = config_dir.0.join("pgkpi.toml");
-        std::fs::write(&path, config_toml).unwrap();
-        for _ in 0..5 {
-            let address = format!("127.0.0.1:{}", free_port());
-            let mut child = Command::new(pgkpi_bin())
-                .arg("--config.file")
-                .arg(&path)
-                .arg("--web.listen-address")
-                .arg(&address)
-                .arg("--log.level")
-                .arg("debug")
-                .env_remove("DATA_SOURCE_NAME")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start pgkpi");
-            let logs = Arc::new(Mutex::new(String::new()));
-            let mut stderr = child.stderr.take().unwrap();
-            let sink = logs.clone();
-            std::thread::spawn(move || {
-                let mut buf = [0u8; 4096];
-                while let Ok(n) = stderr.read(&mut buf) {
-                    if n == 0 {
-                        break;
-                    }
-                    sink.lock()
-                        .unwrap()
-                        .push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            });
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                if http_get(&address, "/healthz", &[]).is_ok() {
-                    return Exporter {
-                        child,
-                        address,
-                        logs,
-                        _config_dir: config_dir,
-                    };
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            let text = logs.lock().unwrap().clone();
-            if !text.contains("cannot listen") {
-                panic!("pgkpi did not come up:\n{text}");
-            }
-        }
-        panic!("pgkpi could not find a free port");
-    }
-
-    pub fn get(&self, path: &str) -> HttpResponse {
-        http_get(&self.address, path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        http_get(&self.address, path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
-    }
-
-    pub fn metrics(&self) -> Metrics {
-        let response = self.get("/metrics");
-        assert_eq!(response.status, 200, "{}", response.text());
-        Metrics::parse(&response.text())
-    }
-
-    /// Scrapes until `check` holds, or panics after `timeout` showing the last scrape and logs.
-    pub fn wait_for(
-        &self,
-        timeout: Duration,
-        what: &str,
-        check: impl Fn(&Metrics) -> bool,
-    ) -> Metrics {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let metrics = self.metrics();
-            if check(&metrics) {
-                return metrics;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "waited {timeout:?} for {what}; last scrape:\n{}\nlogs:\n{}",
-                    metrics.text,
-                    self.logs()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
-    }
-
-    /// True while the process runs.
-    pub fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        unsafe {
-            libc::kill(self.child.id() as i32, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "pgkpi did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Exporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: BTreeMap<String, String>,
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .get(&name.to_ascii_lowercase())
-            .map(String::as_str)
-    }
-}
-
-/// A minimal HTTP/1.1 GET (the server always sends Content-Length).
-pub fn http_get(
-    address: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        request.push_str(&format!("{k}: {v}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no header end"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("bad status line"))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let headers: BTreeMap<String, String> = headers;
-    let mut body = raw[split + 4..].to_vec();
-    if headers
-        .get("transfer-encoding")
-        .is_some_and(|v| v.contains("chunked"))
-    {
-        body = dechunk(&body)?;
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// Decodes a chunked transfer-encoded body (Prometheus and Alertmanager use it).
-fn dechunk(mut raw: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or_else(|| std::io::Error::other("bad chunk header"))?;
-        let size_text = String::from_utf8_lossy(&raw[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| std::io::Error::other("bad chunk size"))?;
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if raw.len() < size + 2 {
-            return Err(std::io::Error::other("truncated chunk"));
-        }
-        out.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
-}
-
-/// One parsed sample.
-#[derive(Debug, Clone)]
-pub struct Sample {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub value: f64,
-}
-
-/// A parsed exposition: samples plus the HELP/TYPE lines seen.
-pub struct Metrics {
-    pub text: String,
-    pub samples: Vec<Sample>,
-    pub types: BTreeMap<String, String>,
-    pub helps: BTreeMap<String, String>,
-}
-
-impl Metrics {
-    pub fn parse(text: &str) -> Metrics {
-        let mut samples = Vec::new();
-        let mut types = BTreeMap::new();
-        let mut helps = BTreeMap::new();
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("TYPE line");
-                assert!(
-                    types.insert(name.to_string(), kind.to_string()).is_none(),
-                    "second TYPE line for {name}"
-                );
-            } else if let Some(rest) = line.strip_prefix("# HELP ") {
-                let (name, help) = rest.split_once(' ').unwrap_or((rest, ""));
-                helps.insert(name.to_string(), help.to_string());
-            } else if !line.starts_with('#') && !line.trim().is_empty() {
-                samples.push(parse_sample(line));
-            }
-        }
-        Metrics {
-            text: text.to_string(),
-            samples,
-            types,
-            helps,
-        }
-    }
-
-    /// Samples named `name` whose labels include all of `labels`.
-    pub fn find(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
-        self.samples
-            .iter()
-            .filter(|s| {
-                s.name == name
-                    && labels
-                        .iter()
-                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .collect()
-    }
-
-    /// The value of the single sample matching, if there is exactly one.
-    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-        match self.find(name, labels).as_slice() {
-            [one] => Some(one.value),
-            _ => None,
-        }
-    }
-}
-
-fn parse_sample(line: &str) -> Sample {
-    let (series, value) = line.rsplit_once(' ').expect("sample line");
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
-    };
-    let (name, labels) = match series.split_once('{') {
-        None => (series.to_string(), BTreeMap::new()),
-        Some((name, rest)) => {
-            let body = rest.strip_suffix('}').expect("closing brace");
-            let mut labels = BTreeMap::new();
-            let mut chars = body.chars().peekable();
-            while chars.peek().is_some() {
-                let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
-                assert_eq!(chars.next(), Some('"'), "label value quote in {line}");
-                let mut value = String::new();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\\' => match chars.next() {
-                            Some('n') => value.push('\n'),
-                            Some(other) => value.push(other),
-                            None => break,
-                        },
-                        '"' => break,
-                        c => value.push(c),
-                    }
-                }
-                if chars.peek() == Some(&',') {
-                    chars.next();
-                }
-                labels.insert(key.trim_start_matches(',').to_string(), value);
-            }
-            (name.to_string(), labels)
-        }
-    };
-    Sample {
-        name,
-        labels,
-        value,
-    }
-}
-
-/// A TOML configuration for one target with fast intervals, for tests. `extra` goes first, so
-/// it may hold top-level keys as well as tables; it may override `[collectors.server]`.
-pub fn config_for(target: &str, dsn: &str, extra: &str) -> String {
-    let server = if extra.contains("[collectors.server]") {
-        ""
-    } else {
-        "[collectors.server]\ninterval = \"1s\"\n\n"
-    };
-    format!(
-        "{extra}\n\
-         [poller]\nreconnect_initial_backoff = \"200ms\"\nreconnect_max_backoff = \"1s\"\n\n\
-         {server}\
-         [[targets]]\nname = \"{target}\"\ndsn = \"{dsn}\"\n"
-    )
-}
-
 /// A child process killed (and reaped) when dropped, also when the test panics.
 pub struct KillOnDrop(pub Child);
 
@@ -875,4 +579,55 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Runs pgkpi to completion with `args` and `env` (without any DATA_SOURCE_NAME inherited).
+pub fn pgkpi(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(pgkpi_bin());
+    cmd.args(args)
+        .env_remove("DATA_SOURCE_NAME")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run pgkpi")
+}
+
+/// `pgkpi --config.file <config> check-config`.
+pub fn check_config(config: &Path) -> Output {
+    pgkpi(
+        &["--config.file", config.to_str().unwrap(), "check-config"],
+        &[],
+    )
+}
+
+/// What a pgkpi run wrote to stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A SIGSTOPped backend (frozen mid-query), resumed when dropped, even if the test fails.
+/// Only on a cluster of the test's own: a frozen backend may hold shared-memory locks every
+/// other session would then wait on.
+pub struct Frozen(i32);
+
+impl Frozen {
+    pub fn stop(pid: i32) -> Frozen {
+        unsafe { libc::kill(pid, libc::SIGSTOP) };
+        Frozen(pid)
+    }
+}
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// Held for its whole run by a test that loads the machine for minutes (a workload generator
+/// and a monitoring stack): two of them at once would starve the other tests on a 2-core
+/// machine, as they never met when each area was a binary of its own.
+pub fn heavy_load() -> std::sync::MutexGuard<'static, ()> {
+    static HEAVY: Mutex<()> = Mutex::new(());
+    HEAVY.lock().unwrap_or_else(|e| e.into_inner())
 }

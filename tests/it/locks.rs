@@ -4,46 +4,101 @@
 //! deadlocks are counted.
 //!
 //! The scenarios that assert exact cluster-wide counts run on a private cluster: the counts are
-//! cluster-wide, so other tests' sessions on the shared cluster would show up in them.
-
-mod support;
+//! cluster-wide, so other tests' sessions on the shared cluster would show up in them. So does
+//! the one that freezes a backend. The deadlock counter is per database: that scenario runs in
+//! a database of its own on the shared cluster.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support::{retry_async, Cluster, Exporter, ExporterConfig, Frozen, Metrics};
+use tokio::task::JoinHandle;
+use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::Client;
 
-const LOCKS_FAST: &str = "[collectors.locks]\ninterval = \"1s\"\n";
+/// The locks collector every second, with the exporter's sessions named `pgkpi-<target>`.
+fn locks_config(target: &str, dsn: &str) -> ExporterConfig {
+    ExporterConfig::new(target, dsn)
+        .interval("locks", "1s")
+        .session("application_name", format!("pgkpi-{target}"))
+}
+
+/// A database of the test's own with the table the scenarios lock rows of: `t` with rows 1
+/// and 2.
+fn two_rows(cluster: &Cluster, prefix: &str) -> String {
+    let db = cluster.create_database(prefix);
+    cluster.psql(
+        &db,
+        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t VALUES (1, 0), (2, 0)",
+    );
+    db
+}
+
+/// The one value a query returns.
+async fn scalar<T: for<'a> FromSql<'a>>(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> T {
+    client.query_one(sql, params).await.unwrap().get(0)
+}
 
 async fn pid_of(client: &Client) -> i32 {
+    scalar(client, "SELECT pg_backend_pid()", &[]).await
+}
+
+/// A session that opened a transaction and updated row `row` of `t`, so holds its lock; and
+/// its pid.
+async fn holding(cluster: &Cluster, db: &str, row: i32) -> (Client, i32) {
+    let client = cluster.client(db).await;
+    let pid = pid_of(&client).await;
     client
-        .query_one("SELECT pg_backend_pid()", &[])
+        .batch_execute(&format!("BEGIN; UPDATE t SET v = v + 1 WHERE id = {row}"))
         .await
-        .unwrap()
-        .get(0)
+        .unwrap();
+    (client, pid)
+}
+
+/// `client` updates row `row` of `t` in a task of its own; returns the task and the session's
+/// pid once `observer` (a session outside any transaction, whose view of pg_stat_activity is
+/// fresh at each statement) sees it wait for the lock.
+async fn queued(
+    observer: &Client,
+    client: Arc<Client>,
+    row: i32,
+) -> (JoinHandle<Result<u64, tokio_postgres::Error>>, i32) {
+    let pid = pid_of(&client).await;
+    let task = tokio::spawn(async move {
+        client
+            .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[&row])
+            .await
+    });
+    until_waiting(observer, pid).await;
+    (task, pid)
 }
 
 /// Waits until the session `pid` waits on a heavyweight lock.
 async fn until_waiting(observer: &Client, pid: i32) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let row = observer
-            .query_one(
+    retry_async(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async {
+            let waiting: i64 = scalar(
+                observer,
                 "SELECT count(*) FROM pg_stat_activity WHERE pid = $1 AND wait_event_type = 'Lock'",
                 &[&pid],
             )
-            .await
-            .unwrap();
-        if row.get::<_, i64>(0) == 1 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "session {pid} never started to wait"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+            .await;
+            if waiting == 1 {
+                Ok(())
+            } else {
+                Err(())
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|()| panic!("session {pid} never started to wait"));
 }
 
 /// What `pg_blocking_pids()` shows for the sessions of `db` right now, computed in SQL (an
@@ -61,23 +116,22 @@ async fn expected_tree(observer: &Client, db: &str) -> Expected {
     let edges = "edges AS ( \
         SELECT pid AS waiter, unnest(pg_blocking_pids(pid)) AS blocker FROM pg_stat_activity \
         WHERE datname = $1 AND application_name NOT LIKE 'pgkpi%')";
-    let blocked: i64 = observer
-        .query_one(
-            &format!("WITH {edges} SELECT count(DISTINCT waiter) FROM edges"),
-            &[&db],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    // Every path from a waiter up its chain of blockers.
+    let paths = "paths(start, node, depth) AS ( \
+        SELECT waiter, blocker, 1 FROM edges \
+        UNION ALL \
+        SELECT p.start, e.blocker, p.depth + 1 FROM paths p JOIN edges e ON e.waiter = p.node \
+        WHERE p.depth < 50)";
+    let blocked: i64 = scalar(
+        observer,
+        &format!("WITH {edges} SELECT count(DISTINCT waiter) FROM edges"),
+        &[&db],
+    )
+    .await;
     let rows = observer
         .query(
             &format!(
-                "WITH RECURSIVE {edges}, \
-                 paths(start, node, depth) AS ( \
-                   SELECT waiter, blocker, 1 FROM edges \
-                   UNION ALL \
-                   SELECT p.start, e.blocker, p.depth + 1 FROM paths p JOIN edges e ON e.waiter = p.node \
-                   WHERE p.depth < 50), \
+                "WITH RECURSIVE {edges}, {paths}, \
                  roots AS (SELECT DISTINCT blocker AS pid FROM edges \
                            WHERE blocker NOT IN (SELECT waiter FROM edges)) \
                  SELECT r.pid, \
@@ -89,31 +143,22 @@ async fn expected_tree(observer: &Client, db: &str) -> Expected {
         )
         .await
         .unwrap();
-    let max_depth: i32 = observer
-        .query_one(
-            &format!(
-                "WITH RECURSIVE {edges}, \
-                 paths(start, node, depth) AS ( \
-                   SELECT waiter, blocker, 1 FROM edges \
-                   UNION ALL \
-                   SELECT p.start, e.blocker, p.depth + 1 FROM paths p JOIN edges e ON e.waiter = p.node \
-                   WHERE p.depth < 50) \
+    let max_depth: i32 = scalar(
+        observer,
+        &format!(
+            "WITH RECURSIVE {edges}, {paths} \
                  SELECT coalesce(max(depth), 0) FROM paths"
-            ),
-            &[&db],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let waiting: i64 = observer
-        .query_one(
-            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+        ),
+        &[&db],
+    )
+    .await;
+    let waiting: i64 = scalar(
+        observer,
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
              WHERE NOT l.granted AND a.datname = $1 AND a.application_name NOT LIKE 'pgkpi%'",
-            &[&db],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&db],
+    )
+    .await;
     Expected {
         blocked,
         roots: rows
@@ -125,25 +170,6 @@ async fn expected_tree(observer: &Client, db: &str) -> Expected {
     }
 }
 
-fn runs(m: &Metrics, target: &str, collector: &str) -> f64 {
-    m.value(
-        "pgkpi_collector_runs_total",
-        &[("target", target), ("collector", collector)],
-    )
-    .unwrap_or(0.0)
-}
-
-/// Waits for `n` more completed runs of a collector, so that what is scraped next was
-/// collected after the caller's scenario settled.
-fn after_runs(exporter: &Exporter, target: &str, collector: &str, n: f64) -> Metrics {
-    let start = runs(&exporter.metrics(), target, collector);
-    exporter.wait_for(
-        Duration::from_secs(15),
-        &format!("{n} more runs of {collector}"),
-        |m| runs(m, target, collector) >= start + n,
-    )
-}
-
 fn gauge(m: &Metrics, name: &str, target: &str) -> f64 {
     m.value(name, &[("target", target)])
         .unwrap_or_else(|| panic!("{name} missing:\n{}", m.text))
@@ -152,19 +178,11 @@ fn gauge(m: &Metrics, name: &str, target: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn blocking_tree_matches_pg_blocking_pids_and_clears_on_release() {
     let cluster = Cluster::start();
-    let db = cluster.create_database("tree");
-    cluster.psql(
-        &db,
-        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t VALUES (1, 0), (2, 0)",
-    );
+    let db = two_rows(&cluster, "tree");
     let name = "tree";
-    let exporter = Exporter::start(&config_for(
-        name,
-        &cluster.dsn(&db),
-        &format!("{LOCKS_FAST}[session]\napplication_name = \"pgkpi-tree\"\n"),
-    ));
+    let exporter = Exporter::start(&locks_config(name, &cluster.dsn(&db)).build());
     exporter.wait_for(Duration::from_secs(10), "first runs", |m| {
-        runs(m, name, "locks") >= 1.0 && runs(m, name, "activity_sampler") >= 2.0
+        m.runs(name, "locks") >= 1.0 && m.runs(name, "activity_sampler") >= 2.0
     });
     let lock_wait = |m: &Metrics| {
         m.value(
@@ -177,33 +195,18 @@ async fn blocking_tree_matches_pg_blocking_pids_and_clears_on_release() {
 
     let observer = cluster.client(&db).await;
     // The root blocker: updates row 1 and then sits idle in its transaction.
-    let holder = cluster.client(&db).await;
-    let holder_pid = pid_of(&holder).await;
-    holder
-        .batch_execute("BEGIN; UPDATE t SET v = v + 1 WHERE id = 1")
-        .await
-        .unwrap();
+    let (holder, holder_pid) = holding(&cluster, &db, 1).await;
     // W1 holds row 2, then queues for row 1; W2 and W3 queue for row 1 too; W4 waits for row 2.
-    let w1 = cluster.client(&db).await;
-    w1.batch_execute("BEGIN; UPDATE t SET v = v + 1 WHERE id = 2")
-        .await
-        .unwrap();
+    let w1 = Arc::new(holding(&cluster, &db, 2).await.0);
     let mut waiters = Vec::new();
     let mut pids = Vec::new();
-    let w1 = std::sync::Arc::new(w1);
     for (client, row) in [
         (w1.clone(), 1),
-        (std::sync::Arc::new(cluster.client(&db).await), 1),
-        (std::sync::Arc::new(cluster.client(&db).await), 1),
-        (std::sync::Arc::new(cluster.client(&db).await), 2),
+        (Arc::new(cluster.client(&db).await), 1),
+        (Arc::new(cluster.client(&db).await), 1),
+        (Arc::new(cluster.client(&db).await), 2),
     ] {
-        let pid = pid_of(&client).await;
-        let task = tokio::spawn(async move {
-            client
-                .execute("UPDATE t SET v = v + 1 WHERE id = $1", &[&row])
-                .await
-        });
-        until_waiting(&observer, pid).await;
+        let (task, pid) = queued(&observer, client, row).await;
         waiters.push(task);
         pids.push(pid);
     }
@@ -215,25 +218,16 @@ async fn blocking_tree_matches_pg_blocking_pids_and_clears_on_release() {
         vec![holder_pid],
         "scenario: {expected:?}"
     );
-    let m = after_runs(&exporter, name, "locks", 2.0);
+    let m = exporter.wait_more_runs(name, "locks", 2.0);
     // The scenario is static: the tree at the scrape is the one computed before and after.
-    let db_oldest_wait: f64 = observer
-        .query_one(
-            "SELECT extract(epoch FROM now() - min(waitstart))::float8 FROM pg_locks l \
+    let db_oldest_wait: f64 = scalar(
+        &observer,
+        "SELECT extract(epoch FROM now() - min(waitstart))::float8 FROM pg_locks l \
              JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND a.datname = $1",
-            &[&db],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let holder_xact_age: f64 = observer
-        .query_one(
-            "SELECT extract(epoch FROM now() - xact_start)::float8 FROM pg_stat_activity WHERE pid = $1",
-            &[&holder_pid],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&db],
+    )
+    .await;
+    let holder_xact_age: f64 = scalar(&observer, "SELECT extract(epoch FROM now() - xact_start)::float8 FROM pg_stat_activity WHERE pid = $1", &[&holder_pid]).await;
     assert_eq!(expected_tree(&observer, &db).await, expected);
 
     assert_eq!(
@@ -312,15 +306,13 @@ async fn blocking_tree_matches_pg_blocking_pids_and_clears_on_release() {
 
     // Hold long enough that the lock-wait seconds are well above the sampling error.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let waited: f64 = observer
-        .query_one(
-            "SELECT sum(extract(epoch FROM now() - waitstart))::float8 FROM pg_locks l \
+    let waited: f64 = scalar(
+        &observer,
+        "SELECT sum(extract(epoch FROM now() - waitstart))::float8 FROM pg_locks l \
              JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND a.datname = $1",
-            &[&db],
-        )
-        .await
-        .unwrap()
-        .get(0);
+        &[&db],
+    )
+    .await;
     holder.batch_execute("ROLLBACK").await.unwrap();
     let mut tasks = waiters.into_iter();
     tasks.next().unwrap().await.unwrap().unwrap();
@@ -357,7 +349,7 @@ async fn blocking_tree_matches_pg_blocking_pids_and_clears_on_release() {
         )
         .is_empty());
 
-    let m = after_runs(&exporter, name, "activity_sampler", 2.0);
+    let m = exporter.wait_more_runs(name, "activity_sampler", 2.0);
     let grew = lock_wait(&m) - lock_wait_before;
     assert!(
         (grew - waited).abs() <= 0.25 * waited,
@@ -382,17 +374,10 @@ async fn blocking_tree_matches_pg_blocking_pids_and_clears_on_release() {
 #[tokio::test(flavor = "multi_thread")]
 async fn deadlock_increments_the_deadlock_counter() {
     let cluster = Cluster::shared();
-    let db = cluster.create_database("deadlock");
-    cluster.psql(
-        &db,
-        "CREATE TABLE t (id int PRIMARY KEY, v int NOT NULL); INSERT INTO t VALUES (1, 0), (2, 0)",
-    );
+    let db = two_rows(cluster, "deadlock");
     let name = "deadlock";
-    let exporter = Exporter::start(&config_for(
-        name,
-        &cluster.dsn(&db),
-        "[collectors.database]\ninterval = \"1s\"\n",
-    ));
+    let config = ExporterConfig::new(name, &cluster.dsn(&db)).interval("database", "1s");
+    let exporter = Exporter::start(&config.build());
     let counter = |m: &Metrics| {
         m.value(
             "pg_stat_database_deadlocks_total",
@@ -406,19 +391,11 @@ async fn deadlock_increments_the_deadlock_counter() {
     )
     .unwrap();
 
-    let a = std::sync::Arc::new(cluster.client(&db).await);
-    let b = cluster.client(&db).await;
-    a.batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 1")
-        .await
-        .unwrap();
-    b.batch_execute("BEGIN; UPDATE t SET v = 1 WHERE id = 2")
-        .await
-        .unwrap();
-    let a_pid = pid_of(&a).await;
-    let a2 = a.clone();
-    let first =
-        tokio::spawn(async move { a2.execute("UPDATE t SET v = 2 WHERE id = 2", &[]).await });
-    until_waiting(&b, a_pid).await;
+    // A holds row 1 and queues for row 2, which B holds; B then asks for row 1.
+    let observer = cluster.client("postgres").await;
+    let a = Arc::new(holding(cluster, &db, 1).await.0);
+    let (b, _) = holding(cluster, &db, 2).await;
+    let (first, _) = queued(&observer, a.clone(), 2).await;
     let second = b.execute("UPDATE t SET v = 2 WHERE id = 1", &[]).await;
     let first = first.await.unwrap();
     let victims = [&first, &second]
@@ -433,35 +410,28 @@ async fn deadlock_increments_the_deadlock_counter() {
     b.batch_execute("ROLLBACK").await.unwrap();
 
     // The database counts it once its statistics are flushed; pgkpi must then agree.
-    let observer = cluster.client("postgres").await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let in_db = loop {
-        let n: i64 = observer
-            .query_one(
+    let (Ok(in_db) | Err(in_db)) = retry_async(
+        Duration::from_secs(20),
+        Duration::from_millis(200),
+        || async {
+            let n: i64 = scalar(
+                &observer,
                 "SELECT deadlocks FROM pg_stat_database WHERE datname = $1",
                 &[&db],
             )
-            .await
-            .unwrap()
-            .get(0);
-        if n as f64 > before || Instant::now() > deadline {
-            break n as f64;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            .await;
+            if n as f64 > before {
+                Ok(n as f64)
+            } else {
+                Err(n as f64)
+            }
+        },
+    )
+    .await;
     assert_eq!(in_db, before + 1.0);
     exporter.wait_for(Duration::from_secs(10), "deadlock counted", |m| {
         counter(m) == Some(in_db)
     });
-}
-
-/// Resumes a SIGSTOPped backend when dropped, even if the test fails.
-struct Frozen(i32);
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
 }
 
 #[test]
@@ -469,16 +439,12 @@ fn sampler_keeps_sampling_while_the_main_connection_is_stuck() {
     // Private cluster: the frozen backend may hold shared-memory locks others would wait on.
     let cluster = Cluster::start();
     let name = "stuck";
-    let exporter = Exporter::start(&config_for(
-        name,
-        &cluster.dsn("postgres"),
+    let config = locks_config(name, &cluster.dsn("postgres"))
         // Long timeouts: the main connection stays stuck instead of being replaced.
-        &format!(
-            "{LOCKS_FAST}[session]\napplication_name = \"pgkpi-stuck\"\nstatement_timeout = \"60s\"\n"
-        ),
-    ));
+        .session("statement_timeout", "60s");
+    let exporter = Exporter::start(&config.build());
     exporter.wait_for(Duration::from_secs(10), "both lanes running", |m| {
-        runs(m, name, "locks") >= 1.0 && runs(m, name, "activity_sampler") >= 2.0
+        m.runs(name, "locks") >= 1.0 && m.runs(name, "activity_sampler") >= 2.0
     });
     // The sampler's connection is the one whose last query is the sampler's.
     let main_pid: i32 = cluster
@@ -489,14 +455,13 @@ fn sampler_keeps_sampling_while_the_main_connection_is_stuck() {
         )
         .parse()
         .expect("exactly one main connection");
-    unsafe { libc::kill(main_pid, libc::SIGSTOP) };
-    let frozen = Frozen(main_pid);
+    let frozen = Frozen::stop(main_pid);
     std::thread::sleep(Duration::from_millis(1500)); // main-lane runs are now stuck in flight
     let before = exporter.metrics();
     let window = Duration::from_secs(6);
     std::thread::sleep(window);
     let after = exporter.metrics();
-    let main_runs = |m: &Metrics| runs(m, name, "locks") + runs(m, name, "server");
+    let main_runs = |m: &Metrics| m.runs(name, "locks") + m.runs(name, "server");
     assert_eq!(
         main_runs(&after),
         main_runs(&before),

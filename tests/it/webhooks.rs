@@ -1,25 +1,16 @@
 //! The `webhooks` collector on the migrations' webhook tables with a known failure pattern,
-//! and user-defined KPIs that run too long.
-
-mod support;
+//! and user-defined KPIs that run too long; each in a database of its own on the shared
+//! cluster.
 
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter, Metrics, TempDir};
+use crate::support::library::webhook_statements;
+use crate::support::{schema, Cluster, Exporter, ExporterConfig, Metrics, TempDir};
 
 const T: &str = "w";
 
-fn num(cluster: &Cluster, db: &str, sql: &str) -> f64 {
-    cluster
-        .psql(db, sql)
-        .parse()
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 fn get(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut all = vec![("target", T)];
-    all.extend_from_slice(labels);
-    m.value(name, &all)
+    m.of(T, name, labels)
 }
 
 /// 1 000 deliveries created 10 minutes ago: 30% fail their first attempt; of those 300, 180
@@ -50,14 +41,11 @@ FROM generate_series(1, 20) g;
 
 /// A database of the test's own with the application's tables and migration 005's indexes.
 fn webhook_database(cluster: &Cluster, prefix: &str) -> String {
-    let db = cluster.create_database(prefix);
-    cluster.psql_file(&db, support::repo_path("fixtures/baseline.sql"), &[]);
-    cluster.psql_file(
-        &db,
-        support::repo_path("migrations/005_p1_webhooks_bookings.sql"),
-        &[],
-    );
-    db
+    schema::database_with(
+        cluster,
+        prefix,
+        &["migrations/005_p1_webhooks_bookings.sql"],
+    )
 }
 
 /// History that must not be read: 200 000 delivered deliveries and processed events, days old,
@@ -88,13 +76,8 @@ fn a_webhook_poll_reads_the_window_not_the_history() {
     cluster.psql(&db, HISTORY);
     cluster.psql(&db, "VACUUM ANALYZE public.webhook_deliveries");
     cluster.psql(&db, "VACUUM ANALYZE public.webhook_event_logs");
-    let config = pgkpi::collector::webhooks::settings::WebhooksConfig {
-        deliveries_table: Some("public.webhook_deliveries".into()),
-        events_table: Some("public.webhook_event_logs".into()),
-        top_failing: 5,
-        ..Default::default()
-    };
-    let statements = config.statements().unwrap();
+    let statements =
+        webhook_statements("public.webhook_deliveries", "public.webhook_event_logs", 5);
     assert_eq!(statements.len(), 5, "{statements:?}");
     for (purpose, sql) in statements {
         let json = cluster.psql(
@@ -119,10 +102,14 @@ fn webhook_rates_match_the_constructed_truth() {
     let cluster = Cluster::shared();
     let db = webhook_database(cluster, "webhooks");
     cluster.psql(&db, SCENARIO);
-    let extra = "[collectors.webhooks]\ninterval = \"1s\"\n\n[webhooks]\n\
-        deliveries_table = \"public.webhook_deliveries\"\nevents_table = \"public.webhook_event_logs\"\n\
-        window = \"1h\"\noverdue_grace = \"1m\"\ntop_failing = 2\n";
-    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), extra));
+    let config = ExporterConfig::new(T, &cluster.dsn(&db))
+        .interval("webhooks", "1s")
+        .raw(
+            "[webhooks]\n\
+             deliveries_table = \"public.webhook_deliveries\"\nevents_table = \"public.webhook_event_logs\"\n\
+             window = \"1h\"\noverdue_grace = \"1m\"\ntop_failing = 2\n",
+        );
+    let exporter = Exporter::start(&config.build());
     let m = exporter.wait_for(Duration::from_secs(10), "webhook metrics", |m| {
         get(m, "app_webhook_first_attempts", &[]).is_some()
     });
@@ -147,8 +134,7 @@ fn webhook_rates_match_the_constructed_truth() {
 
     // Statuses in the window (the 500 old failures are not), checked against the table.
     for status in ["delivered", "failed", "retrying"] {
-        let truth = num(
-            cluster,
+        let truth = cluster.number(
             &db,
             &format!(
                 "SELECT count(*) FROM public.webhook_deliveries WHERE status = '{status}' \
@@ -172,8 +158,7 @@ fn webhook_rates_match_the_constructed_truth() {
     assert_eq!(failing.len(), 2, "{failing:?}");
     for sample in failing {
         let id = &sample.labels["webhook_id"];
-        let truth = num(
-            cluster,
+        let truth = cluster.number(
             &db,
             &format!(
                 "SELECT count(*) FROM public.webhook_deliveries WHERE webhook_id = {id} \
@@ -182,8 +167,7 @@ fn webhook_rates_match_the_constructed_truth() {
         );
         assert_eq!(sample.value, truth, "webhook {id}");
     }
-    let top = num(
-        cluster,
+    let top = cluster.number(
         &db,
         "SELECT webhook_id FROM public.webhook_deliveries \
         WHERE created_at > now() - interval '1 hour' AND status IN ('retrying', 'failed') \
@@ -219,40 +203,29 @@ fn a_slow_user_kpi_is_cut_by_the_timeout_and_the_others_keep_running() {
     let cluster = Cluster::shared();
     let db = cluster.create_database("slowkpi");
     let dir = TempDir::new("slowdefs");
-    std::fs::write(
-        dir.0.join("slow.toml"),
+    dir.write(
+        "slow.toml",
         "name = \"slow_report\"\ndescription = \"Takes 3 s, more than statement_timeout.\"\ninterval = \"1s\"\n\
          [[query]]\nsql = \"SELECT 1 AS n FROM pg_sleep(3)\"\n\
          [[metric]]\ncolumn = \"n\"\nname = \"app_slow_report\"\ntype = \"gauge\"\nhelp = \"Never arrives.\"\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.0.join("fast.toml"),
+    );
+    dir.write(
+        "fast.toml",
         "name = \"fast_kpi\"\ndescription = \"A quick one.\"\ninterval = \"1s\"\n\
          [[query]]\nsql = \"SELECT count(*) AS n FROM pg_stat_activity\"\n\
          [[metric]]\ncolumn = \"n\"\nname = \"app_fast_sessions\"\ntype = \"gauge\"\nhelp = \"Sessions.\"\n",
-    )
-    .unwrap();
+    );
     // Only the server probe besides the two: every collector shares the target's one
     // connection, so a slow statement delays the ones queued behind it (by at most
     // statement_timeout); with 25 collectors starting at once that delay could add up past the
     // client-side timeouts and muddle what this test looks at.
-    let others: String = pgkpi::collector::registry::load(&[])
-        .unwrap()
-        .iter()
-        .filter(|e| e.name != "server")
-        .map(|e| format!("[collectors.{}]\nenabled = false\n", e.name))
-        .collect();
-    let extra = format!(
-        "collector_paths = [\"{}\"]\n[session]\nstatement_timeout = \"1s\"\n{others}",
-        dir.0.display()
-    );
-    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), &extra));
+    let config = ExporterConfig::new(T, &cluster.dsn(&db))
+        .collector_paths(&[&dir.0])
+        .session("statement_timeout", "1s")
+        .only_builtin(&["server"]);
+    let exporter = Exporter::start(&config.build());
     let slow = [("target", T), ("collector", "slow_report")];
     let fast = [("target", T), ("collector", "fast_kpi")];
-    let runs = |m: &Metrics, labels: &[(&str, &str)]| {
-        m.value("pgkpi_collector_runs_total", labels).unwrap_or(0.0)
-    };
     let first = exporter.wait_for(Duration::from_secs(20), "two timed-out runs", |m| {
         m.value("pgkpi_collector_errors_total", &slow)
             .unwrap_or(0.0)
@@ -271,7 +244,7 @@ fn a_slow_user_kpi_is_cut_by_the_timeout_and_the_others_keep_running() {
     assert!(page.contains("statement timeout"), "{page}");
     // The other collectors keep running and succeeding meanwhile.
     let later = exporter.wait_for(Duration::from_secs(20), "others keep running", |m| {
-        runs(m, &fast) >= runs(&first, &fast) + 3.0
+        m.runs(T, "fast_kpi") >= first.runs(T, "fast_kpi") + 3.0
             && m.value("pgkpi_collector_errors_total", &slow)
                 .unwrap_or(0.0)
                 > first.value("pgkpi_collector_errors_total", &slow).unwrap()

@@ -7,15 +7,17 @@
 //!     data, except the panels listed in ALLOWED_EMPTY with the reason, and
 //! (b) every metric name a dashboard or rule references is one pgkpi defines and serves.
 
-mod support;
-
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::stack::{self, query, Service};
-use support::{Cluster, Exporter, KillOnDrop};
+use crate::support::library::defined_families;
+use crate::support::schema::{apply_migration, migration_files};
+use crate::support::stack::{self, query, Service};
+use crate::support::{
+    heavy_load, repo_files, repo_path, retry, rule_files, Cluster, Exporter, ExporterConfig,
+    KillOnDrop,
+};
 
 /// Expressions (by a fragment of their text) that legitimately return nothing on the demo
 /// stack, and why.
@@ -73,51 +75,22 @@ const ALLOWED_ABSENT: &[(&str, &str)] = &[
     ),
 ];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The demo database: baseline, small seed, every migration, seed again (fills new tables).
 fn demo_database(cluster: &Cluster) {
     cluster.psql("postgres", "CREATE DATABASE app");
-    let fixtures = root().join("fixtures");
+    let fixtures = repo_path("fixtures");
     cluster.psql_file("app", fixtures.join("baseline.sql"), &[]);
     cluster.psql_file("app", fixtures.join("seed.sql"), &[("scale", "0.1")]);
-    let mut migrations: Vec<PathBuf> = std::fs::read_dir(root().join("migrations"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    migrations.sort();
-    for migration in migrations {
-        cluster.psql_file("app", &migration, &[]);
+    for migration in migration_files() {
+        apply_migration(cluster, "app", &migration);
     }
     cluster.psql_file("app", fixtures.join("seed.sql"), &[("scale", "0.1")]);
-}
-
-fn rule_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("alerts"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yml") && !p.ends_with("alertmanager.yml"))
-        .collect();
-    files.sort();
-    files
 }
 
 /// Every panel expression of every dashboard, with its dashboard and panel title.
 fn dashboard_expressions() -> Vec<(String, String, String)> {
     let mut out = Vec::new();
-    let mut boards: Vec<PathBuf> = std::fs::read_dir(root().join("dashboards"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .collect();
-    boards.sort();
-    for board in boards {
+    for board in repo_files("dashboards", ".json") {
         let json: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&board).unwrap()).unwrap();
         for panel in json["panels"].as_array().unwrap() {
@@ -190,15 +163,15 @@ fn allowed<'a>(text: &str, list: &'a [(&str, &str)]) -> Option<&'a str> {
         .map(|(_, why)| *why)
 }
 
+/// Waits (polling Prometheus or Alertmanager every 500 ms) until `check` holds; returns how
+/// long that took.
 fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) -> Duration {
     let started = Instant::now();
-    while started.elapsed() < timeout {
-        if check() {
-            return started.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("waited {timeout:?} for {what}");
+    retry(timeout, Duration::from_millis(500), || {
+        check().then_some(()).ok_or(())
+    })
+    .unwrap_or_else(|()| panic!("waited {timeout:?} for {what}"));
+    started.elapsed()
 }
 
 fn firing(prometheus: &Service, alert: &str) -> bool {
@@ -219,6 +192,7 @@ fn in_alertmanager(alertmanager: &Service, alert: &str) -> bool {
 
 #[test]
 fn full_stack_dashboards_rules_and_lock_alert() {
+    let _one_heavy_test_at_a_time = heavy_load();
     let started = Instant::now();
     let cluster = Cluster::start();
     demo_database(&cluster);
@@ -239,12 +213,12 @@ fn full_stack_dashboards_rules_and_lock_alert() {
             .spawn()
             .unwrap(),
     );
-    let config = format!(
-        "{}\n[collectors.locks]\ninterval = \"2s\"\n[collectors.database_size]\ninterval = \"5s\"\n",
-        std::fs::read_to_string(root().join("examples/pgkpi-demo.toml")).unwrap()
-    );
-    let exporter = Exporter::start(&support::config_for("app", &cluster.dsn("app"), &config));
-    let alertmanager = stack::alertmanager(&root().join("alerts/alertmanager.yml"));
+    let config = ExporterConfig::new("app", &cluster.dsn("app"))
+        .raw(&std::fs::read_to_string(repo_path("examples/pgkpi-demo.toml")).unwrap())
+        .interval("locks", "2s")
+        .interval("database_size", "5s");
+    let exporter = Exporter::start(&config.build());
+    let alertmanager = stack::alertmanager(&repo_path("alerts/alertmanager.yml"));
     let prometheus = stack::prometheus(
         &exporter.address,
         &rule_files(),
@@ -315,16 +289,7 @@ fn full_stack_dashboards_rules_and_lock_alert() {
         .iter()
         .map(|s| s.name.clone())
         .collect();
-    let defined: BTreeSet<String> = pgkpi::collector::registry::load(&[])
-        .unwrap()
-        .iter()
-        .flat_map(|e| e.families.iter().map(|f| f.name.clone()))
-        .chain(
-            pgkpi::telemetry::Telemetry::describe()
-                .into_iter()
-                .map(|f| f.name),
-        )
-        .collect();
+    let defined = defined_families();
     let mut problems = Vec::new();
     let mut empty_allowed = Vec::new();
     let expressions = dashboard_expressions();

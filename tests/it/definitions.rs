@@ -1,11 +1,12 @@
 //! Declarative collectors against real servers: every built-in definition on PostgreSQL 15 and
 //! 17, values that follow what the database did, skips, and user-supplied definition files.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter, Metrics, TempDir};
+use crate::support::library::builtin_collectors;
+use crate::support::{
+    self, check_config, stderr, Cluster, Exporter, ExporterConfig, Metrics, TempDir,
+};
 
 /// Collectors expected to be skipped on a plain primary without standbys, and why.
 fn skipped_on_primary(major: u32) -> Vec<(&'static str, &'static str)> {
@@ -65,15 +66,6 @@ const FROM_16: &[&str] = &[
     "pg_stat_io_hits_total",
 ];
 
-/// Every definition collector at a 1s interval, so one test run sees them all.
-fn all_collectors_fast() -> String {
-    let entries = pgkpi::collector::registry::load(&[]).unwrap();
-    entries
-        .iter()
-        .map(|e| format!("[collectors.{}]\ninterval = \"1s\"\n", e.name))
-        .collect()
-}
-
 fn seed(cluster: &Cluster, db: &str) {
     cluster.psql(
         db,
@@ -90,34 +82,27 @@ fn seed(cluster: &Cluster, db: &str) {
 fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
     let db = cluster.create_database("matrix");
     seed(cluster, &db);
-    let exporter = Exporter::start(&config_for(
-        label,
-        &cluster.dsn(&db),
-        &all_collectors_fast(),
-    ));
-    let entries = pgkpi::collector::registry::load(&[]).unwrap();
+    // Every built-in collector at a 1s interval, so one test run sees them all.
+    let collectors = builtin_collectors();
+    let config = collectors.iter().fold(
+        ExporterConfig::new(label, &cluster.dsn(&db)),
+        |config, name| config.interval(name, "1s"),
+    );
+    let exporter = Exporter::start(&config.build());
     let m = exporter.wait_for(Duration::from_secs(20), "every collector ran twice", |m| {
-        entries.iter().all(|e| {
-            m.value(
-                "pgkpi_collector_runs_total",
-                &[("target", label), ("collector", &e.name)],
-            )
-            .unwrap_or(0.0)
-                >= 2.0
-        })
+        collectors.iter().all(|name| m.runs(label, name) >= 2.0)
     });
     let major: u32 = cluster
         .psql("postgres", "SHOW server_version_num")
         .parse::<u32>()
         .unwrap()
         / 10000;
-    for entry in &entries {
-        let labels = [("target", label), ("collector", entry.name.as_str())];
+    for name in &collectors {
+        let labels = [("target", label), ("collector", name.as_str())];
         assert_eq!(
             m.value("pgkpi_collector_errors_total", &labels),
             Some(0.0),
-            "collector {} failed on {label}; logs:\n{}",
-            entry.name,
+            "collector {name} failed on {label}; logs:\n{}",
             exporter.logs()
         );
         let skipped: Vec<_> = m
@@ -127,10 +112,10 @@ fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
             .collect();
         let expected: Vec<String> = skipped_on_primary(major)
             .iter()
-            .filter(|(name, _)| *name == entry.name)
+            .filter(|(skipped, _)| skipped == name)
             .map(|(_, reason)| reason.to_string())
             .collect();
-        assert_eq!(skipped, expected, "skip state of {} on {label}", entry.name);
+        assert_eq!(skipped, expected, "skip state of {name} on {label}");
     }
     let wanted = ALWAYS
         .iter()
@@ -146,13 +131,10 @@ fn check_every_collector(cluster: &Cluster, label: &str) -> Metrics {
         assert!(m.helps.contains_key(help_name), "{family} has no HELP");
     }
     // Units converted in one place: shared_buffers in bytes, checkpoint_timeout in seconds.
-    let shared_buffers: f64 = cluster
-        .psql(
-            "postgres",
-            "SELECT setting::float8 * 8192 FROM pg_settings WHERE name = 'shared_buffers'",
-        )
-        .parse()
-        .unwrap();
+    let shared_buffers = cluster.number(
+        "postgres",
+        "SELECT setting::float8 * 8192 FROM pg_settings WHERE name = 'shared_buffers'",
+    );
     assert_eq!(
         m.value(
             "pg_settings_bytes",
@@ -236,9 +218,10 @@ fn every_builtin_collector_runs_on_the_matrix() {
 fn values_follow_what_the_database_did() {
     let cluster = Cluster::shared();
     let db = cluster.create_database("values");
-    let extra =
-        "[collectors.database]\ninterval = \"1s\"\n[collectors.activity]\ninterval = \"1s\"\n";
-    let exporter = Exporter::start(&config_for("values", &cluster.dsn(&db), extra));
+    let config = ExporterConfig::new("values", &cluster.dsn(&db))
+        .interval("database", "1s")
+        .interval("activity", "1s");
+    let exporter = Exporter::start(&config.build());
     let commits = |m: &Metrics| {
         m.value(
             "pg_stat_database_xact_commit_total",
@@ -295,21 +278,18 @@ fn missing_extension_is_skipped_once_with_a_reason() {
     let cluster = Cluster::shared();
     let db = cluster.create_database("skip");
     let dir = TempDir::new("defs");
-    std::fs::write(
-        dir.0.join("trgm.toml"),
+    dir.write(
+        "trgm.toml",
         "name = \"trigram_usage\"\ndescription = \"Needs pg_trgm.\"\ninterval = \"1s\"\n\
          [requires]\nextension = \"pg_trgm\"\n\
          [[query]]\nsql = \"SELECT 1 AS one\"\n\
          [[metric]]\ncolumn = \"one\"\nname = \"app_trigram_one\"\ntype = \"gauge\"\nhelp = \"One.\"\n",
-    )
-    .unwrap();
-    let extra = format!("collector_paths = [\"{}\"]\n", dir.0.display());
-    let exporter = Exporter::start(&config_for("skip", &cluster.dsn(&db), &extra));
+    );
+    let config = ExporterConfig::new("skip", &cluster.dsn(&db)).collector_paths(&[&dir.0]);
+    let exporter = Exporter::start(&config.build());
     let labels = [("target", "skip"), ("collector", "trigram_usage")];
     let m = exporter.wait_for(Duration::from_secs(10), "three skipped runs", |m| {
-        m.value("pgkpi_collector_runs_total", &labels)
-            .unwrap_or(0.0)
-            >= 3.0
+        m.runs("skip", "trigram_usage") >= 3.0
     });
     assert_eq!(
         m.value(
@@ -357,8 +337,8 @@ fn user_definitions_add_metrics_with_caps() {
            now() - interval '1 hour' FROM generate_series(1, 40) g",
     );
     let dir = TempDir::new("defs");
-    std::fs::write(
-        dir.0.join("bookings.toml"),
+    dir.write(
+        "bookings.toml",
         r#"name = "bookings_overdue"
 description = "Bookings past their payment deadline and not expired, by status."
 interval = "1s"
@@ -377,10 +357,9 @@ name = "app_bookings_overdue"
 type = "gauge"
 help = "Bookings past the payment deadline that are not expired yet."
 "#,
-    )
-    .unwrap();
-    let extra = format!("collector_paths = [\"{}\"]\n", dir.0.display());
-    let exporter = Exporter::start(&config_for("user", &cluster.dsn(&db), &extra));
+    );
+    let config = ExporterConfig::new("user", &cluster.dsn(&db)).collector_paths(&[&dir.0]);
+    let exporter = Exporter::start(&config.build());
     let m = exporter.wait_for(Duration::from_secs(10), "user metric", |m| {
         !m.find("app_bookings_overdue", &[("target", "user")])
             .is_empty()
@@ -439,23 +418,16 @@ fn broken_definitions_fail_check_config_precisely() {
         ),
     ];
     for (file, text, expected) in cases {
-        let path = dir.0.join(file);
-        std::fs::write(&path, text).unwrap();
-        let config = dir.0.join(format!("{file}.pgkpi.toml"));
-        std::fs::write(
-            &config,
-            format!(
+        let path = dir.write(file, text);
+        let config = dir.write(
+            &format!("{file}.pgkpi.toml"),
+            &format!(
                 "collector_paths = [\"{}\"]\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
                 path.display()
             ),
-        )
-        .unwrap();
-        let out = std::process::Command::new(support::pgkpi_bin())
-            .args(["--config.file", config.to_str().unwrap(), "check-config"])
-            .env_remove("DATA_SOURCE_NAME")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        );
+        let out = check_config(&config);
+        let stderr = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{file}: {stderr}");
         assert!(
             stderr.contains(expected),

@@ -1,27 +1,31 @@
 //! The exporter against a real PostgreSQL: reachability, outages, readiness, scrape isolation,
 //! TLS and the HTTP surface.
-
-mod support;
+//!
+//! On the shared cluster every exporter has a target name and an application_name of its own,
+//! and looks for its sessions by that name. Stopping the server (outages, stale values) and
+//! freezing a backend (a stuck poll) happen on clusters of their own.
 
 use std::io::Read;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter};
+use crate::support::{self, retry, Cluster, Exporter, ExporterConfig, Frozen};
+
+/// The default configuration: one target, the server collector every second.
+fn config(target: &str, dsn: &str) -> String {
+    ExporterConfig::new(target, dsn).build()
+}
 
 #[test]
 fn exports_pg_up_and_server_version() {
     let cluster = Cluster::shared();
-    let exporter = Exporter::start(&config_for("main", &cluster.dsn("postgres"), ""));
+    let exporter = Exporter::start(&config("main", &cluster.dsn("postgres")));
     let m = exporter.wait_for(Duration::from_secs(10), "server collector values", |m| {
         m.value("pg_server_version_num", &[("target", "main")])
             .is_some()
     });
     assert_eq!(m.value("pg_up", &[("target", "main")]), Some(1.0));
-    let expected_num: f64 = cluster
-        .psql("postgres", "SHOW server_version_num")
-        .parse()
-        .unwrap();
+    let expected_num = cluster.number("postgres", "SHOW server_version_num");
     assert_eq!(
         m.value("pg_server_version_num", &[("target", "main")]),
         Some(expected_num)
@@ -70,21 +74,11 @@ fn exports_pg_up_and_server_version() {
 #[test]
 fn holds_one_connection_per_lane_with_application_name() {
     let cluster = Cluster::shared();
-    let exporter = Exporter::start(&config_for(
-        "single",
-        &cluster.dsn("postgres"),
-        "[session]\napplication_name = \"pgkpi-single\"\n",
-    ));
+    let config = ExporterConfig::new("single", &cluster.dsn("postgres"))
+        .session("application_name", "pgkpi-single");
+    let exporter = Exporter::start(&config.build());
     exporter.wait_for(Duration::from_secs(10), "first run", |m| {
-        m.value("pgkpi_collector_runs_total", &[("collector", "server")])
-            .unwrap_or(0.0)
-            >= 3.0
-            && m.value(
-                "pgkpi_collector_runs_total",
-                &[("collector", "activity_sampler")],
-            )
-            .unwrap_or(0.0)
-                >= 1.0
+        m.runs("single", "server") >= 3.0 && m.runs("single", "activity_sampler") >= 1.0
     });
     // One connection per lane: the main one and the activity sampler's (whose last query is
     // always the sampler's).
@@ -102,7 +96,7 @@ fn holds_one_connection_per_lane_with_application_name() {
 #[test]
 fn survives_an_outage_and_recovers_without_restart() {
     let cluster = Cluster::start();
-    let mut exporter = Exporter::start(&config_for("outage", &cluster.dsn("postgres"), ""));
+    let mut exporter = Exporter::start(&config("outage", &cluster.dsn("postgres")));
     exporter.wait_for(Duration::from_secs(10), "pg_up 1", |m| {
         m.value("pg_up", &[("target", "outage")]) == Some(1.0)
     });
@@ -152,10 +146,10 @@ fn survives_an_outage_and_recovers_without_restart() {
 #[test]
 fn stale_values_are_kept_for_a_bounded_window_then_dropped() {
     let cluster = Cluster::start();
-    let exporter = Exporter::start(&config_for("stale", &cluster.dsn("postgres"), "").replace(
-        "interval = \"1s\"\n",
-        "interval = \"1s\"\nstale_after = \"3s\"\n",
-    ));
+    let config = ExporterConfig::new("stale", &cluster.dsn("postgres"))
+        .interval("server", "1s")
+        .set("collectors.server", "stale_after", "3s");
+    let exporter = Exporter::start(&config.build());
     exporter.wait_for(Duration::from_secs(10), "values", |m| {
         m.value("pg_server_version_num", &[("target", "stale")])
             .is_some()
@@ -194,7 +188,7 @@ fn unreachable_target_at_start_serves_pg_up_0() {
     let closed_port = support::free_port();
     let dsn =
         format!("host=127.0.0.1 port={closed_port} user=postgres dbname=postgres sslmode=disable");
-    let mut exporter = Exporter::start(&config_for("nowhere", &dsn, ""));
+    let mut exporter = Exporter::start(&config("nowhere", &dsn));
     let m = exporter.wait_for(Duration::from_secs(5), "connection attempts", |m| {
         m.value(
             "pgkpi_target_connection_errors_total",
@@ -237,11 +231,8 @@ fn readyz_flips_after_the_first_poll() {
         std::thread::sleep(Duration::from_secs(8));
     });
     let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=disable");
-    let exporter = Exporter::start(&config_for(
-        "silent",
-        &dsn,
-        "[session]\nconnect_timeout = \"2s\"\n",
-    ));
+    let config = ExporterConfig::new("silent", &dsn).session("connect_timeout", "2s");
+    let exporter = Exporter::start(&config.build());
     let before = exporter.get("/readyz");
     assert_eq!(
         before.status,
@@ -253,14 +244,15 @@ fn readyz_flips_after_the_first_poll() {
     assert_eq!(body["ready"], false);
     assert_eq!(body["targets"]["silent"]["attempted"], false);
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let response = exporter.get("/readyz");
-        if response.status == 200 || Instant::now() > deadline {
-            break response;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let (Ok(after) | Err(after)) =
+        retry(Duration::from_secs(10), Duration::from_millis(100), || {
+            let response = exporter.get("/readyz");
+            if response.status == 200 {
+                Ok(response)
+            } else {
+                Err(response)
+            }
+        });
     assert_eq!(after.status, 200, "{}", after.text());
     let body: serde_json::Value = serde_json::from_slice(&after.body).unwrap();
     assert_eq!(body["targets"]["silent"]["up"], false);
@@ -280,14 +272,14 @@ fn readyz_flips_after_the_first_poll() {
 
 #[test]
 fn scrape_returns_at_once_while_the_poll_is_stuck() {
-    let cluster = Cluster::shared();
-    let exporter = Exporter::start(&config_for(
-        "slow",
-        &cluster.dsn("postgres"),
+    // Private cluster: the frozen backend may hold shared-memory locks others would wait on.
+    let cluster = Cluster::start();
+    let config = ExporterConfig::new("slow", &cluster.dsn("postgres"))
+        .session("application_name", "pgkpi-slow")
+        .session("statement_timeout", "1s")
         // Without the sampler's second connection, the one pgkpi-slow backend is the main one.
-        "[session]\napplication_name = \"pgkpi-slow\"\nstatement_timeout = \"1s\"\n\
-         [collectors.activity_sampler]\nenabled = false\n",
-    ));
+        .disable("activity_sampler");
+    let exporter = Exporter::start(&config.build());
     exporter.wait_for(Duration::from_secs(10), "values", |m| {
         m.value("pg_server_version_num", &[("target", "slow")])
             .is_some()
@@ -300,8 +292,7 @@ fn scrape_returns_at_once_while_the_poll_is_stuck() {
         )
         .parse()
         .unwrap();
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
-    let frozen = scopeguard(pid);
+    let frozen = Frozen::stop(pid);
     std::thread::sleep(Duration::from_millis(1200)); // a poll is now in flight and stuck
     let mut slowest = Duration::ZERO;
     for _ in 0..20 {
@@ -326,12 +317,7 @@ fn scrape_returns_at_once_while_the_poll_is_stuck() {
         )
         .unwrap_or(0.0)
             >= 1.0
-            && m.value(
-                "pgkpi_collector_runs_total",
-                &[("target", "slow"), ("collector", "server")],
-            )
-            .unwrap_or(0.0)
-                >= 2.0
+            && m.runs("slow", "server") >= 2.0
     });
     let ready: serde_json::Value = serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
     let error = ready["targets"]["slow"]["collectors"]["server"]["last_error"].clone();
@@ -351,28 +337,14 @@ fn scrape_returns_at_once_while_the_poll_is_stuck() {
     );
 }
 
-/// Resumes a SIGSTOPped backend when dropped, even if the test fails.
-struct Frozen(i32);
-
-fn scopeguard(pid: i32) -> Frozen {
-    Frozen(pid)
-}
-
-impl Drop for Frozen {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
 fn tls_config(name: &str, cluster: &Cluster, host: &str, params: &str) -> String {
-    config_for(
-        name,
-        &format!(
-            "host={host} port={} user=postgres dbname=postgres {params}",
-            cluster.port
-        ),
-        &format!("[session]\napplication_name = \"pgkpi-{name}\"\n"),
-    )
+    let dsn = format!(
+        "host={host} port={} user=postgres dbname=postgres {params}",
+        cluster.port
+    );
+    ExporterConfig::new(name, &dsn)
+        .session("application_name", format!("pgkpi-{name}"))
+        .build()
 }
 
 fn ssl_in_use(cluster: &Cluster, application: &str) -> String {
@@ -432,19 +404,20 @@ fn tls_modes_follow_libpq_semantics() {
         });
         assert_eq!(m.value("pg_up", &[("target", name)]), Some(0.0));
         // The status page is updated just after the counter: give it a moment.
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        let error = loop {
-            let ready: serde_json::Value =
-                serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
-            let error = ready["targets"][name]["last_error"]
-                .as_str()
-                .unwrap_or("")
-                .to_lowercase();
-            if !error.is_empty() || std::time::Instant::now() > deadline {
-                break error;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
+        let (Ok(error) | Err(error)) =
+            retry(Duration::from_secs(5), Duration::from_millis(50), || {
+                let ready: serde_json::Value =
+                    serde_json::from_slice(&exporter.get("/readyz").body).unwrap();
+                let error = ready["targets"][name]["last_error"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_lowercase();
+                if error.is_empty() {
+                    Err(error)
+                } else {
+                    Ok(error)
+                }
+            });
         assert!(
             error.contains(expect),
             "{name}: expected '{expect}' in: {error}"
@@ -469,7 +442,7 @@ fn tls_modes_follow_libpq_semantics() {
 #[test]
 fn metrics_are_gzipped_on_request_and_other_paths_behave() {
     let cluster = Cluster::shared();
-    let exporter = Exporter::start(&config_for("http", &cluster.dsn("postgres"), ""));
+    let exporter = Exporter::start(&config("http", &cluster.dsn("postgres")));
     exporter.wait_for(Duration::from_secs(10), "values", |m| {
         m.value("pg_server_version_num", &[("target", "http")])
             .is_some()
@@ -513,7 +486,7 @@ fn metrics_are_gzipped_on_request_and_other_paths_behave() {
 #[test]
 fn sigterm_shuts_down_cleanly() {
     let cluster = Cluster::shared();
-    let exporter = Exporter::start(&config_for("term", &cluster.dsn("postgres"), ""));
+    let exporter = Exporter::start(&config("term", &cluster.dsn("postgres")));
     exporter.wait_for(Duration::from_secs(10), "up", |m| {
         m.value("pg_up", &[("target", "term")]) == Some(1.0)
     });
@@ -530,16 +503,14 @@ fn web_config_file_serves_tls_behind_basic_auth() {
     let dir = support::TempDir::new("webcfg");
     let ca = support::make_certificates(&dir.0);
     let hash = bcrypt::hash("scrape-secret", 4).unwrap();
-    std::fs::write(
-        dir.0.join("web.yml"),
-        format!(
+    dir.write(
+        "web.yml",
+        &format!(
             "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n\
              basic_auth_users:\n  prometheus: '{hash}'\n"
         ),
-    )
-    .unwrap();
-    let config = dir.0.join("pgkpi.toml");
-    std::fs::write(&config, config_for("web", &cluster.dsn("postgres"), "")).unwrap();
+    );
+    let config = dir.write("pgkpi.toml", &config("web", &cluster.dsn("postgres")));
     let port = support::free_port();
     let child = std::process::Command::new(support::pgkpi_bin())
         .arg("--config.file")
@@ -570,18 +541,15 @@ fn web_config_file_serves_tls_behind_basic_auth() {
     let curl = |url: &str, extra: &[&str]| curl_with(&ca, url, extra);
     let https = format!("https://localhost:{port}/metrics");
     let user = ["-u", "prometheus:scrape-secret"];
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let body = loop {
+    let body = retry(Duration::from_secs(15), Duration::from_millis(200), || {
         let (code, body) = curl(&https, &user);
         if code == "200" && body.contains("pg_up{target=\"web\"} 1") {
-            break body;
+            Ok(body)
+        } else {
+            Err((code, body))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no pg_up 1 over https: {code}\n{body}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    })
+    .unwrap_or_else(|(code, body)| panic!("no pg_up 1 over https: {code}\n{body}"));
     assert!(body.contains("pgkpi_build_info"));
     // Every path is protected, the health check too; the challenge names the scheme.
     for path in ["/metrics", "/healthz", "/readyz", "/"] {
@@ -609,13 +577,14 @@ fn web_config_file_serves_tls_behind_basic_auth() {
     for file in ["server.key", "server.crt"] {
         std::fs::copy(renewed.0.join(file), dir.0.join(file)).unwrap();
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while curl_with(&new_ca, &https, &user).0 != "200" {
-        assert!(
-            Instant::now() < deadline,
-            "the renewed certificate is not served"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    retry(
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || match curl_with(&new_ca, &https, &user).0.as_str() {
+            "200" => Ok(()),
+            _ => Err(()),
+        },
+    )
+    .unwrap_or_else(|()| panic!("the renewed certificate is not served"));
     assert_ne!(curl(&https, &user).0, "200", "the old CA still verifies");
 }

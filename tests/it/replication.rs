@@ -2,16 +2,19 @@
 //! and its lag, an idle slot retaining WAL; the standby reports recovery and replay lag, and the
 //! primary-only collector is skipped there by design.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter};
+use crate::support::{Cluster, Exporter, ExporterConfig};
 
-const FAST: &str = "[collectors.replication]\ninterval = \"1s\"\n\
-                    [collectors.replication_slots]\ninterval = \"1s\"\n\
-                    [collectors.recovery]\ninterval = \"1s\"\n\
-                    [collectors.wal]\ninterval = \"1s\"\n";
+/// The replication collectors every second.
+fn config(target: &str, dsn: &str) -> String {
+    ["replication", "replication_slots", "recovery", "wal"]
+        .iter()
+        .fold(ExporterConfig::new(target, dsn), |config, collector| {
+            config.interval(collector, "1s")
+        })
+        .build()
+}
 
 #[test]
 fn primary_and_standby_report_replication() {
@@ -22,8 +25,8 @@ fn primary_and_standby_report_replication() {
         "SELECT pg_create_physical_replication_slot('idle_slot', true); \
          CREATE TABLE r AS SELECT g AS id FROM generate_series(1, 50000) g",
     );
-    let on_primary = Exporter::start(&config_for("primary", &primary.dsn("postgres"), FAST));
-    let on_standby = Exporter::start(&config_for("standby", &standby.dsn("postgres"), FAST));
+    let on_primary = Exporter::start(&config("primary", &primary.dsn("postgres")));
+    let on_standby = Exporter::start(&config("standby", &standby.dsn("postgres")));
 
     // The primary sees its standby streaming, with a lag in bytes matching pg_stat_replication.
     let standby_labels = [
@@ -59,14 +62,11 @@ fn primary_and_standby_report_replication() {
     let retained = m
         .value("pg_replication_slot_retained_wal_bytes", &slot)
         .unwrap();
-    let expected: f64 = primary
-        .psql(
-            "postgres",
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots \
-             WHERE slot_name = 'idle_slot'",
-        )
-        .parse()
-        .unwrap();
+    let expected = primary.number(
+        "postgres",
+        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn) FROM pg_replication_slots \
+         WHERE slot_name = 'idle_slot'",
+    );
     assert!(
         retained > 1_000_000.0 && retained <= expected,
         "retained {retained}, now {expected}"

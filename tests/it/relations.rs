@@ -1,57 +1,29 @@
 //! Tables, indexes and partitions against real PostgreSQL, on the schema the migrations
 //! create: unused, invalid and duplicate indexes, partition coverage and the DEFAULT
-//! partition, the maintenance function moving coverage, and the series caps.
+//! partition, the maintenance function moving coverage, and the series caps. Each test works in
+//! a database of its own on the shared cluster (the statistics reset is the database's own).
 
-mod support;
-
-use std::path::Path;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support::schema::app_database;
+use crate::support::{Cluster, Exporter, ExporterConfig, Metrics};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A database of the test's own with fixtures/baseline.sql and every migration applied.
-/// Serialized: 001 creates the cluster-wide role pgkpi, which parallel runs would race on.
-fn app_database(cluster: &Cluster, prefix: &str) -> String {
-    static MIGRATING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = MIGRATING.lock().unwrap_or_else(|e| e.into_inner());
-    let db = cluster.create_database(prefix);
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    cluster.psql_file(&db, root.join("fixtures/baseline.sql"), &[]);
-    let mut migrations: Vec<_> = std::fs::read_dir(root.join("migrations"))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    migrations.sort();
-    assert!(migrations.len() >= 8, "migrations/ holds {migrations:?}");
-    for file in migrations {
-        cluster.psql_file(&db, file, &[]);
-    }
-    db
-}
-
-/// Every relations collector at 1s, plus `extra`.
-fn config(target: &str, dsn: &str, extra: &str) -> String {
-    config_for(
-        target,
-        dsn,
-        &format!(
-            "[collectors.relation_stats]\ninterval = \"1s\"\n\
-             [collectors.relation_sizes]\ninterval = \"1s\"\n\
-             [collectors.index_health]\ninterval = \"1s\"\n\
-             [collectors.partitions]\ninterval = \"1s\"\n{extra}"
-        ),
-    )
-}
-
-fn f64_of(cluster: &Cluster, db: &str, sql: &str) -> f64 {
-    let out = cluster.psql(db, sql);
-    out.parse()
-        .unwrap_or_else(|e| panic!("{sql} returned {out:?}: {e}"))
+/// Every relations collector at 1s, plus `[relations]` settings (TOML).
+fn config(target: &str, dsn: &str, relations: &str) -> String {
+    [
+        "relation_stats",
+        "relation_sizes",
+        "index_health",
+        "partitions",
+    ]
+    .iter()
+    .fold(ExporterConfig::new(target, dsn), |config, collector| {
+        config.interval(collector, "1s")
+    })
+    .raw(relations)
+    .build()
 }
 
 fn listed<'a>(m: &'a Metrics, family: &str, target: &str) -> Vec<&'a str> {
@@ -75,11 +47,7 @@ fn unused_index_appears_after_a_stats_reset_and_leaves_once_used() {
     let m = exporter.wait_for(WAIT, "the new index listed as unused", |m| {
         listed(m, "pg_index_unused_size_bytes", "unused").contains(&"bookings_probe_idx")
     });
-    let size = f64_of(
-        cluster,
-        &db,
-        "SELECT pg_relation_size('core.bookings_probe_idx')",
-    );
+    let size = cluster.number(&db, "SELECT pg_relation_size('core.bookings_probe_idx')");
     assert_eq!(
         m.value(
             "pg_index_unused_size_bytes",
@@ -120,8 +88,7 @@ fn unused_index_appears_after_a_stats_reset_and_leaves_once_used() {
     let age = m
         .value("pg_index_usage_stats_age_seconds", &[("target", "unused")])
         .unwrap();
-    let since_reset = f64_of(
-        cluster,
+    let since_reset = cluster.number(
         &db,
         "SELECT extract(epoch FROM now() - stats_reset) FROM pg_stat_database \
          WHERE datname = current_database()",
@@ -137,8 +104,7 @@ fn unused_index_appears_after_a_stats_reset_and_leaves_once_used() {
         "SET enable_seqscan = off; SET enable_bitmapscan = off; \
          SELECT count(*) FROM core.bookings WHERE created_at > now() - interval '1 day'",
     );
-    let scans = f64_of(
-        cluster,
+    let scans = cluster.number(
         &db,
         "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'bookings_probe_idx'",
     );
@@ -183,8 +149,7 @@ async fn invalid_and_duplicate_indexes_are_reported() {
         Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
         "{error}"
     );
-    let invalid_count = f64_of(
-        cluster,
+    let invalid_count = cluster.number(
         &db,
         "SELECT count(*) FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -245,8 +210,7 @@ async fn invalid_and_duplicate_indexes_are_reported() {
         m.value("pg_index_duplicate_indexes", &[("target", "invalid")]),
         Some(duplicates.len() as f64)
     );
-    let size = f64_of(
-        cluster,
+    let size = cluster.number(
         &db,
         "SELECT pg_relation_size('core.relations_probe_code_again_idx')",
     );
@@ -264,8 +228,7 @@ async fn invalid_and_duplicate_indexes_are_reported() {
 
 /// Seconds from now to the start of the UTC month `months` after the current one.
 fn seconds_to_month_start(cluster: &Cluster, db: &str, months: i32) -> f64 {
-    f64_of(
-        cluster,
+    cluster.number(
         db,
         &format!(
             "SELECT extract(epoch FROM (date_trunc('month', now() AT TIME ZONE 'UTC') \
@@ -294,8 +257,7 @@ fn partition_coverage_default_rows_and_the_maintenance_function() {
            END LOOP; END $$",
     );
     let parts = |cluster: &Cluster| {
-        f64_of(
-            cluster,
+        cluster.number(
             &db,
             "SELECT count(*) FROM pg_inherits WHERE inhparent = 'core.analytics_events'::regclass",
         )
@@ -338,8 +300,7 @@ fn partition_coverage_default_rows_and_the_maintenance_function() {
         m.value("pg_partitioned_table_default_rows", &table) == Some(25.0)
     });
     assert_eq!(m.value("pg_partitioned_table_rows", &table), Some(25.0));
-    let default_size = f64_of(
-        cluster,
+    let default_size = cluster.number(
         &db,
         "SELECT pg_total_relation_size('core.analytics_events_default')",
     );
@@ -367,8 +328,7 @@ fn partition_coverage_default_rows_and_the_maintenance_function() {
     );
     // Sizes roll up to the root: the partitioned table, and the table series of relation_sizes
     // (partitions are not exported one by one by default).
-    let tree_size = f64_of(
-        cluster,
+    let tree_size = cluster.number(
         &db,
         "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree('core.analytics_events')",
     );
@@ -399,8 +359,7 @@ fn partition_children_are_exported_when_configured() {
         m.value("pg_table_size_bytes", &default).is_some()
             && m.value("pg_table_seq_scans_total", &default).is_some()
     });
-    let size = f64_of(
-        cluster,
+    let size = cluster.number(
         &db,
         "SELECT pg_total_relation_size('core.analytics_events_default')",
     );
@@ -418,15 +377,13 @@ fn series_caps_keep_the_cap_and_count_the_rest() {
     let cluster = Cluster::shared();
     let db = app_database(cluster, "caps");
     // As pgkpi counts them: partitions (and their indexes) rolled up into their root.
-    let indexes = f64_of(
-        cluster,
+    let indexes = cluster.number(
         &db,
         "SELECT count(DISTINCT coalesce(CASE WHEN c.relispartition \
            THEN pg_partition_root(s.indexrelid) END, s.indexrelid)) \
          FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid",
     );
-    let tables = f64_of(
-        cluster,
+    let tables = cluster.number(
         &db,
         "SELECT count(DISTINCT coalesce(CASE WHEN c.relispartition \
            THEN pg_partition_root(s.relid) END, s.relid)) \
@@ -477,8 +434,7 @@ fn series_caps_keep_the_cap_and_count_the_rest() {
         .iter()
         .map(|s| s.value)
         .sum();
-    let expected = f64_of(
-        cluster,
+    let expected = cluster.number(
         &db,
         "SELECT sum(pg_relation_size(indexrelid)) FROM pg_stat_user_indexes",
     );
@@ -533,8 +489,7 @@ fn other_counters_do_not_step_down_when_the_largest_table_changes() {
     let m = exporter.wait_for(WAIT, "t_hot kept, t_big in (other)", |m| {
         scans(m, "t_hot").is_some() && scans(m, "t_big").is_none()
     });
-    let plain_sum = f64_of(
-        cluster,
+    let plain_sum = cluster.number(
         &db,
         "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 't_big'",
     );

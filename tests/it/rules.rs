@@ -3,33 +3,12 @@
 //! a summary, a description and a runbook section that exists).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn files(dir: &str, suffix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(root().join(dir))
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    found.sort();
-    found
-}
-
-/// Rule files: alerts/*.yml except the Alertmanager configuration.
-fn rule_files() -> Vec<PathBuf> {
-    files("alerts", ".yml")
-        .into_iter()
-        .filter(|p| p.file_name().unwrap() != "alertmanager.yml")
-        .collect()
-}
+use crate::support::{repo_files, repo_path, rule_files, run_ok};
 
 fn tool(name: &str) -> Command {
     let found = Command::new(name).arg("--version").output().is_ok();
@@ -39,17 +18,6 @@ fn tool(name: &str) -> Command {
          Debian's prometheus and prometheus-alertmanager"
     );
     Command::new(name)
-}
-
-fn run_ok(mut cmd: Command, what: &str) -> String {
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what} failed:\n{text}");
-    text
 }
 
 fn load(path: &Path) -> Yaml {
@@ -87,12 +55,12 @@ fn promtool_checks_every_rule_file() {
 
 #[test]
 fn promtool_unit_tests_pass() {
-    let tests = files("alerts/tests", "_test.yml");
+    let tests = repo_files("alerts/tests", "_test.yml");
     assert!(!tests.is_empty());
     let mut cmd = tool("promtool");
     cmd.args(["test", "rules"])
         .args(&tests)
-        .current_dir(root().join("alerts/tests"));
+        .current_dir(repo_path("alerts/tests"));
     let out = run_ok(cmd, "promtool test rules");
     assert!(!out.contains("FAILED"), "{out}");
 }
@@ -101,7 +69,7 @@ fn promtool_unit_tests_pass() {
 fn every_alert_has_a_firing_and_a_quiet_test_case() {
     let mut firing = BTreeSet::new();
     let mut quiet = BTreeSet::new();
-    for file in files("alerts/tests", "_test.yml") {
+    for file in repo_files("alerts/tests", "_test.yml") {
         for test in load(&file)["tests"].as_vec().unwrap() {
             for case in test["alert_rule_test"].as_vec().into_iter().flatten() {
                 let name = case["alertname"].as_str().unwrap().to_string();
@@ -130,7 +98,7 @@ fn every_alert_has_a_firing_and_a_quiet_test_case() {
 
 #[test]
 fn every_alert_is_documented_and_routed() {
-    let runbooks = std::fs::read_to_string(root().join("docs/runbooks.md")).unwrap();
+    let runbooks = std::fs::read_to_string(repo_path("docs/runbooks.md")).unwrap();
     let anchors: BTreeSet<String> = runbooks
         .lines()
         .filter_map(|l| l.strip_prefix("## "))
@@ -166,10 +134,10 @@ fn every_alert_is_documented_and_routed() {
 fn alertmanager_config_is_valid_and_routes_both_severities() {
     let mut cmd = tool("amtool");
     cmd.args(["check-config"])
-        .arg(root().join("alerts/alertmanager.yml"));
+        .arg(repo_path("alerts/alertmanager.yml"));
     let out = run_ok(cmd, "amtool check-config");
     assert!(out.contains("SUCCESS"), "{out}");
-    let config = load(&root().join("alerts/alertmanager.yml"));
+    let config = load(&repo_path("alerts/alertmanager.yml"));
     let routes: Vec<String> = config["route"]["routes"]
         .as_vec()
         .unwrap()

@@ -2,14 +2,15 @@
 //! client-measured truth, resets between polls, workload rules, the top-N bound and the cost of
 //! reading query texts.
 //!
-//! Tests that reset pg_stat_statements, or that need to know every statement the server runs,
-//! use a private cluster: pg_stat_statements is shared by all databases of a cluster.
-
-mod support;
+//! Tests that reset pg_stat_statements, change its settings, restart the server, or need to
+//! know every statement the server runs, use a private cluster: pg_stat_statements is shared
+//! by all databases of a cluster. The others work in a database of their own on the shared
+//! cluster and read only that database's statements (by datname or dbid).
 
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support::{retry, retry_async, Cluster, Exporter, ExporterConfig, Metrics};
+use tokio_postgres::Client;
 
 /// A database with pg_stat_statements created in it.
 fn database(cluster: &Cluster, prefix: &str) -> String {
@@ -18,21 +19,22 @@ fn database(cluster: &Cluster, prefix: &str) -> String {
     db
 }
 
-/// Runs of the statements collector so far.
-fn runs(m: &Metrics, target: &str) -> f64 {
-    m.value(
-        "pgkpi_collector_runs_total",
-        &[("target", target), ("collector", "statements")],
-    )
-    .unwrap_or(0.0)
+/// The statements collector every second, plus `[statements]` settings (TOML).
+fn config(target: &str, dsn: &str, statements: &str) -> String {
+    ExporterConfig::new(target, dsn)
+        .interval("statements", "1s")
+        .raw(statements)
+        .build()
 }
 
 /// Waits until the statements collector has run `more` more times.
 fn wait_runs(exporter: &Exporter, target: &str, more: f64) -> Metrics {
-    let start = runs(&exporter.metrics(), target);
-    exporter.wait_for(Duration::from_secs(30), "statements runs", |m| {
-        runs(m, target) >= start + more
-    })
+    exporter.wait_more_runs(target, "statements", more)
+}
+
+/// Runs a statement returning one row.
+async fn one_row(client: &Client, sql: &str) {
+    client.query_one(sql, &[]).await.unwrap();
 }
 
 /// `_count` of the latency histogram of (datname, workload).
@@ -110,7 +112,7 @@ fn own_calls(cluster: &Cluster, db: &str, marker: &str) -> i64 {
 /// The issue's accuracy test: one statement shape whose latency follows a known mix (90 % at
 /// 2 ms, 10 % at 40 ms), one fast shape; quantiles from the exported buckets (PromQL's
 /// interpolation) against the client-measured truth, for each estimator. Prints the table that
-/// docs/statements.md quotes (`cargo test --test statements latency -- --nocapture`).
+/// docs/statements.md quotes (`cargo test --test it -- statements::latency --nocapture`).
 #[tokio::test(flavor = "multi_thread")]
 async fn latency_quantiles_match_client_measured_truth() {
     let cluster = Cluster::shared();
@@ -125,13 +127,12 @@ async fn latency_quantiles_match_client_measured_truth() {
     let exporters: Vec<Exporter> = estimators
         .iter()
         .map(|estimator| {
-            let extra = format!(
-                "[collectors.statements]\ninterval = \"1s\"\n\n\
-                 [statements]\nestimator = \"{estimator}\"\n\n\
+            let statements = format!(
+                "[statements]\nestimator = \"{estimator}\"\n\n\
                  [[statements.workloads]]\nname = \"sleepy\"\nquery = 'pg_sleep'\n\n\
                  [[statements.workloads]]\nname = \"fast\"\nquery = 'fast_lookup'\n"
             );
-            Exporter::start(&config_for(estimator, &cluster.dsn(&db), &extra))
+            Exporter::start(&config(estimator, &cluster.dsn(&db), &statements))
         })
         .collect();
     for (exporter, estimator) in exporters.iter().zip(estimators) {
@@ -287,19 +288,15 @@ async fn reset_between_polls_never_goes_backwards() {
     let cluster = Cluster::start();
     let db = database(&cluster, "stmt_reset");
     cluster.psql(&db, "CREATE TABLE reset_t (id int)");
-    let extra = "[collectors.statements]\ninterval = \"1s\"\n\n\
-                 [[statements.workloads]]\nname = \"resetw\"\nquery = 'reset_t'\n";
-    let exporter = Exporter::start(&config_for("reset", &cluster.dsn(&db), extra));
+    let statements = "[[statements.workloads]]\nname = \"resetw\"\nquery = 'reset_t'\n";
+    let exporter = Exporter::start(&config("reset", &cluster.dsn(&db), statements));
     wait_runs(&exporter, "reset", 1.0);
     let client = cluster.client(&db).await;
     let run = |n: usize| {
         let client = &client;
         async move {
             for _ in 0..n {
-                client
-                    .query_one("SELECT count(*) FROM reset_t", &[])
-                    .await
-                    .unwrap();
+                one_row(client, "SELECT count(*) FROM reset_t").await;
             }
         }
     };
@@ -307,8 +304,7 @@ async fn reset_between_polls_never_goes_backwards() {
     let watch = |expected: f64, what: &str| {
         let mut last_count = 0.0;
         let mut last_all = 0.0;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        retry(Duration::from_secs(20), Duration::from_millis(100), || {
             let m = exporter.metrics();
             let count = hist_count(&m, "reset", &db, "resetw");
             let all = m
@@ -329,15 +325,17 @@ async fn reset_between_polls_never_goes_backwards() {
             last_count = count;
             last_all = all;
             if count == expected {
-                return m;
+                Ok(m)
+            } else {
+                Err(count)
             }
-            assert!(
-                Instant::now() < deadline,
+        })
+        .unwrap_or_else(|count| {
+            panic!(
                 "{what}: waited for {expected}, have {count}\n{}",
                 exporter.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            )
+        })
     };
     run(30).await;
     let before = watch(30.0, "before the reset");
@@ -347,10 +345,7 @@ async fn reset_between_polls_never_goes_backwards() {
     );
     // After the reset the entry holds 45 calls, more than the 30 seen before: a naive
     // subtraction would count 15 instead of 45.
-    client
-        .query_one("SELECT pg_stat_statements_reset()", &[])
-        .await
-        .unwrap();
+    one_row(&client, "SELECT pg_stat_statements_reset()").await;
     run(45).await;
     let after = watch(75.0, "across the reset");
     assert_ne!(
@@ -399,10 +394,7 @@ async fn reset_between_polls_never_goes_backwards() {
     wait_runs(&exporter, "reset", 1.0);
     let client = cluster.client(&db).await;
     for _ in 0..10 {
-        client
-            .query_one("SELECT count(*) FROM reset_t", &[])
-            .await
-            .unwrap();
+        one_row(&client, "SELECT count(*) FROM reset_t").await;
     }
     watch(100.0, "after a restart");
 }
@@ -425,40 +417,32 @@ async fn workload_labels_follow_the_rules() {
     let pinned: i64 = cluster
         .psql(
             &db,
-            "SELECT queryid FROM pg_stat_statements WHERE query LIKE '%id > $1%'",
+            // This database's statement only: other tests share the cluster.
+            "SELECT queryid FROM pg_stat_statements WHERE query LIKE '%id > $1%' \
+             AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
         )
         .parse()
         .unwrap();
-    let extra = format!(
-        "[collectors.statements]\ninterval = \"1s\"\n\n\
-         [[statements.workloads]]\nname = \"pinned\"\nqueryids = [{pinned}]\n\n\
+    let statements = format!(
+        "[[statements.workloads]]\nname = \"pinned\"\nqueryids = [{pinned}]\n\n\
          [[statements.workloads]]\nname = \"chat\"\nquery = 'chat\\.(messages|conversations)'\n\n\
          [[statements.workloads]]\nname = \"notifications\"\nquery = '(?i)NOTIFICATION_QUEUE'\n"
     );
-    let exporter = Exporter::start(&config_for("rules", &cluster.dsn(&db), &extra));
+    let exporter = Exporter::start(&config("rules", &cluster.dsn(&db), &statements));
     wait_runs(&exporter, "rules", 1.0);
     for _ in 0..3 {
-        client
-            .query_one("SELECT count(*) FROM chat.messages", &[])
-            .await
-            .unwrap();
+        one_row(&client, "SELECT count(*) FROM chat.messages").await;
         client.query_one(pinned_sql, &[]).await.unwrap();
     }
     for _ in 0..2 {
-        client
-            .query_one("SELECT count(*) FROM chat.conversations", &[])
-            .await
-            .unwrap();
+        one_row(&client, "SELECT count(*) FROM chat.conversations").await;
     }
     for _ in 0..4 {
         client
             .execute("UPDATE core.notification_queue SET id = id + 1", &[])
             .await
             .unwrap();
-        client
-            .query_one("SELECT count(*) FROM plain", &[])
-            .await
-            .unwrap();
+        one_row(&client, "SELECT count(*) FROM plain").await;
     }
     let m = exporter.wait_for(Duration::from_secs(20), "all workloads", |m| {
         hist_count(m, "rules", &db, "chat") >= 5.0
@@ -493,9 +477,8 @@ async fn top_statements_are_bounded_with_the_rest_counted() {
         ));
     }
     cluster.psql(&db, &ddl);
-    let extra = "[collectors.statements]\ninterval = \"1s\"\n\n\
-                 [statements]\ntop_n = 3\nquery_text = true\nquery_text_max_length = 40\n";
-    let exporter = Exporter::start(&config_for("top", &cluster.dsn(&db), extra));
+    let statements = "[statements]\ntop_n = 3\nquery_text = true\nquery_text_max_length = 40\n";
+    let exporter = Exporter::start(&config("top", &cluster.dsn(&db), statements));
     wait_runs(&exporter, "top", 1.0);
     let client = cluster.client(&db).await;
     let slow_ids: Vec<String> = {
@@ -537,15 +520,21 @@ async fn top_statements_are_bounded_with_the_rest_counted() {
                 .await
                 .unwrap();
         }
-        let deadline = Instant::now() + Duration::from_millis(2500);
-        while Instant::now() < deadline && found.is_none() {
-            let m = exporter.metrics();
-            assert!(top_ids(&m).len() <= 3, "top_n = 3 exceeded:\n{}", m.text);
-            if top_ids(&m) == slow_ids {
-                found = Some(m);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        found = retry_async(
+            Duration::from_millis(2500),
+            Duration::from_millis(100),
+            || async {
+                let m = exporter.metrics();
+                assert!(top_ids(&m).len() <= 3, "top_n = 3 exceeded:\n{}", m.text);
+                if top_ids(&m) == slow_ids {
+                    Ok(m)
+                } else {
+                    Err(())
+                }
+            },
+        )
+        .await
+        .ok();
         if found.is_some() {
             break;
         }
@@ -588,10 +577,7 @@ async fn top_statements_are_bounded_with_the_rest_counted() {
     assert!(top.len() <= 3, "{doc}");
     assert!(view["entries"].as_f64().unwrap() >= 8.0, "{doc}");
     // Fill level against pg_stat_statements.max.
-    let max: f64 = cluster
-        .psql(&db, "SHOW pg_stat_statements.max")
-        .parse()
-        .unwrap();
+    let max = cluster.number(&db, "SHOW pg_stat_statements.max");
     assert_eq!(
         m.value("pg_stat_statements_max", &[("target", "top")]),
         Some(max)
@@ -612,22 +598,21 @@ async fn query_text_is_read_once_per_new_statement() {
     let db = database(&cluster, "stmt_text");
     cluster.psql(&db, "CREATE TABLE t1 (id int); CREATE TABLE t2 (id int)");
     // Only `server` and `statements` run, so that every statement in the cluster is known.
-    let probe = Exporter::start(&config_for("text", &cluster.dsn(&db), ""));
+    let probe = Exporter::start(&ExporterConfig::new("text", &cluster.dsn(&db)).build());
     let m = wait_runs(&probe, "text", 1.0);
     drop(probe);
-    let mut extra = String::new();
+    let mut config = ExporterConfig::new("text", &cluster.dsn(&db));
     for s in m.find("pgkpi_collector_up", &[("target", "text")]) {
         let name = &s.labels["collector"];
         if name != "server" && name != "statements" {
-            extra.push_str(&format!("[collectors.{name}]\nenabled = false\n"));
+            config = config.disable(name);
         }
     }
-    extra.push_str(
-        "[collectors.statements]\ninterval = \"1s\"\n\n\
-         [[statements.workloads]]\nname = \"t\"\nquery = 'FROM t[12]'\n",
-    );
+    let config = config
+        .interval("statements", "1s")
+        .raw("[[statements.workloads]]\nname = \"t\"\nquery = 'FROM t[12]'\n");
     cluster.psql(&db, "SELECT pg_stat_statements_reset()");
-    let exporter = Exporter::start(&config_for("text", &cluster.dsn(&db), &extra));
+    let exporter = Exporter::start(&config.build());
     let fetches = || own_calls(&cluster, &db, "pgkpi statements: text");
     let polls = || own_calls(&cluster, &db, "pgkpi statements: poll");
     // The exporter's own statements are new in its first polls, and so is the counting query
@@ -646,14 +631,8 @@ async fn query_text_is_read_once_per_new_statement() {
     // Two new statements, run many times: their text is read once.
     let client = cluster.client(&db).await;
     for _ in 0..20 {
-        client
-            .query_one("SELECT count(*) FROM t1", &[])
-            .await
-            .unwrap();
-        client
-            .query_one("SELECT count(*) FROM t2", &[])
-            .await
-            .unwrap();
+        one_row(&client, "SELECT count(*) FROM t1").await;
+        one_row(&client, "SELECT count(*) FROM t2").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let m = exporter.wait_for(Duration::from_secs(20), "the new statements", |m| {
@@ -675,25 +654,26 @@ async fn query_text_is_read_once_per_new_statement() {
     );
 }
 
-#[test]
-fn missing_extension_is_skipped_with_the_fix() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("stmt_missing");
-    let exporter = Exporter::start(&config_for(
-        "missing",
-        &cluster.dsn(&db),
-        "[collectors.statements]\ninterval = \"1s\"\n",
-    ));
+/// Waits until the statements collector of `target` is skipped for `reason`.
+fn wait_skipped(exporter: &Exporter, target: &str, reason: &str) {
     exporter.wait_for(Duration::from_secs(20), "the skip", |m| {
         m.value(
             "pgkpi_collector_skipped",
             &[
-                ("target", "missing"),
+                ("target", target),
                 ("collector", "statements"),
-                ("reason", "extension_missing"),
+                ("reason", reason),
             ],
         ) == Some(1.0)
     });
+}
+
+#[test]
+fn missing_extension_is_skipped_with_the_fix() {
+    let cluster = Cluster::shared();
+    let db = cluster.create_database("stmt_missing");
+    let exporter = Exporter::start(&config("missing", &cluster.dsn(&db), ""));
+    wait_skipped(&exporter, "missing", "extension_missing");
     assert!(exporter
         .logs()
         .contains("CREATE EXTENSION pg_stat_statements"));
@@ -706,21 +686,8 @@ fn not_preloaded_is_skipped_with_the_fix() {
     cluster.psql("postgres", "ALTER SYSTEM RESET shared_preload_libraries");
     cluster.stop();
     cluster.resume();
-    let exporter = Exporter::start(&config_for(
-        "preload",
-        &cluster.dsn(&db),
-        "[collectors.statements]\ninterval = \"1s\"\n",
-    ));
-    exporter.wait_for(Duration::from_secs(20), "the skip", |m| {
-        m.value(
-            "pgkpi_collector_skipped",
-            &[
-                ("target", "preload"),
-                ("collector", "statements"),
-                ("reason", "not_preloaded"),
-            ],
-        ) == Some(1.0)
-    });
+    let exporter = Exporter::start(&config("preload", &cluster.dsn(&db), ""));
+    wait_skipped(&exporter, "preload", "not_preloaded");
     assert!(exporter.logs().contains("shared_preload_libraries"));
 }
 
@@ -734,9 +701,8 @@ async fn evictions_never_inflate_counts() {
     cluster.resume();
     let db = database(&cluster, "stmt_evict");
     cluster.psql(&db, "CREATE TABLE evict_t (id int)");
-    let extra = "[collectors.statements]\ninterval = \"1s\"\n\n\
-                 [[statements.workloads]]\nname = \"evict\"\nquery = 'evict_t'\n";
-    let exporter = Exporter::start(&config_for("evict", &cluster.dsn(&db), extra));
+    let statements = "[[statements.workloads]]\nname = \"evict\"\nquery = 'evict_t'\n";
+    let exporter = Exporter::start(&config("evict", &cluster.dsn(&db), statements));
     wait_runs(&exporter, "evict", 1.0);
     let client = cluster.client(&db).await;
     // IN lists of different lengths are different statements (before PostgreSQL 18): 150 of

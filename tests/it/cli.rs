@@ -1,32 +1,13 @@
 //! The command line: exit codes and messages for bad configuration, check-config, the
 //! DATA_SOURCE_NAME shortcut, and the generated metric reference.
 
-mod support;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-use support::{pgkpi_bin, Cluster, TempDir};
-
-fn pgkpi(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(pgkpi_bin());
-    cmd.args(args)
-        .env_remove("DATA_SOURCE_NAME")
-        .stdin(Stdio::null());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().expect("run pgkpi")
-}
+use crate::support::{self, pgkpi, pgkpi_bin, retry, stderr, Cluster, KillOnDrop, TempDir};
 
 fn file(dir: &TempDir, name: &str, text: &str) -> String {
-    let path = dir.0.join(name);
-    std::fs::write(&path, text).unwrap();
-    path.display().to_string()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+    dir.write(name, text).display().to_string()
 }
 
 #[test]
@@ -151,26 +132,26 @@ fn check_config_prints_effective_settings_with_passwords_masked() {
 fn data_source_name_alone_monitors_one_database() {
     let cluster = Cluster::shared();
     let address = format!("127.0.0.1:{}", support::free_port());
-    let mut child = Command::new(pgkpi_bin())
-        .env("DATA_SOURCE_NAME", cluster.dsn("postgres"))
-        .env("PGKPI_WEB__LISTEN_ADDRESS", &address)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let _running = KillOnDrop(
+        Command::new(pgkpi_bin())
+            .env("DATA_SOURCE_NAME", cluster.dsn("postgres"))
+            .env("PGKPI_WEB__LISTEN_ADDRESS", &address)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut last = String::new();
-    while Instant::now() < deadline {
+    let _ = retry(Duration::from_secs(15), Duration::from_millis(100), || {
         if let Ok(response) = support::http_get(&address, "/metrics", &[]) {
             last = response.text();
-            if last.contains("pg_up{target=\"default\"} 1") {
-                break;
-            }
         }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
+        if last.contains("pg_up{target=\"default\"} 1") {
+            Ok(())
+        } else {
+            Err(())
+        }
+    });
     assert!(last.contains("pg_up{target=\"default\"} 1"), "{last}");
 }
 

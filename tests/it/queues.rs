@@ -1,26 +1,26 @@
 //! The `queues` collector against real tables: the migrations' `core.notification_queue`
 //! driven through its own queue functions (004), and faithful copies of pgmq, River and Oban
-//! tables with known rows. Every expected value is read back from the database.
+//! tables with known rows. Every expected value is read back from the database, a database of
+//! the test's own on the shared cluster.
 
-mod support;
-
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{config_for, Cluster, Exporter, Metrics};
+use crate::support::{
+    check_config, schema, stderr, Cluster, Exporter, ExporterConfig, Metrics, TempDir,
+};
 
 const T: &str = "q";
 
 /// A database with the baseline schema and the queue migrations (002, 004).
 fn migrated(cluster: &Cluster, prefix: &str) -> String {
-    let db = cluster.create_database(prefix);
-    for file in [
-        "fixtures/baseline.sql",
-        "migrations/002_p0_notification_queue.sql",
-        "migrations/004_fase2_queue_functions.sql",
-    ] {
-        cluster.psql_file(&db, support::repo_path(file), &[]);
-    }
+    let db = schema::database_with(
+        cluster,
+        prefix,
+        &[
+            "migrations/002_p0_notification_queue.sql",
+            "migrations/004_fase2_queue_functions.sql",
+        ],
+    );
     cluster.psql(
         &db,
         "INSERT INTO core.notifications (user_id, type, title) VALUES (1, 'booking', 'hello')",
@@ -28,21 +28,20 @@ fn migrated(cluster: &Cluster, prefix: &str) -> String {
     db
 }
 
-fn num(cluster: &Cluster, db: &str, sql: &str) -> f64 {
-    cluster
-        .psql(db, sql)
-        .parse()
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
 fn get(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut all = vec![("target", T)];
-    all.extend_from_slice(labels);
-    m.value(name, &all)
+    m.of(T, name, labels)
 }
 
 fn depth(m: &Metrics, queue: &str, state: &str) -> Option<f64> {
     get(m, "app_queue_depth", &[("queue", queue), ("state", state)])
+}
+
+fn estimated(m: &Metrics, queue: &str, state: &str) -> Option<f64> {
+    get(
+        m,
+        "app_queue_depth_estimated",
+        &[("queue", queue), ("state", state)],
+    )
 }
 
 const NQ: &str = "notifications";
@@ -61,10 +60,12 @@ fn enqueue(cluster: &Cluster, db: &str, n: usize, extra_cols: &str, extra_vals: 
 async fn notification_queue_depth_lag_leases_and_processed() {
     let cluster = Cluster::shared();
     let db = migrated(cluster, "nq");
-    let extra = format!(
-        "[collectors.queues]\ninterval = \"500ms\"\n\n[[queues]]\nname = \"{NQ}\"\npreset = \"notification_queue\"\n"
-    );
-    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), &extra));
+    let config = ExporterConfig::new(T, &cluster.dsn(&db))
+        .interval("queues", "500ms")
+        .raw(&format!(
+            "[[queues]]\nname = \"{NQ}\"\npreset = \"notification_queue\"\n"
+        ));
+    let exporter = Exporter::start(&config.build());
 
     // Consumers stopped: 20 items due since 30 s, 5 scheduled for later (the trigger folds
     // scheduled_for into available_at).
@@ -86,20 +87,13 @@ async fn notification_queue_depth_lag_leases_and_processed() {
         depth(m, NQ, "ready") == Some(20.0) && depth(m, NQ, "scheduled") == Some(5.0)
     });
     let age = |db_: &str| {
-        num(cluster, db_, "SELECT extract(epoch FROM now() - min(available_at)) FROM core.notification_queue WHERE status = 'ready' AND available_at <= now()")
+        cluster.number(db_, "SELECT extract(epoch FROM now() - min(available_at)) FROM core.notification_queue WHERE status = 'ready' AND available_at <= now()")
     };
     let lag1 = get(&m, "app_queue_lag_seconds", &[("queue", NQ)]).unwrap();
     assert!(lag1 >= 30.0 && lag1 <= age(&db), "lag {lag1}");
     assert_eq!(depth(&m, NQ, "leased"), Some(0.0));
     assert_eq!(depth(&m, NQ, "done"), Some(0.0));
-    assert_eq!(
-        get(
-            &m,
-            "app_queue_depth_estimated",
-            &[("queue", NQ), ("state", "ready")]
-        ),
-        Some(0.0)
-    );
+    assert_eq!(estimated(&m, NQ, "ready"), Some(0.0));
     assert_eq!(
         get(
             &m,
@@ -151,12 +145,11 @@ async fn notification_queue_depth_lag_leases_and_processed() {
             && depth(m, NQ, "leased") == Some(0.0)
             && depth(m, NQ, "ready") == Some(30.0)
     });
-    let retried = num(
-        cluster,
+    let retried = cluster.number(
         &db,
         "SELECT count(*) FROM core.notification_queue WHERE retry_count = 1",
     );
-    let pending = num(cluster, &db, "SELECT count(*) FROM core.notification_queue");
+    let pending = cluster.number(&db, "SELECT count(*) FROM core.notification_queue");
     let bucket = |le: &str| {
         m.find(
             "app_queue_retries_bucket",
@@ -236,8 +229,7 @@ async fn notification_queue_depth_lag_leases_and_processed() {
     });
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     consumer.await.unwrap();
-    let done = num(
-        cluster,
+    let done = cluster.number(
         &db,
         "SELECT count(*) FROM core.notification_queue WHERE status IN ('done', 'dead')",
     );
@@ -266,29 +258,17 @@ fn large_queue_estimates_instead_of_scanning() {
     );
     enqueue(cluster, &db, 50, "", "");
     cluster.psql(&db, "VACUUM ANALYZE core.notification_queue");
-    let extra = format!(
-        "[collectors.queues]\ninterval = \"1s\"\n\n[[queues]]\nname = \"{NQ}\"\npreset = \"notification_queue\"\nexact_count_limit = 1000\n"
-    );
-    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), &extra));
+    let config = ExporterConfig::new(T, &cluster.dsn(&db))
+        .interval("queues", "1s")
+        .raw(&format!(
+            "[[queues]]\nname = \"{NQ}\"\npreset = \"notification_queue\"\nexact_count_limit = 1000\n"
+        ));
+    let exporter = Exporter::start(&config.build());
     let m = exporter.wait_for(Duration::from_secs(10), "queue metrics", |m| {
         depth(m, NQ, "done").is_some()
     });
-    assert_eq!(
-        get(
-            &m,
-            "app_queue_depth_estimated",
-            &[("queue", NQ), ("state", "done")]
-        ),
-        Some(1.0)
-    );
-    assert_eq!(
-        get(
-            &m,
-            "app_queue_depth_estimated",
-            &[("queue", NQ), ("state", "ready")]
-        ),
-        Some(0.0)
-    );
+    assert_eq!(estimated(&m, NQ, "done"), Some(1.0));
+    assert_eq!(estimated(&m, NQ, "ready"), Some(0.0));
     assert_eq!(
         depth(&m, NQ, "ready"),
         Some(50.0),
@@ -426,19 +406,22 @@ fn presets_report_known_rows() {
         &db,
         &format!("ALTER DATABASE {db} SET timezone = 'America/New_York'"),
     );
-    let extra = "[collectors.queues]\ninterval = \"1s\"\n\n\
-        [[queues]]\nname = \"pgmq_jobs\"\npreset = \"pgmq\"\nqueue_name = \"jobs\"\n\n\
-        [[queues]]\nname = \"river\"\npreset = \"river\"\n\n\
-        [[queues]]\nname = \"river_mail\"\npreset = \"river\"\nqueue_name = \"mail\"\n\n\
-        [[queues]]\nname = \"oban\"\npreset = \"oban\"\n";
-    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), extra));
+    let config = ExporterConfig::new(T, &cluster.dsn(&db))
+        .interval("queues", "1s")
+        .raw(
+            "[[queues]]\nname = \"pgmq_jobs\"\npreset = \"pgmq\"\nqueue_name = \"jobs\"\n\n\
+             [[queues]]\nname = \"river\"\npreset = \"river\"\n\n\
+             [[queues]]\nname = \"river_mail\"\npreset = \"river\"\nqueue_name = \"mail\"\n\n\
+             [[queues]]\nname = \"oban\"\npreset = \"oban\"\n",
+        );
+    let exporter = Exporter::start(&config.build());
     let m = exporter.wait_for(Duration::from_secs(10), "every preset", |m| {
         ["pgmq_jobs", "river", "river_mail", "oban"]
             .iter()
             .all(|q| get(m, "app_queue_up", &[("queue", q)]) == Some(1.0))
     });
     let check = |queue: &str, state: &str, sql: &str| {
-        let truth = num(cluster, &db, sql);
+        let truth = cluster.number(&db, sql);
         assert_eq!(
             depth(&m, queue, state),
             Some(truth),
@@ -542,8 +525,8 @@ fn presets_report_known_rows() {
         get(&m, "app_queue_processed_total", &[("queue", "river_mail")]).is_none(),
         "no counter with a row filter"
     );
-    let river_pending = num(cluster, &db, "SELECT count(*) FROM river_job WHERE state IN ('available', 'scheduled', 'retryable', 'running')");
-    let river_total = num(cluster, &db, "SELECT count(*) FROM river_job");
+    let river_pending = cluster.number(&db, "SELECT count(*) FROM river_job WHERE state IN ('available', 'scheduled', 'retryable', 'running')");
+    let river_total = cluster.number(&db, "SELECT count(*) FROM river_job");
     let m2 = exporter.wait_for(Duration::from_secs(10), "river processed", |m| {
         get(m, "app_queue_processed_total", &[("queue", "river")])
             == Some(river_total - river_pending)
@@ -593,8 +576,10 @@ fn presets_report_known_rows() {
 fn missing_table_is_skipped_and_bad_entries_are_rejected() {
     let cluster = Cluster::shared();
     let db = cluster.create_database("noqueue");
-    let extra = "[collectors.queues]\ninterval = \"1s\"\n\n[[queues]]\nname = \"river\"\npreset = \"river\"\n";
-    let exporter = Exporter::start(&config_for(T, &cluster.dsn(&db), extra));
+    let config = ExporterConfig::new(T, &cluster.dsn(&db))
+        .interval("queues", "1s")
+        .raw("[[queues]]\nname = \"river\"\npreset = \"river\"\n");
+    let exporter = Exporter::start(&config.build());
     let labels = [
         ("target", T),
         ("collector", "queues"),
@@ -612,20 +597,14 @@ fn missing_table_is_skipped_and_bad_entries_are_rejected() {
     );
     assert!(exporter.logs().contains("river_job"), "{}", exporter.logs());
 
-    let dir = support::TempDir::new("badqueue");
-    let path = dir.0.join("pgkpi.toml");
-    std::fs::write(
-        &path,
+    let dir = TempDir::new("badqueue");
+    let path = dir.write(
+        "pgkpi.toml",
         "[[queues]]\nname = \"jobs\"\ntable = \"app.jobs\"\nready_predicate = \"state = 'ready'; DELETE FROM app.jobs\"\n\n\
          [[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
-    )
-    .unwrap();
-    let out = Command::new(support::pgkpi_bin())
-        .args(["--config.file", path.to_str().unwrap(), "check-config"])
-        .env_remove("DATA_SOURCE_NAME")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    );
+    let out = check_config(&path);
+    let stderr = stderr(&out);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(
         stderr.contains("queues[0] (jobs): ready_predicate contains ';'"),

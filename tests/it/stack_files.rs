@@ -1,32 +1,18 @@
 //! The files of the full stack: docker-compose.yml (validated by Debian's docker-compose),
 //! every file it mounts or builds from, the compose Prometheus config, and the conventions
 //! every Grafana dashboard follows. Whether the dashboard queries return data is checked
-//! against a real Prometheus in tests/e2e.rs.
+//! against a real Prometheus in tests/it/e2e.rs.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use yaml_rust2::YamlLoader;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use crate::support::{repo_files, repo_path, run_ok};
 
 fn tool_output(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("{program}: {e}; run the README's test command (scripts/test.sh), which installs it")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{program} {args:?} failed:\n{text}");
-    text
+    let mut cmd = Command::new(program);
+    cmd.args(args).current_dir(repo_path(""));
+    run_ok(cmd, &format!("{program} {args:?}"))
 }
 
 #[test]
@@ -35,7 +21,7 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
         "docker-compose",
         &["-f", "docker-compose.yml", "config", "--quiet"],
     );
-    let text = std::fs::read_to_string(root().join("docker-compose.yml")).unwrap();
+    let text = std::fs::read_to_string(repo_path("docker-compose.yml")).unwrap();
     let compose = YamlLoader::load_from_str(&text).unwrap().remove(0);
     let services = compose["services"].as_hash().unwrap();
     for expected in [
@@ -57,7 +43,7 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
             let source = volume.as_str().unwrap().split(':').next().unwrap();
             if source.starts_with("./") {
                 assert!(
-                    root().join(source).exists(),
+                    repo_path(source).exists(),
                     "service {:?} mounts {source}, which does not exist",
                     name.as_str()
                 );
@@ -66,7 +52,7 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
         }
     }
     assert!(mounts >= 8, "expected the stack's mounts, found {mounts}");
-    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();
     for line in dockerfile
         .lines()
         .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
@@ -74,7 +60,7 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
         let parts: Vec<&str> = line.split_whitespace().collect();
         for source in &parts[1..parts.len() - 1] {
             assert!(
-                root().join(source).exists(),
+                repo_path(source).exists(),
                 "Dockerfile copies {source}, which does not exist"
             );
         }
@@ -84,12 +70,12 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
 #[test]
 fn compose_prometheus_loads_every_rule_file_and_nothing_else() {
     tool_output("promtool", &["check", "config", "docker/prometheus.yml"]);
-    let config = std::fs::read_to_string(root().join("docker/prometheus.yml")).unwrap();
+    let config = std::fs::read_to_string(repo_path("docker/prometheus.yml")).unwrap();
     assert!(
         config.contains("/etc/prometheus/rules/[^a]*.yml"),
         "{config}"
     );
-    for entry in std::fs::read_dir(root().join("alerts")).unwrap().flatten() {
+    for entry in std::fs::read_dir(repo_path("alerts")).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.ends_with(".yml") {
             let is_rules = name != "alertmanager.yml";
@@ -105,14 +91,7 @@ fn compose_prometheus_loads_every_rule_file_and_nothing_else() {
 #[test]
 fn dashboards_follow_the_conventions() {
     let mut boards = 0;
-    for entry in std::fs::read_dir(root().join("dashboards"))
-        .unwrap()
-        .flatten()
-    {
-        let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            continue;
-        }
+    for path in repo_files("dashboards", ".json") {
         boards += 1;
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         let board: serde_json::Value =

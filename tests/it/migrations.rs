@@ -8,47 +8,28 @@
 //!   migrations applied and no data.
 //! * The workload test runs the real `pgkpi-load` binary for 30 s against a baseline-only and
 //!   a migrated database at the same time.
-
-mod support;
+//!
+//! Everything happens in databases of their own on the shared cluster. The migrations create
+//! and alter the cluster-wide role `pgkpi`: every area applies them through
+//! `support::schema::apply_migration`, one at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
-use support::Cluster;
 
-fn repo_path(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
+use crate::support::schema::apply_migration;
+use crate::support::{heavy_load, repo_path, schema, Cluster};
 
-/// migrations/0*.sql in file-name order (the order they must be applied in).
+/// migrations/0*.sql in file-name order (the order they must be applied in): all eight.
 fn migration_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_path("migrations"))
-        .expect("migrations/")
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            name.starts_with('0') && name.ends_with(".sql")
-        })
-        .collect();
-    files.sort();
+    let files = schema::migration_files();
     assert_eq!(files.len(), 8, "expected migrations 001..008: {files:?}");
     files
-}
-
-/// Applies one migration file and returns how long it took. Serialised across the tests of
-/// this binary: 001 and 008 create and alter the cluster-wide role `pgkpi`, and two sessions
-/// doing that at the same moment collide ("tuple concurrently updated").
-fn apply_migration(cluster: &Cluster, db: &str, file: &Path) -> Duration {
-    static CLUSTER_WIDE: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = CLUSTER_WIDE.lock().unwrap_or_else(|e| e.into_inner());
-    let started = Instant::now();
-    cluster.psql_file(db, file, &[]);
-    started.elapsed()
 }
 
 fn file_name(path: &Path) -> String {
@@ -293,11 +274,7 @@ fn migrated_template() -> &'static str {
     static TEMPLATE: OnceLock<String> = OnceLock::new();
     TEMPLATE.get_or_init(|| {
         let cluster = Cluster::shared();
-        let db = cluster.create_database("migrated_template");
-        cluster.psql_file(&db, repo_path("fixtures/baseline.sql"), &[]);
-        for file in migration_files() {
-            apply_migration(cluster, &db, &file);
-        }
+        let db = schema::app_database(cluster, "migrated_template");
         // A clone to look at (the template itself refuses connections from here on).
         cluster.psql(
             "postgres",
@@ -857,6 +834,7 @@ fn statements(cluster: &Cluster, db: &str) -> Vec<String> {
 
 #[test]
 fn load_generator_runs_30s_against_baseline_and_migrated_schemas() {
+    let _one_heavy_test_at_a_time = heavy_load();
     let cluster = Cluster::shared();
     let seed = repo_path("fixtures/seed.sql");
     let small = [("scale", "0.05")];

@@ -1,0 +1,26 @@
+//! pgkpi's integration tests, one binary for every area: built once, and one PostgreSQL
+//! cluster ([`support::Cluster::shared`]) for all the tests that can share it.
+//!
+//! Run one area with `cargo test --test it -- locks::`. Tests of every area run concurrently
+//! on the shared cluster: a test there works in a database of its own and looks at nothing
+//! beyond it (filters by datname, its own application_name); a test that changes or must see
+//! the whole server starts a cluster of its own ([`support::Cluster::start`]). See each area's
+//! header for what it keeps to itself. Migrations are applied one at a time in the whole binary
+//! ([`support::schema`]), and the tests that load the machine for minutes run one at a time
+//! ([`support::heavy_load`]).
+
+mod support;
+
+mod cli;
+mod definitions;
+mod e2e;
+mod exporter;
+mod locks;
+mod migrations;
+mod queues;
+mod relations;
+mod replication;
+mod rules;
+mod stack_files;
+mod statements;
+mod webhooks;
