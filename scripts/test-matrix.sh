@@ -17,5 +17,5 @@ for major in "${majors[@]}"; do
 done
 TEST_PG17_BINDIR=$(install_pg_major 17)
 export TEST_PG17_BINDIR
-TEST_PG_MATRIX=${matrix#:} cargo test --locked --test definitions \
-  every_builtin_collector_runs_on_the_matrix -- --nocapture --color never
+TEST_PG_MATRIX=${matrix#:} cargo test --locked --test it \
+  definitions::every_builtin_collector_runs_on_the_matrix -- --nocapture --color never

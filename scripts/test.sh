@@ -20,5 +20,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "== cargo test"
-# cargo test (not nextest): each test binary shares one PostgreSQL cluster across its tests.
+# cargo test (not nextest): the integration tests are one binary (tests/it) sharing one PostgreSQL
+# cluster, built and started once.
 cargo test --locked -- --color never

@@ -1,5 +1,5 @@
 # Throwaway PostgreSQL clusters for the demo and benchmarks (the Rust tests have their own
-# harness in tests/support). Runs the server as the postgres OS user when invoked as root.
+# harness in tests/it/support). Runs the server as the postgres OS user when invoked as root.
 # Usage: . scripts/lib/cluster.sh; cluster_start DIR PORT; cluster_stop DIR
 
 pg_bindir() {
