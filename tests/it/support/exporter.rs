@@ -160,6 +160,20 @@ impl Drop for Exporter {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Every test doubles as a check that each family a collector served was declared:
+        // the poller drops an undeclared one and logs this line (see poller::keep_declared).
+        if !std::thread::panicking() {
+            let logs = self.logs();
+            let undeclared: Vec<&str> = logs
+                .lines()
+                .filter(|l| l.contains("undeclared family dropped"))
+                .collect();
+            assert!(
+                undeclared.is_empty(),
+                "a collector served families it does not declare:\n{}",
+                undeclared.join("\n")
+            );
+        }
     }
 }
 
