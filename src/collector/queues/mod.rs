@@ -622,9 +622,8 @@ fn parallel_divisor(workers: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::settings::{validate, QueueConfig};
+    use super::settings::QueueConfig;
     use super::*;
-    use crate::sql_text::check_predicate;
 
     fn q(toml_text: &str) -> QueueConfig {
         toml::from_str(toml_text).unwrap()
@@ -647,54 +646,6 @@ mod tests {
         );
         assert!(sql["scheduled"].contains("\"available_at\" > now()"));
         assert!(sql.contains_key("kinds") && sql.contains_key("retries"));
-    }
-
-    #[test]
-    fn lease_timeout_switches_to_locked_at_and_oban_uses_utc() {
-        let shape = Shape::resolve(&q(
-            "name = \"n\"\npreset = \"notification_queue\"\nlease_timeout = \"90s\"",
-        ))
-        .unwrap();
-        assert!(shape
-            .expired
-            .unwrap()
-            .contains("\"locked_at\" <= now() - interval '90 seconds'"));
-        let oban =
-            Shape::resolve(&q("name = \"o\"\npreset = \"oban\"\nqueue_name = \"mail\"")).unwrap();
-        assert_eq!(oban.filter.as_deref(), Some("(queue = 'mail')"));
-        assert!(oban
-            .expired
-            .unwrap()
-            .contains("(now() AT TIME ZONE 'UTC') - interval '3600 seconds'"));
-        let pgmq =
-            Shape::resolve(&q("name = \"p\"\npreset = \"pgmq\"\nqueue_name = \"Jobs\"")).unwrap();
-        assert_eq!(pgmq.table, "\"pgmq\".\"q_jobs\"");
-    }
-
-    #[test]
-    fn bad_entries_are_explained() {
-        let cases = [
-            ("name = \"x\"", "set table"),
-            ("name = \"x\"\ntable = \"a.b.c\"\nready_predicate = \"true\"", "is not a table name"),
-            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"true; DROP TABLE t\"", "ready_predicate contains ';'"),
-            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"a) OR (b\"", "ready_predicate has an unbalanced ')'"),
-            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"a -- b\"", "comment"),
-            ("name = \"x\"\npreset = \"pgmq\"", "preset pgmq needs queue_name"),
-            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"s = 1\"\nleased_predicate = \"s = 2\"\nlease_timeout = \"1m\"", "lease_timeout needs locked_at_column"),
-            ("name = \"\"\npreset = \"river\"", "name must be"),
-        ];
-        for (text, expected) in cases {
-            let err = validate(&[q(text)]).unwrap_err();
-            assert!(err.contains(expected), "{text}: {err}");
-            assert!(err.starts_with("queues[0]"), "{err}");
-        }
-        // Semicolons inside a string literal are data, not a statement separator.
-        assert!(check_predicate("note = 'a;b'", "k").is_ok());
-        let dup = [
-            q("name = \"a\"\npreset = \"river\""),
-            q("name = \"a\"\npreset = \"oban\""),
-        ];
-        assert!(validate(&dup).unwrap_err().contains("duplicate queue name"));
     }
 
     #[test]
