@@ -202,15 +202,11 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::collector::queues::settings::QueueConfig;
-
-    fn q(toml_text: &str) -> QueueConfig {
-        toml::from_str(toml_text).unwrap()
-    }
 
     #[test]
     fn notification_queue_preset_uses_the_partial_indexes_predicates() {
-        let shape = Shape::resolve(&q("name = \"n\"\npreset = \"notification_queue\"")).unwrap();
+        let config = toml::from_str("name = \"n\"\npreset = \"notification_queue\"").unwrap();
+        let shape = Shape::resolve(&config).unwrap();
         assert_eq!(shape.table, "\"core\".\"notification_queue\"");
         let sql: BTreeMap<String, String> = shape
             .statements()
