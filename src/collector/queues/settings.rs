@@ -1,36 +1,23 @@
 //! The `[[queues]]` configuration: keys, presets, and their resolution into a [`Shape`] of
 //! quoted identifiers and checked predicates. Pure configuration: nothing here talks to a
-//! database, so `check-config` can validate queues without connecting.
+//! database, so `check-config` can validate queues without connecting. What each preset fills
+//! in is in `presets.rs`.
+
+mod presets;
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use self::presets::preset_defaults;
+pub use self::presets::Preset;
 use crate::duration;
-use crate::sql_text::{check_predicate, quote_column, quote_literal, quote_table};
+use crate::sql_text::{check_predicate, quote_column, quote_table};
 
 /// Default row count above which a count that would scan the table is estimated instead.
 pub const DEFAULT_EXACT_COUNT_LIMIT: u64 = 100_000;
 /// Default cap on `kind` label values per queue.
 pub const DEFAULT_MAX_KINDS: usize = 20;
-
-/// A queue design pgkpi knows; fills in table, predicates and columns.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Preset {
-    /// `core.notification_queue` of migrations 002/004 (status ready/leased/done/dead).
-    NotificationQueue,
-    /// pgmq: one table `pgmq.q_<queue_name>` per queue; the visibility timeout is the lease.
-    Pgmq,
-    /// River (Go): `river_job`, states available/scheduled/running/retryable/completed/...
-    River,
-    /// Oban (Elixir): `oban_jobs`, states available/scheduled/executing/retryable/completed/...
-    Oban,
-}
-
-impl Preset {
-    pub const ALL: &'static [&'static str] = &["notification_queue", "pgmq", "river", "oban"];
-}
 
 /// `[[queues]]`: one queue table to measure. With a `preset`, every other key is optional and
 /// overrides the preset's value.
@@ -153,96 +140,8 @@ pub struct Shape {
     pub exact_count_limit: u64,
 }
 
-/// What a preset contributes; every field may be overridden by the config.
-fn preset_defaults(preset: Preset, queue_name: Option<&str>) -> Result<QueueConfig, String> {
-    let s = |v: &str| Some(v.to_string());
-    let queue_filter = queue_name.map(|q| format!("queue = {}", quote_literal(q)));
-    Ok(match preset {
-        // Migrations 002/004: claim = status 'ready' AND available_at <= now() (partial index
-        // notification_queue_claim_idx); leases carry their own end (lease_expires_at, partial
-        // index notification_queue_lease_idx), as reclaim_expired_leases() reads them.
-        Preset::NotificationQueue => QueueConfig {
-            table: s("core.notification_queue"),
-            ready_predicate: s("status = 'ready'"),
-            leased_predicate: s("status = 'leased'"),
-            dead_predicate: s("status = 'dead'"),
-            done_predicate: s("status = 'done'"),
-            available_at_column: s("available_at"),
-            created_at_column: s("created_at"),
-            locked_at_column: s("locked_at"),
-            lease_expires_at_column: s("lease_expires_at"),
-            retry_column: s("retry_count"),
-            kind_column: s("channel"),
-            ..Default::default()
-        },
-        // pgmq: a message is visible when vt <= now(); reading it pushes vt forward (the
-        // visibility timeout is the lease) and increments read_ct; delete/archive finishes it.
-        // Invisible with read_ct = 0 = sent with a delay. Read but still here after vt passed
-        // = the reader did not finish in time (an expired lease, visible again).
-        Preset::Pgmq => {
-            let queue = queue_name.ok_or(
-                "preset pgmq needs queue_name (the name given to pgmq.create; the table is pgmq.q_<queue_name>)",
-            )?;
-            QueueConfig {
-                table: Some(format!("pgmq.q_{}", queue.to_lowercase())),
-                ready_predicate: s("read_ct = 0 OR vt <= now()"),
-                scheduled_predicate: s("read_ct = 0 AND vt > now()"),
-                leased_predicate: s("read_ct > 0 AND vt > now()"),
-                expired_predicate: s("read_ct > 0 AND vt <= now()"),
-                available_at_column: s("vt"),
-                created_at_column: s("enqueued_at"),
-                retry_column: s("read_ct"),
-                ..Default::default()
-            }
-        }
-        // River: available jobs are fetched by (state, queue, priority, scheduled_at, id);
-        // scheduled and retryable ones wait for scheduled_at; the rescuer gives back running
-        // jobs older than RescueStuckJobsAfter (default 1h).
-        Preset::River => QueueConfig {
-            table: s("river_job"),
-            filter: queue_filter.clone(),
-            ready_predicate: s("state = 'available'"),
-            scheduled_predicate: s("state IN ('scheduled', 'retryable')"),
-            leased_predicate: s("state = 'running'"),
-            dead_predicate: s("state IN ('discarded', 'cancelled')"),
-            done_predicate: s("state = 'completed'"),
-            available_at_column: s("scheduled_at"),
-            created_at_column: s("created_at"),
-            locked_at_column: s("attempted_at"),
-            lease_timeout: Some(Duration::from_secs(3600)),
-            retry_column: s("attempt"),
-            kind_column: if queue_name.is_some() {
-                s("kind")
-            } else {
-                s("queue")
-            },
-            ..Default::default()
-        },
-        // Oban: the same state machine as River, timestamps are UTC without time zone; the
-        // Lifeline plugin rescues executing jobs after rescue_after (default 60 min).
-        Preset::Oban => QueueConfig {
-            table: s("oban_jobs"),
-            filter: queue_filter,
-            ready_predicate: s("state = 'available'"),
-            scheduled_predicate: s("state IN ('scheduled', 'retryable')"),
-            leased_predicate: s("state = 'executing'"),
-            dead_predicate: s("state IN ('discarded', 'cancelled')"),
-            done_predicate: s("state = 'completed'"),
-            available_at_column: s("scheduled_at"),
-            created_at_column: s("inserted_at"),
-            locked_at_column: s("attempted_at"),
-            lease_timeout: Some(Duration::from_secs(3600)),
-            retry_column: s("attempt"),
-            kind_column: if queue_name.is_some() {
-                s("worker")
-            } else {
-                s("queue")
-            },
-            utc_timestamps: Some(true),
-            ..Default::default()
-        },
-    })
-}
+/// A key of [`QueueConfig`] that a preset may fill in.
+type Key = fn(&QueueConfig) -> &Option<String>;
 
 impl Shape {
     /// Merges the preset (if any) with the explicit keys and builds the SQL fragments.
@@ -260,8 +159,9 @@ impl Shape {
                 QueueConfig::default()
             }
         };
-        let pick = |own: &Option<String>, preset: &Option<String>| own.clone().or(preset.clone());
-        let table = pick(&config.table, &base.table).ok_or(
+        // The entry's own value, else the preset's.
+        let pick = |key: Key| key(config).clone().or_else(|| key(&base).clone());
+        let table = pick(|c| &c.table).ok_or(
             "set table (e.g. table = \"core.notification_queue\") or a preset (notification_queue, pgmq, river, oban)",
         )?;
         let quoted_table = quote_table(&table, "table")?;
@@ -274,44 +174,22 @@ impl Shape {
         } else {
             "now()"
         };
-        let predicate = |key: &str, own: &Option<String>, preset: &Option<String>| {
-            pick(own, preset)
-                .map(|p| check_predicate(&p.replace("now()", now), key))
+        let predicate = |name: &str, key: Key| {
+            pick(key)
+                .map(|p| check_predicate(&p.replace("now()", now), name))
                 .transpose()
         };
-        let column = |key: &str, own: &Option<String>, preset: &Option<String>| {
-            pick(own, preset).map(|c| quote_column(&c, key)).transpose()
-        };
-        let ready = predicate(
-            "ready_predicate",
-            &config.ready_predicate,
-            &base.ready_predicate,
-        )?
-        .ok_or("set ready_predicate (e.g. \"status = 'ready'\") or a preset")?;
-        let leased = predicate(
-            "leased_predicate",
-            &config.leased_predicate,
-            &base.leased_predicate,
-        )?;
-        let locked_at = column(
-            "locked_at_column",
-            &config.locked_at_column,
-            &base.locked_at_column,
-        )?;
-        let lease_expires = column(
-            "lease_expires_at_column",
-            &config.lease_expires_at_column,
-            &base.lease_expires_at_column,
-        )?;
+        let column = |name: &str, key: Key| pick(key).map(|c| quote_column(&c, name)).transpose();
+        let ready = predicate("ready_predicate", |c| &c.ready_predicate)?
+            .ok_or("set ready_predicate (e.g. \"status = 'ready'\") or a preset")?;
+        let leased = predicate("leased_predicate", |c| &c.leased_predicate)?;
+        let locked_at = column("locked_at_column", |c| &c.locked_at_column)?;
+        let lease_expires = column("lease_expires_at_column", |c| &c.lease_expires_at_column)?;
         let lease_timeout = config.lease_timeout.or(base.lease_timeout);
         if lease_timeout.is_some_and(|d| d.is_zero()) {
             return Err("lease_timeout must be positive, e.g. \"5m\"".into());
         }
-        let explicit_expired = predicate(
-            "expired_predicate",
-            &config.expired_predicate,
-            &base.expired_predicate,
-        )?;
+        let explicit_expired = predicate("expired_predicate", |c| &c.expired_predicate)?;
         let expired = match (
             explicit_expired,
             &leased,
@@ -350,41 +228,78 @@ impl Shape {
             regclass: quoted_table.clone(),
             table: quoted_table,
             now,
-            filter: predicate("filter", &config.filter, &base.filter)?,
+            filter: predicate("filter", |c| &c.filter)?,
             ready,
-            scheduled: predicate(
-                "scheduled_predicate",
-                &config.scheduled_predicate,
-                &base.scheduled_predicate,
-            )?,
+            scheduled: predicate("scheduled_predicate", |c| &c.scheduled_predicate)?,
             leased,
             expired,
-            dead: predicate(
-                "dead_predicate",
-                &config.dead_predicate,
-                &base.dead_predicate,
-            )?,
-            done: predicate(
-                "done_predicate",
-                &config.done_predicate,
-                &base.done_predicate,
-            )?,
-            available_at: column(
-                "available_at_column",
-                &config.available_at_column,
-                &base.available_at_column,
-            )?,
-            created_at: column(
-                "created_at_column",
-                &config.created_at_column,
-                &base.created_at_column,
-            )?,
+            dead: predicate("dead_predicate", |c| &c.dead_predicate)?,
+            done: predicate("done_predicate", |c| &c.done_predicate)?,
+            available_at: column("available_at_column", |c| &c.available_at_column)?,
+            created_at: column("created_at_column", |c| &c.created_at_column)?,
             locked_at,
-            retry: column("retry_column", &config.retry_column, &base.retry_column)?,
-            kind: column("kind_column", &config.kind_column, &base.kind_column)?,
+            retry: column("retry_column", |c| &c.retry_column)?,
+            kind: column("kind_column", |c| &c.kind_column)?,
             max_kinds,
             lease_timeout,
             exact_count_limit,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(toml_text: &str) -> QueueConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn lease_timeout_switches_to_locked_at_and_oban_uses_utc() {
+        let shape = Shape::resolve(&q(
+            "name = \"n\"\npreset = \"notification_queue\"\nlease_timeout = \"90s\"",
+        ))
+        .unwrap();
+        assert!(shape
+            .expired
+            .unwrap()
+            .contains("\"locked_at\" <= now() - interval '90 seconds'"));
+        let oban =
+            Shape::resolve(&q("name = \"o\"\npreset = \"oban\"\nqueue_name = \"mail\"")).unwrap();
+        assert_eq!(oban.filter.as_deref(), Some("(queue = 'mail')"));
+        assert!(oban
+            .expired
+            .unwrap()
+            .contains("(now() AT TIME ZONE 'UTC') - interval '3600 seconds'"));
+        let pgmq =
+            Shape::resolve(&q("name = \"p\"\npreset = \"pgmq\"\nqueue_name = \"Jobs\"")).unwrap();
+        assert_eq!(pgmq.table, "\"pgmq\".\"q_jobs\"");
+    }
+
+    #[test]
+    fn bad_entries_are_explained() {
+        let cases = [
+            ("name = \"x\"", "set table"),
+            ("name = \"x\"\ntable = \"a.b.c\"\nready_predicate = \"true\"", "is not a table name"),
+            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"true; DROP TABLE t\"", "ready_predicate contains ';'"),
+            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"a) OR (b\"", "ready_predicate has an unbalanced ')'"),
+            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"a -- b\"", "comment"),
+            ("name = \"x\"\npreset = \"pgmq\"", "preset pgmq needs queue_name"),
+            ("name = \"x\"\ntable = \"t\"\nready_predicate = \"s = 1\"\nleased_predicate = \"s = 2\"\nlease_timeout = \"1m\"", "lease_timeout needs locked_at_column"),
+            ("name = \"\"\npreset = \"river\"", "name must be"),
+        ];
+        for (text, expected) in cases {
+            let err = validate(&[q(text)]).unwrap_err();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(err.starts_with("queues[0]"), "{err}");
+        }
+        // Semicolons inside a string literal are data, not a statement separator.
+        assert!(check_predicate("note = 'a;b'", "k").is_ok());
+        let dup = [
+            q("name = \"a\"\npreset = \"river\""),
+            q("name = \"a\"\npreset = \"oban\""),
+        ];
+        assert!(validate(&dup).unwrap_err().contains("duplicate queue name"));
     }
 }

@@ -19,10 +19,11 @@ pub mod settings;
 use std::time::Duration;
 
 use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
 
-use self::settings::MAX_STATUSES;
+use self::settings::{Purpose, MAX_STATUSES};
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
-use crate::metric::{Family, FamilyDesc, MetricType};
+use crate::metric::{describe_all, Family, FamilyDesc, Metric};
 
 pub fn spec() -> Spec {
     Spec {
@@ -48,29 +49,99 @@ pub fn spec() -> Spec {
     }
 }
 
+const DELIVERIES: Metric = Metric::gauge(
+    "app_webhook_deliveries",
+    &["target", "status"],
+    "Deliveries created in the window, by status (at most 20 statuses).",
+);
+const RETRIES_PENDING: Metric = Metric::gauge(
+    "app_webhook_retries_pending",
+    &["target"],
+    "Deliveries waiting for a retry.",
+);
+const RETRIES_OVERDUE: Metric = Metric::gauge(
+    "app_webhook_retries_overdue",
+    &["target"],
+    "Retries due for longer than overdue_grace: the retry worker is stalled or behind.",
+);
+const RETRY_OVERDUE_SECONDS: Metric = Metric::gauge(
+    "app_webhook_retry_overdue_seconds",
+    &["target"],
+    "How far the most overdue retry is past its due time (0 when none is due).",
+);
+const WINDOW_SECONDS: Metric = Metric::gauge(
+    "app_webhook_window_seconds",
+    &["target"],
+    "The window the success counts below cover (deliveries created this recently).",
+);
+const FIRST_ATTEMPTS: Metric = Metric::gauge(
+    "app_webhook_first_attempts",
+    &["target"],
+    "Deliveries in the window with at least one attempt.",
+);
+const FIRST_ATTEMPTS_SUCCEEDED: Metric = Metric::gauge(
+    "app_webhook_first_attempts_succeeded",
+    &["target"],
+    "Deliveries in the window delivered on their first attempt.",
+);
+const FIRST_ATTEMPT_SUCCESS_RATIO: Metric = Metric::gauge(
+    "app_webhook_first_attempt_success_ratio",
+    &["target"],
+    "first_attempts_succeeded / first_attempts (absent without attempts).",
+);
+const RETRIED_DELIVERIES: Metric = Metric::gauge(
+    "app_webhook_retried_deliveries",
+    &["target"],
+    "Deliveries in the window whose first attempt failed and that are settled (delivered later, or given up).",
+);
+const RETRIED_DELIVERIES_SUCCEEDED: Metric = Metric::gauge(
+    "app_webhook_retried_deliveries_succeeded",
+    &["target"],
+    "Retried deliveries in the window that were delivered in the end.",
+);
+const RETRY_SUCCESS_RATIO: Metric = Metric::gauge(
+    "app_webhook_retry_success_ratio",
+    &["target"],
+    "retried_deliveries_succeeded / retried_deliveries (absent when none settled).",
+);
+const FAILING_DELIVERIES: Metric = Metric::gauge(
+    "app_webhook_failing_deliveries",
+    &["target", "webhook_id"],
+    "Deliveries in the window retrying or given up, for the top_failing webhooks with the most.",
+);
+const EVENTS_UNPROCESSED: Metric = Metric::gauge(
+    "app_webhook_events_unprocessed",
+    &["target"],
+    "Incoming events not processed yet.",
+);
+const EVENT_LAG: Metric = Metric::gauge(
+    "app_webhook_event_lag_seconds",
+    &["target"],
+    "Age of the oldest unprocessed event (0 when none).",
+);
+
 fn families() -> Vec<FamilyDesc> {
-    use MetricType::Gauge;
-    vec![
-        FamilyDesc::new("app_webhook_deliveries", Gauge, &["target", "status"], "Deliveries created in the window, by status (at most 20 statuses)."),
-        FamilyDesc::new("app_webhook_retries_pending", Gauge, &["target"], "Deliveries waiting for a retry."),
-        FamilyDesc::new("app_webhook_retries_overdue", Gauge, &["target"], "Retries due for longer than overdue_grace: the retry worker is stalled or behind."),
-        FamilyDesc::new("app_webhook_retry_overdue_seconds", Gauge, &["target"], "How far the most overdue retry is past its due time (0 when none is due)."),
-        FamilyDesc::new("app_webhook_window_seconds", Gauge, &["target"], "The window the success counts below cover (deliveries created this recently)."),
-        FamilyDesc::new("app_webhook_first_attempts", Gauge, &["target"], "Deliveries in the window with at least one attempt."),
-        FamilyDesc::new("app_webhook_first_attempts_succeeded", Gauge, &["target"], "Deliveries in the window delivered on their first attempt."),
-        FamilyDesc::new("app_webhook_first_attempt_success_ratio", Gauge, &["target"], "first_attempts_succeeded / first_attempts (absent without attempts)."),
-        FamilyDesc::new("app_webhook_retried_deliveries", Gauge, &["target"], "Deliveries in the window whose first attempt failed and that are settled (delivered later, or given up)."),
-        FamilyDesc::new("app_webhook_retried_deliveries_succeeded", Gauge, &["target"], "Retried deliveries in the window that were delivered in the end."),
-        FamilyDesc::new("app_webhook_retry_success_ratio", Gauge, &["target"], "retried_deliveries_succeeded / retried_deliveries (absent when none settled)."),
-        FamilyDesc::new("app_webhook_failing_deliveries", Gauge, &["target", "webhook_id"], "Deliveries in the window retrying or given up, for the top_failing webhooks with the most."),
-        FamilyDesc::new("app_webhook_events_unprocessed", Gauge, &["target"], "Incoming events not processed yet."),
-        FamilyDesc::new("app_webhook_event_lag_seconds", Gauge, &["target"], "Age of the oldest unprocessed event (0 when none)."),
-    ]
+    describe_all(&[
+        DELIVERIES,
+        RETRIES_PENDING,
+        RETRIES_OVERDUE,
+        RETRY_OVERDUE_SECONDS,
+        WINDOW_SECONDS,
+        FIRST_ATTEMPTS,
+        FIRST_ATTEMPTS_SUCCEEDED,
+        FIRST_ATTEMPT_SUCCESS_RATIO,
+        RETRIED_DELIVERIES,
+        RETRIED_DELIVERIES_SUCCEEDED,
+        RETRY_SUCCESS_RATIO,
+        FAILING_DELIVERIES,
+        EVENTS_UNPROCESSED,
+        EVENT_LAG,
+    ])
 }
 
 struct Webhooks {
     /// Empty when `[webhooks]` is not configured: the collector then reads nothing.
-    statements: Vec<(&'static str, String)>,
+    statements: Vec<(Purpose, String)>,
     window: Duration,
     /// Statuses beyond the cap in the last run.
     dropped: u64,
@@ -82,100 +153,103 @@ impl Collector for Webhooks {
             if self.statements.is_empty() {
                 return Ok(Vec::new());
             }
-            let mut families: Vec<Family> = families()
-                .into_iter()
-                .map(|d| Family::new(d.name, d.help, d.kind))
-                .collect();
-            let mut set = |name: &str, labels: &[(&str, &str)], value: f64| {
-                if let Some(f) = families.iter_mut().find(|f| f.name == name) {
-                    f.push(labels, value);
-                }
-            };
-            set("app_webhook_window_seconds", &[], self.window.as_secs_f64());
-            for (what, sql) in &self.statements {
-                let rows = match session.client.query(sql.as_str(), &[]).await {
-                    Ok(rows) => rows,
-                    Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {
-                        return Err(CollectError::skipped(
-                            SkipReason::MissingTable,
-                            format!("{}; create the table or fix [webhooks]", crate::target::describe(&e)),
-                        ))
-                    }
-                    Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
-                        return Err(CollectError::skipped(
-                            SkipReason::Permission,
-                            format!("{}; grant the monitoring role SELECT on the webhook tables (migrations 001/008 do)", crate::target::describe(&e)),
-                        ))
-                    }
-                    Err(e) => return Err(CollectError::failed(format!("{what}: {}", crate::target::describe(&e)))),
-                };
-                match *what {
-                    "status" => {
+            // The snapshot serves families sorted by name, so their order here is free.
+            let mut out = vec![WINDOW_SECONDS.family().with(&[], self.window.as_secs_f64())];
+            for (purpose, sql) in &self.statements {
+                let rows = session
+                    .client
+                    .query(sql.as_str(), &[])
+                    .await
+                    .map_err(|e| query_error(*purpose, &e))?;
+                match purpose {
+                    Purpose::Status => {
                         self.dropped = rows.len().saturating_sub(MAX_STATUSES) as u64;
-                        for row in rows.iter().take(MAX_STATUSES) {
-                            let status: Option<String> = row.get(0);
-                            set(
-                                "app_webhook_deliveries",
-                                &[("status", status.as_deref().unwrap_or(""))],
-                                row.get(1),
-                            );
-                        }
+                        out.push(by_label(
+                            DELIVERIES,
+                            "status",
+                            &rows[..rows.len().min(MAX_STATUSES)],
+                        ));
                     }
-                    "retries" => {
+                    Purpose::Retries => {
                         let row = &rows[0];
-                        set("app_webhook_retries_pending", &[], row.get(0));
-                        set("app_webhook_retries_overdue", &[], row.get(1));
-                        set(
-                            "app_webhook_retry_overdue_seconds",
-                            &[],
-                            row.get::<_, f64>(2).max(0.0),
-                        );
+                        out.extend([
+                            RETRIES_PENDING.family().with(&[], row.get(0)),
+                            RETRIES_OVERDUE.family().with(&[], row.get(1)),
+                            RETRY_OVERDUE_SECONDS
+                                .family()
+                                .with(&[], row.get::<_, f64>(2).max(0.0)),
+                        ]);
                     }
-                    "window" => {
+                    Purpose::Window => {
                         let row = &rows[0];
                         let (first, first_ok, retried, retried_ok): (f64, f64, f64, f64) =
                             (row.get(0), row.get(1), row.get(2), row.get(3));
-                        set("app_webhook_first_attempts", &[], first);
-                        set("app_webhook_first_attempts_succeeded", &[], first_ok);
-                        set("app_webhook_retried_deliveries", &[], retried);
-                        set("app_webhook_retried_deliveries_succeeded", &[], retried_ok);
+                        out.extend([
+                            FIRST_ATTEMPTS.family().with(&[], first),
+                            FIRST_ATTEMPTS_SUCCEEDED.family().with(&[], first_ok),
+                            RETRIED_DELIVERIES.family().with(&[], retried),
+                            RETRIED_DELIVERIES_SUCCEEDED.family().with(&[], retried_ok),
+                        ]);
                         if first > 0.0 {
-                            set(
-                                "app_webhook_first_attempt_success_ratio",
-                                &[],
-                                first_ok / first,
+                            out.push(
+                                FIRST_ATTEMPT_SUCCESS_RATIO
+                                    .family()
+                                    .with(&[], first_ok / first),
                             );
                         }
                         if retried > 0.0 {
-                            set("app_webhook_retry_success_ratio", &[], retried_ok / retried);
+                            out.push(RETRY_SUCCESS_RATIO.family().with(&[], retried_ok / retried));
                         }
                     }
-                    "failing" => {
-                        for row in &rows {
-                            let id: Option<String> = row.get(0);
-                            set(
-                                "app_webhook_failing_deliveries",
-                                &[("webhook_id", id.as_deref().unwrap_or(""))],
-                                row.get(1),
-                            );
-                        }
+                    Purpose::Failing => {
+                        out.push(by_label(FAILING_DELIVERIES, "webhook_id", &rows));
                     }
-                    _ => {
+                    Purpose::Events => {
                         let row = &rows[0];
-                        set("app_webhook_events_unprocessed", &[], row.get(0));
-                        set(
-                            "app_webhook_event_lag_seconds",
-                            &[],
-                            row.get::<_, f64>(1).max(0.0),
-                        );
+                        out.extend([
+                            EVENTS_UNPROCESSED.family().with(&[], row.get(0)),
+                            EVENT_LAG.family().with(&[], row.get::<_, f64>(1).max(0.0)),
+                        ]);
                     }
                 }
             }
-            Ok(families)
+            Ok(out)
         })
     }
 
     fn dropped_series(&self) -> Option<u64> {
         (!self.statements.is_empty()).then_some(self.dropped)
+    }
+}
+
+/// A family of (label value, count) rows: one series per row, a NULL value as "".
+fn by_label(metric: Metric, label: &str, rows: &[Row]) -> Family {
+    let mut family = metric.family();
+    for row in rows {
+        let value: Option<String> = row.get(0);
+        family.push(&[(label, value.as_deref().unwrap_or(""))], row.get(1));
+    }
+    family
+}
+
+/// A failed statement as the collector reports it: a missing table or a missing grant skips
+/// the collector with the one hint that fits; anything else fails this run.
+fn query_error(purpose: Purpose, e: &tokio_postgres::Error) -> CollectError {
+    match e.code() {
+        Some(&SqlState::UNDEFINED_TABLE) => CollectError::skipped(
+            SkipReason::MissingTable,
+            format!(
+                "{}; create the table or fix [webhooks]",
+                crate::target::describe(e)
+            ),
+        ),
+        Some(&SqlState::INSUFFICIENT_PRIVILEGE) => CollectError::skipped(
+            SkipReason::Permission,
+            format!(
+                "{}; grant the monitoring role SELECT on the webhook tables (migrations 001/008 do)",
+                crate::target::describe(e)
+            ),
+        ),
+        _ => CollectError::failed(format!("{purpose}: {}", crate::target::describe(e))),
     }
 }

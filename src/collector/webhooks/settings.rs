@@ -2,6 +2,7 @@
 //! statements they resolve to. Pure configuration: validated by `check-config` without a
 //! database.
 
+use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -11,6 +12,40 @@ use crate::sql_text::{check_predicate, quote_column, quote_table};
 
 /// Most distinct status values exported.
 pub const MAX_STATUSES: usize = 20;
+
+/// What one statement of a poll reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Deliveries created in the window, by status.
+    Status,
+    /// The retry backlog: waiting, overdue, and how far overdue.
+    Retries,
+    /// First-attempt and retry success counts of the window.
+    Window,
+    /// The webhooks with the most failing deliveries in the window.
+    Failing,
+    /// Unprocessed incoming events and the age of the oldest.
+    Events,
+}
+
+impl Purpose {
+    /// The purpose's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Purpose::Status => "status",
+            Purpose::Retries => "retries",
+            Purpose::Window => "window",
+            Purpose::Failing => "failing",
+            Purpose::Events => "events",
+        }
+    }
+}
+
+impl fmt::Display for Purpose {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// `[webhooks]`: which tables hold webhook deliveries and events, and how to read them.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,7 +131,7 @@ impl WebhooksConfig {
     }
 
     /// The statements one poll runs, by purpose (deliveries_table must be set).
-    pub fn statements(&self) -> Result<Vec<(&'static str, String)>, String> {
+    pub fn statements(&self) -> Result<Vec<(Purpose, String)>, String> {
         let key = |k: &str| format!("webhooks.{k}");
         let t = quote_table(
             self.deliveries_table.as_deref().unwrap_or_default(),
@@ -117,12 +152,12 @@ impl WebhooksConfig {
         let grace = format!("interval '{} seconds'", self.overdue_grace.as_secs_f64());
         let mut out = vec![
             (
-                "status",
+                Purpose::Status,
                 // The window, not the whole history: bounded by the created_at index.
                 format!("SELECT {status}::text, count(*)::float8 FROM {t} WHERE {window} GROUP BY 1 ORDER BY 2 DESC LIMIT {}", MAX_STATUSES + 1),
             ),
             (
-                "retries",
+                Purpose::Retries,
                 format!(
                     "SELECT count(*)::float8, \
                             count(*) FILTER (WHERE {next_retry} < now() - {grace})::float8, \
@@ -131,7 +166,7 @@ impl WebhooksConfig {
                 ),
             ),
             (
-                "window",
+                Purpose::Window,
                 format!(
                     "SELECT count(*) FILTER (WHERE {attempts} >= 1)::float8, \
                             count(*) FILTER (WHERE {delivered} AND {attempts} = 1)::float8, \
@@ -143,7 +178,7 @@ impl WebhooksConfig {
         ];
         if self.top_failing > 0 {
             out.push((
-                "failing",
+                Purpose::Failing,
                 format!(
                     "SELECT {webhook}::text, count(*)::float8 FROM {t} \
                      WHERE {window} AND ({retrying} OR {failed}) \
@@ -163,7 +198,7 @@ impl WebhooksConfig {
                 &key("events_created_at_column"),
             )?;
             out.push((
-                "events",
+                Purpose::Events,
                 format!(
                     "SELECT count(*)::float8, coalesce(extract(epoch FROM now() - min({at})), 0)::float8 \
                      FROM {e} WHERE {unprocessed}"
