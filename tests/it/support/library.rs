@@ -38,5 +38,10 @@ pub fn webhook_statements(
         top_failing,
         ..Default::default()
     };
-    config.statements().unwrap()
+    config
+        .statements()
+        .unwrap()
+        .into_iter()
+        .map(|(purpose, sql)| (purpose.name(), sql))
+        .collect()
 }
