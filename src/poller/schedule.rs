@@ -1,251 +1,19 @@
-//! Polling: one connection per target, one schedule per collector.
-//!
-//! For each target a *supervisor* task owns the single connection: it connects, publishes the
-//! live session on a `watch` channel, waits until the connection ends (or a collector reports
-//! it unusable), and reconnects with capped exponential backoff and jitter. Each collector of
-//! the target runs in its own task on its own interval, borrowing the current session from the
-//! channel; when the target is down it records a failed run instead of waiting for it. Results
-//! go to the [`Snapshot`](crate::snapshot::Snapshot); the HTTP side only ever reads that.
+//! One collector's task: runs it on its interval against the current session of its lane,
+//! bounds each run, and publishes the outcome (values, errors, skips) to the snapshot, the
+//! status page and the exporter's own metrics.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use rand::Rng;
-use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
+use tokio::sync::watch;
 
-use crate::collector::{CollectError, Collector, Lane, Session, SkipReason};
+use super::{Conn, Scheduled};
+use crate::collector::{CollectError, SkipReason};
 use crate::metric::Family;
 use crate::shared::Shared;
 use crate::status::unix_now;
-use crate::target::Target;
 
-/// A collector with its effective schedule.
-pub struct Scheduled {
-    pub name: String,
-    /// The connection it runs on.
-    pub lane: Lane,
-    pub interval: Duration,
-    /// Client-side bound on one run.
-    pub timeout: Duration,
-    /// How long the last good values outlive a failing collector.
-    pub stale_after: Duration,
-    /// The names of the families the collector declares; anything else it returns is a bug
-    /// and is dropped (see `keep_declared`).
-    pub declared: BTreeSet<String>,
-    pub collector: Box<dyn Collector>,
-}
-
-/// The target's connection as collectors see it.
-#[derive(Clone)]
-enum Conn {
-    /// Before the first connection attempt has finished.
-    Connecting,
-    Up(Arc<Live>),
-    Down(String),
-}
-
-/// A working session and the way for collectors to report it broken.
-struct Live {
-    session: Session,
-    /// Notified by a collector that timed out or found the connection closed; the supervisor
-    /// then drops the session and reconnects.
-    broken: Notify,
-    /// Collectors on one connection take turns. The server runs one statement at a time per
-    /// connection anyway; taking turns here makes each collector's timeout (and its measured
-    /// duration) cover its own statements, not the wait behind a slow neighbour, which would
-    /// otherwise time out innocent collectors and force needless reconnects.
-    turn: tokio::sync::Mutex<()>,
-}
-
-/// Reconnect timing: doubles from `initial` up to `max`, each wait drawn in [50%, 100%] of the
-/// current step so that many exporters restarted together do not reconnect in lockstep.
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    step: Duration,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Backoff {
-        Backoff {
-            initial,
-            max,
-            step: initial,
-        }
-    }
-
-    pub fn next_delay(&mut self) -> Duration {
-        let step = self.step;
-        self.step = (self.step * 2).min(self.max);
-        step.mul_f64(rand::rng().random_range(0.5..=1.0))
-    }
-
-    pub fn reset(&mut self) {
-        self.step = self.initial;
-    }
-}
-
-/// Starts, for one target, a supervisor per connection (lane) in use and a task per collector.
-pub fn spawn_target(
-    target: Target,
-    collectors: Vec<Scheduled>,
-    backoff: (Duration, Duration),
-    shared: Shared,
-    shutdown: watch::Receiver<bool>,
-) -> Vec<JoinHandle<()>> {
-    shared.status.register(
-        &target.name,
-        &target.endpoint,
-        &collectors
-            .iter()
-            .map(|c| (c.name.clone(), c.interval))
-            .collect::<Vec<_>>(),
-    );
-    shared
-        .telemetry
-        .pg_up
-        .with_label_values(&[&target.name])
-        .set(0.0);
-    // Counters start at 0 so that the first failure is an increase rate() can see.
-    let t = &shared.telemetry;
-    t.connection_attempts.with_label_values(&[&target.name]);
-    t.connection_errors.with_label_values(&[&target.name]);
-    for c in &collectors {
-        let labels = [target.name.as_str(), c.name.as_str()];
-        t.collector_runs.with_label_values(&labels);
-        t.collector_errors.with_label_values(&labels);
-    }
-    let target = Arc::new(target);
-    let mut lanes: std::collections::BTreeMap<Lane, Vec<Scheduled>> = Default::default();
-    lanes.entry(Lane::Main).or_default(); // always: it drives pg_up
-    for scheduled in collectors {
-        lanes.entry(scheduled.lane).or_default().push(scheduled);
-    }
-    let mut tasks = Vec::new();
-    for (lane, collectors) in lanes {
-        let (tx, rx) = watch::channel(Conn::Connecting);
-        tasks.push(tokio::spawn(supervise(
-            target.clone(),
-            lane,
-            tx,
-            Backoff::new(backoff.0, backoff.1),
-            shared.clone(),
-            shutdown.clone(),
-        )));
-        for scheduled in collectors {
-            tasks.push(tokio::spawn(run_collector(
-                target.name.clone(),
-                scheduled,
-                rx.clone(),
-                shared.clone(),
-                shutdown.clone(),
-            )));
-        }
-    }
-    tasks
-}
-
-async fn supervise(
-    target: Arc<Target>,
-    lane: Lane,
-    tx: watch::Sender<Conn>,
-    mut backoff: Backoff,
-    shared: Shared,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let name = target.name.as_str();
-    // Only the main connection speaks for the target (pg_up, status); a sampler connection
-    // that fails shows through its collector's own metrics.
-    let main = lane == Lane::Main;
-    let pg_up = shared.telemetry.pg_up.with_label_values(&[name]);
-    let mut failures: u32 = 0;
-    loop {
-        shared
-            .telemetry
-            .connection_attempts
-            .with_label_values(&[name])
-            .inc();
-        let attempt = tokio::select! {
-            attempt = target.connect() => attempt,
-            _ = shutdown.changed() => return,
-        };
-        match attempt {
-            Ok((client, server, mut driver)) => {
-                backoff.reset();
-                failures = 0;
-                tracing::info!(target = name, ?lane, endpoint = %target.endpoint, version = %server.version, "connected");
-                if main {
-                    pg_up.set(1.0);
-                    shared.status.update_target(name, |t| {
-                        t.attempted = true;
-                        t.up = true;
-                        t.server_version = Some(server.version.clone());
-                        t.last_error = None;
-                    });
-                }
-                let live = Arc::new(Live {
-                    session: Session { client, server },
-                    broken: Notify::new(),
-                    turn: tokio::sync::Mutex::new(()),
-                });
-                tx.send_replace(Conn::Up(live.clone()));
-                let reason = tokio::select! {
-                    _ = &mut driver => "connection closed".to_string(),
-                    _ = live.broken.notified() => "session unusable (timeout or closed connection)".to_string(),
-                    _ = shutdown.changed() => {
-                        driver.abort();
-                        return;
-                    }
-                };
-                driver.abort();
-                tracing::warn!(target = name, ?lane, reason = %reason, "lost connection");
-                if main {
-                    pg_up.set(0.0);
-                    shared.status.update_target(name, |t| {
-                        t.up = false;
-                        t.last_error = Some(reason.clone());
-                    });
-                }
-                tx.send_replace(Conn::Down(reason));
-                // Reconnect at once: a dropped session is often a one-off (restart, failover).
-                continue;
-            }
-            Err(error) => {
-                failures += 1;
-                shared
-                    .telemetry
-                    .connection_errors
-                    .with_label_values(&[name])
-                    .inc();
-                let message = error.to_string();
-                // The first failure is worth a warning; repeats only every 10th time.
-                if failures == 1 || failures % 10 == 0 {
-                    tracing::warn!(target = name, ?lane, error = %message, attempts = failures, "connection failed");
-                } else {
-                    tracing::debug!(target = name, ?lane, error = %message, attempts = failures, "connection failed");
-                }
-                if main {
-                    pg_up.set(0.0);
-                    shared.status.update_target(name, |t| {
-                        t.attempted = true;
-                        t.up = false;
-                        t.last_error = Some(message.clone());
-                    });
-                }
-                tx.send_replace(Conn::Down(message));
-            }
-        }
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
-        }
-    }
-}
-
-async fn run_collector(
+pub(super) async fn run_collector(
     target: String,
     mut scheduled: Scheduled,
     mut conn: watch::Receiver<Conn>,
@@ -479,44 +247,22 @@ async fn run_once(
     t.collector_runs.with_label_values(&labels).inc();
 }
 
-/// Drops values that outlived their staleness window, once a second.
-pub fn spawn_janitor(shared: Shared, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.changed() => return,
-            }
-            for (target, collector) in shared.snapshot.expire(Instant::now()) {
-                tracing::info!(target = %target, collector = %collector, "dropped stale values");
-                shared
-                    .telemetry
-                    .collector_stale
-                    .with_label_values(&[target.as_str(), collector.as_str()])
-                    .set(0.0);
-                shared
-                    .status
-                    .update_collector(&target, &collector, |c| c.stale = false);
-                shared
-                    .telemetry
-                    .snapshot_bytes
-                    .set(shared.snapshot.body().len() as f64);
-            }
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::task::JoinHandle;
+
     use super::*;
+    use crate::collector::{CollectFuture, Collector, Lane, Session};
 
     /// A collector that must not be reached: every test below keeps the target down, so the
     /// poller records failed runs on its schedule without calling it.
     struct Unreachable;
 
     impl Collector for Unreachable {
-        fn collect<'a>(&'a mut self, _: &'a Session) -> crate::collector::CollectFuture<'a> {
+        fn collect<'a>(&'a mut self, _: &'a Session) -> CollectFuture<'a> {
             panic!("collect called while the target is down")
         }
     }
@@ -655,21 +401,5 @@ mod tests {
         assert!(task.is_finished(), "the task returns on shutdown");
         advance(Duration::from_secs(30)).await;
         assert_eq!(runs(&shared), 1, "no run after shutdown");
-    }
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let delays: Vec<Duration> = (0..8).map(|_| b.next_delay()).collect();
-        for (i, d) in delays.iter().enumerate() {
-            let step = Duration::from_millis((100u64 << i).min(1000));
-            assert!(
-                *d >= step / 2 && *d <= step,
-                "attempt {i}: {d:?} not in [{:?}, {step:?}]",
-                step / 2
-            );
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }

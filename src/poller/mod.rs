@@ -1,0 +1,153 @@
+//! Polling: one connection per target, one schedule per collector.
+//!
+//! For each target a *supervisor* task owns the single connection: it connects, publishes the
+//! live session on a `watch` channel, waits until the connection ends (or a collector reports
+//! it unusable), and reconnects with capped exponential backoff and jitter. Each collector of
+//! the target runs in its own task on its own interval, borrowing the current session from the
+//! channel; when the target is down it records a failed run instead of waiting for it. Results
+//! go to the [`Snapshot`](crate::snapshot::Snapshot); the HTTP side only ever reads that.
+//!
+//! * `connection`: the supervisor of one connection (lane) and its reconnect backoff;
+//! * `schedule`: one collector's task: its interval, one run, and what a run publishes.
+
+mod connection;
+mod schedule;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+
+use self::connection::{supervise, Backoff};
+use self::schedule::run_collector;
+use crate::collector::{Collector, Lane, Session};
+use crate::shared::Shared;
+use crate::target::Target;
+
+/// A collector with its effective schedule.
+pub struct Scheduled {
+    pub name: String,
+    /// The connection it runs on.
+    pub lane: Lane,
+    pub interval: Duration,
+    /// Client-side bound on one run.
+    pub timeout: Duration,
+    /// How long the last good values outlive a failing collector.
+    pub stale_after: Duration,
+    /// The names of the families the collector declares; anything else it returns is a bug
+    /// and is dropped (see `keep_declared`).
+    pub declared: BTreeSet<String>,
+    pub collector: Box<dyn Collector>,
+}
+
+/// The target's connection as collectors see it.
+#[derive(Clone)]
+enum Conn {
+    /// Before the first connection attempt has finished.
+    Connecting,
+    Up(Arc<Live>),
+    Down(String),
+}
+
+/// A working session and the way for collectors to report it broken.
+struct Live {
+    session: Session,
+    /// Notified by a collector that timed out or found the connection closed; the supervisor
+    /// then drops the session and reconnects.
+    broken: Notify,
+    /// Collectors on one connection take turns. The server runs one statement at a time per
+    /// connection anyway; taking turns here makes each collector's timeout (and its measured
+    /// duration) cover its own statements, not the wait behind a slow neighbour, which would
+    /// otherwise time out innocent collectors and force needless reconnects.
+    turn: tokio::sync::Mutex<()>,
+}
+
+/// Starts, for one target, a supervisor per connection (lane) in use and a task per collector.
+pub fn spawn_target(
+    target: Target,
+    collectors: Vec<Scheduled>,
+    backoff: (Duration, Duration),
+    shared: Shared,
+    shutdown: watch::Receiver<bool>,
+) -> Vec<JoinHandle<()>> {
+    shared.status.register(
+        &target.name,
+        &target.endpoint,
+        &collectors
+            .iter()
+            .map(|c| (c.name.clone(), c.interval))
+            .collect::<Vec<_>>(),
+    );
+    shared
+        .telemetry
+        .pg_up
+        .with_label_values(&[&target.name])
+        .set(0.0);
+    // Counters start at 0 so that the first failure is an increase rate() can see.
+    let t = &shared.telemetry;
+    t.connection_attempts.with_label_values(&[&target.name]);
+    t.connection_errors.with_label_values(&[&target.name]);
+    for c in &collectors {
+        let labels = [target.name.as_str(), c.name.as_str()];
+        t.collector_runs.with_label_values(&labels);
+        t.collector_errors.with_label_values(&labels);
+    }
+    let target = Arc::new(target);
+    let mut lanes: std::collections::BTreeMap<Lane, Vec<Scheduled>> = Default::default();
+    lanes.entry(Lane::Main).or_default(); // always: it drives pg_up
+    for scheduled in collectors {
+        lanes.entry(scheduled.lane).or_default().push(scheduled);
+    }
+    let mut tasks = Vec::new();
+    for (lane, collectors) in lanes {
+        let (tx, rx) = watch::channel(Conn::Connecting);
+        tasks.push(tokio::spawn(supervise(
+            target.clone(),
+            lane,
+            tx,
+            Backoff::new(backoff.0, backoff.1),
+            shared.clone(),
+            shutdown.clone(),
+        )));
+        for scheduled in collectors {
+            tasks.push(tokio::spawn(run_collector(
+                target.name.clone(),
+                scheduled,
+                rx.clone(),
+                shared.clone(),
+                shutdown.clone(),
+            )));
+        }
+    }
+    tasks
+}
+
+/// Drops values that outlived their staleness window, once a second.
+pub fn spawn_janitor(shared: Shared, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            for (target, collector) in shared.snapshot.expire(Instant::now()) {
+                tracing::info!(target = %target, collector = %collector, "dropped stale values");
+                shared
+                    .telemetry
+                    .collector_stale
+                    .with_label_values(&[target.as_str(), collector.as_str()])
+                    .set(0.0);
+                shared
+                    .status
+                    .update_collector(&target, &collector, |c| c.stale = false);
+                shared
+                    .telemetry
+                    .snapshot_bytes
+                    .set(shared.snapshot.body().len() as f64);
+            }
+        }
+    })
+}
