@@ -6,12 +6,13 @@
 //! Counters are cumulative, so the difference of two polls gives the *interval's* count, sum
 //! and sum of squares, hence the interval's mean and variance ([`Moments::between`]).
 //!
-//! Each statement's interval calls are then spread over histogram buckets by a distribution
-//! with that mean and variance ([`Shape`]): a log-normal (latencies are positive and
-//! right-skewed), clipped to the statement's all-time `[min, max]`, which every execution of the
-//! interval lies in. When the variance is unusable (one call, cancellation in the subtraction,
-//! a reset between polls with nothing to subtract) all calls go to the interval mean — the
-//! baseline every other estimate is compared with ([`Estimator::Mean`]).
+//! Each statement's interval calls are then described by a distribution with that mean and
+//! variance ([`Shape`]), which [`super::histogram`] spreads over the buckets: a log-normal
+//! (latencies are positive and right-skewed), clipped to the statement's all-time
+//! `[min, max]`, which every execution of the interval lies in. When the variance is unusable
+//! (one call, cancellation in the subtraction, a reset between polls with nothing to subtract)
+//! all calls go to the interval mean — the baseline every other estimate is compared with
+//! ([`Estimator::Mean`]).
 //!
 //! Limits: two moments cannot describe a multi-modal mix inside one statement (a 90 % / 10 %
 //! mix of 2 ms and 40 ms comes out as one wide log-normal whose p95 is roughly half the true
@@ -19,12 +20,6 @@
 //! described well as long as each statement is roughly unimodal. See docs/statements.md.
 
 use serde::{Deserialize, Serialize};
-
-/// Default histogram bucket bounds, seconds: 1-2-5 steps from 0.1 ms to 10 s.
-pub const DEFAULT_BUCKETS: &[f64] = &[
-    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-    10.0,
-];
 
 /// How interval calls are placed in the buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -315,74 +310,9 @@ pub fn normal_cdf(z: f64) -> f64 {
     0.5 * erfc
 }
 
-/// Adds `calls` executions distributed as `shape` to per-bucket (non-cumulative) `counts`;
-/// `bounds_ms` are the upper bounds of all but the last (+Inf) bucket.
-pub fn spread(shape: &Shape, calls: f64, bounds_ms: &[f64], counts: &mut [f64]) {
-    debug_assert_eq!(counts.len(), bounds_ms.len() + 1);
-    let mut below = 0.0;
-    for (i, bound) in bounds_ms.iter().enumerate() {
-        let cdf = shape.cdf(*bound);
-        counts[i] += calls * (cdf - below);
-        below = cdf;
-    }
-    counts[bounds_ms.len()] += calls * (1.0 - below);
-}
-
-/// Rounds fractional per-bucket counts to integers summing to `total` (largest remainder),
-/// so that `_count` is the exact number of calls and buckets stay whole numbers.
-pub fn round_counts(fractions: &[f64], total: u64) -> Vec<u64> {
-    let sum: f64 = fractions.iter().sum();
-    if total == 0 || sum.is_nan() || sum <= 0.0 {
-        return vec![0; fractions.len()];
-    }
-    let scaled: Vec<f64> = fractions
-        .iter()
-        .map(|f| f.max(0.0) * total as f64 / sum)
-        .collect();
-    let mut out: Vec<u64> = scaled.iter().map(|v| v.floor() as u64).collect();
-    let assigned: u64 = out.iter().sum();
-    let mut order: Vec<usize> = (0..scaled.len()).collect();
-    order.sort_by(|&a, &b| {
-        let ra = scaled[a] - scaled[a].floor();
-        let rb = scaled[b] - scaled[b].floor();
-        rb.total_cmp(&ra).then(a.cmp(&b))
-    });
-    for &i in order.iter().take(total.saturating_sub(assigned) as usize) {
-        out[i] += 1;
-    }
-    out
-}
-
-/// The q-quantile of a histogram given as cumulative counts per upper bound (the last bound
-/// +Inf), interpolated linearly inside the bucket as PromQL's `histogram_quantile` does.
-pub fn histogram_quantile(q: f64, bounds: &[f64], cumulative: &[f64]) -> f64 {
-    let total = match cumulative.last() {
-        Some(t) if *t > 0.0 => *t,
-        _ => return f64::NAN,
-    };
-    let rank = q * total;
-    let i = cumulative
-        .iter()
-        .position(|c| *c >= rank)
-        .unwrap_or(cumulative.len() - 1);
-    if i == bounds.len() - 1 {
-        // The +Inf bucket: PromQL answers the highest finite bound.
-        return bounds[bounds.len().saturating_sub(2)];
-    }
-    let (start, below) = if i == 0 {
-        (0.0, 0.0)
-    } else {
-        (bounds[i - 1], cumulative[i - 1])
-    };
-    let in_bucket = cumulative[i] - below;
-    if in_bucket <= 0.0 {
-        return bounds[i];
-    }
-    start + (bounds[i] - start) * (rank - below) / in_bucket
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::histogram::{histogram_quantile, round_counts, spread, DEFAULT_BUCKETS};
     use super::*;
 
     /// Cumulative counters of a set of executions, as pg_stat_statements keeps them.
@@ -498,26 +428,6 @@ mod tests {
         ] {
             assert!((normal_cdf(z) - p).abs() < 1e-6, "{z}: {}", normal_cdf(z));
         }
-    }
-
-    #[test]
-    fn rounding_keeps_the_total() {
-        assert_eq!(round_counts(&[0.4, 0.4, 0.2], 1), vec![1, 0, 0]);
-        assert_eq!(round_counts(&[1.5, 1.5, 7.0], 10), vec![2, 1, 7]);
-        assert_eq!(round_counts(&[0.0, 0.0], 0), vec![0, 0]);
-        let r = round_counts(&[0.33, 0.33, 0.34], 1000);
-        assert_eq!(r.iter().sum::<u64>(), 1000);
-    }
-
-    #[test]
-    fn quantile_interpolates_like_promql() {
-        let bounds = [1.0, 2.0, 4.0, f64::INFINITY];
-        let cumulative = [10.0, 30.0, 40.0, 40.0];
-        assert_eq!(histogram_quantile(0.25, &bounds, &cumulative), 1.0);
-        assert_eq!(histogram_quantile(0.5, &bounds, &cumulative), 1.5);
-        assert_eq!(histogram_quantile(1.0, &bounds, &cumulative), 4.0);
-        let with_inf = [10.0, 30.0, 40.0, 50.0];
-        assert_eq!(histogram_quantile(0.99, &bounds, &with_inf), 4.0);
     }
 
     /// The mix: 90 % at 2 ms, 10 % at 40 ms. The truth p95/p99 is 40 ms. The mean

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::estimate::{Estimator, DEFAULT_BUCKETS};
+use super::estimate::Estimator;
+use super::histogram::DEFAULT_BUCKETS;
 use crate::duration;
 
 /// Most workload rules accepted (each distinct name is a label value of every histogram).
