@@ -47,21 +47,16 @@ pub struct Family {
 }
 
 impl Family {
-    pub fn new(name: impl Into<String>, help: impl Into<String>, kind: MetricType) -> Self {
+    /// Private on purpose: an output family is made only from a declaration
+    /// ([`Metric::family`], [`FamilyDesc::family`]), so its name, type and help cannot drift
+    /// from what the reference documents.
+    fn new(name: impl Into<String>, help: impl Into<String>, kind: MetricType) -> Self {
         Family {
             name: name.into(),
             help: help.into(),
             kind,
             samples: Vec::new(),
         }
-    }
-
-    pub fn gauge(name: impl Into<String>, help: impl Into<String>) -> Self {
-        Family::new(name, help, MetricType::Gauge)
-    }
-
-    pub fn counter(name: impl Into<String>, help: impl Into<String>) -> Self {
-        Family::new(name, help, MetricType::Counter)
     }
 
     /// Adds a sample with the given labels; builder style.
@@ -84,7 +79,7 @@ impl Family {
 
 /// A family a Rust collector may emit, declared once as a constant: its name (which carries
 /// the base unit, `_seconds`, `_bytes`, `_total` for counters), type, labels (the leading
-/// `target` included, `le` for histograms) and help. The declaration is the only source of
+/// `target` included) and help. The declaration is the only source of
 /// these: [`Metric::family`] makes the output family from it and [`Metric::describe`] feeds the
 /// registry and the metric reference, so a served family can never disagree with its
 /// documentation, and a misspelt name is a compile error rather than a missing metric.
@@ -268,8 +263,9 @@ mod tests {
 
     #[test]
     fn encodes_labels_with_escaping_and_leading_target() {
-        let family =
-            Family::gauge("pg_x", "Help with \\ and\nnewline").with(&[("db", "a\"b\\c\nd")], 1.5);
+        let family = Metric::gauge("pg_x", &["target", "db"], "Help with \\ and\nnewline")
+            .family()
+            .with(&[("db", "a\"b\\c\nd")], 1.5);
         let mut out = String::new();
         write_header(&mut out, &family);
         write_samples(&mut out, &family, &[("target", "main")]);
@@ -282,7 +278,7 @@ mod tests {
 
     #[test]
     fn encodes_special_values_and_integers() {
-        let mut family = Family::gauge("v", "h");
+        let mut family = Metric::gauge("v", &[], "h").family();
         for value in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 42.0, -3.0, 0.25] {
             family.push(&[], value);
         }

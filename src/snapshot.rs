@@ -127,9 +127,13 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metric::Metric;
+
+    const X: Metric = Metric::gauge("pg_x", &["target"], "x");
+    const EMPTY: Metric = Metric::gauge("empty", &["target"], "e");
 
     fn up(value: f64) -> Vec<Family> {
-        vec![Family::gauge("pg_x", "x").with(&[], value)]
+        vec![X.family().with(&[], value)]
     }
 
     #[test]
@@ -147,12 +151,7 @@ mod tests {
     #[test]
     fn drops_empty_families_and_expired_entries() {
         let snapshot = Snapshot::new();
-        snapshot.put(
-            "a",
-            "c",
-            vec![Family::gauge("empty", "e")],
-            Duration::from_secs(60),
-        );
+        snapshot.put("a", "c", vec![EMPTY.family()], Duration::from_secs(60));
         assert!(snapshot.body().is_empty());
         snapshot.put("a", "c", up(1.0), Duration::from_secs(5));
         assert!(!snapshot.body().is_empty());
