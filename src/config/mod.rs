@@ -6,15 +6,17 @@
 //! never a silently ignored setting. Errors name the file and line (or the variable) and say
 //! what to do; see [`ConfigError`].
 
+mod load;
+mod validate;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::collector::locks::settings::LocksConfig;
-use crate::collector::queues::settings::{self as queues, QueueConfig};
+use crate::collector::queues::settings::QueueConfig;
 use crate::collector::relations::settings::RelationsConfig;
 use crate::collector::statements::settings::StatementsConfig;
 use crate::collector::webhooks::settings::WebhooksConfig;
@@ -233,179 +235,6 @@ pub struct FlagOverrides {
 }
 
 impl Config {
-    /// Builds the effective configuration from all layers and validates it.
-    pub fn load(
-        file: Option<&Path>,
-        env: &BTreeMap<String, String>,
-        flags: &FlagOverrides,
-    ) -> Result<Config, ConfigError> {
-        if let Some(path) = file {
-            check_file(path)?;
-        }
-        let defaults = config::Config::try_from(&Config::default())
-            .map_err(|e| ConfigError(format!("internal error building defaults: {e}")))?;
-        let mut builder = config::Config::builder().add_source(defaults);
-        if let Some(path) = file {
-            builder = builder.add_source(config::File::new(
-                &path.to_string_lossy(),
-                file_format(path)?,
-            ));
-        }
-        let prefixed: config::Map<String, String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("PGKPI_") && !is_special_env(k))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("PGKPI")
-                .prefix_separator("_")
-                .separator("__")
-                .source(Some(prefixed.clone())),
-        );
-        let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
-                   key: &str,
-                   v: &Option<String>| match v {
-            Some(v) => b.set_override(key, v.clone()),
-            None => Ok(b),
-        };
-        let err = |e: config::ConfigError| ConfigError(format!("command-line flag: {e}"));
-        builder = set(builder, "web.listen_address", &flags.listen_address).map_err(err)?;
-        builder = set(builder, "web.telemetry_path", &flags.telemetry_path).map_err(err)?;
-        builder = set(builder, "web.config_file", &flags.web_config_file).map_err(err)?;
-        builder = set(builder, "log.level", &flags.log_level).map_err(err)?;
-        builder = set(builder, "log.format", &flags.log_format).map_err(err)?;
-
-        let merged = builder
-            .build()
-            .map_err(|e| ConfigError(format!("cannot merge configuration: {e}")))?;
-        let mut cfg: Config = merged.try_deserialize().map_err(|e| {
-            let origin = if prefixed.is_empty() {
-                "command-line flags".to_string()
-            } else {
-                format!(
-                    "environment ({}) or command-line flags",
-                    prefixed.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
-            };
-            ConfigError(format!(
-                "invalid value from {origin}: {e}; environment variables are named \
-                 PGKPI_<SECTION>__<KEY>, e.g. PGKPI_WEB__LISTEN_ADDRESS or PGKPI_LOG__LEVEL"
-            ))
-        })?;
-
-        if let Some((var, dsn)) = DSN_ENV_VARS.iter().find_map(|var| {
-            env.get(*var)
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| (*var, v))
-        }) {
-            // Like postgres_exporter: the DSN variable defines the monitored database, replacing
-            // targets from the file.
-            if !cfg.targets.is_empty() {
-                tracing::info!(
-                    variable = var,
-                    "environment dsn replaces targets from the config file"
-                );
-            }
-            let name = env
-                .get("PGKPI_TARGET_NAME")
-                .cloned()
-                .unwrap_or_else(|| DEFAULT_TARGET_NAME.to_string());
-            cfg.targets = vec![TargetConfig {
-                name,
-                dsn: dsn.clone(),
-                password_file: None,
-                session: SessionOverrides::default(),
-            }];
-        }
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    /// Checks what serde cannot: addresses, paths, names, DSNs, timeouts.
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        self.web.listen_address.parse::<SocketAddr>().map_err(|_| {
-            ConfigError(format!(
-                "web.listen_address \"{}\" is not an address; use host:port, e.g. 127.0.0.1:9188",
-                self.web.listen_address
-            ))
-        })?;
-        let path = &self.web.telemetry_path;
-        if !path.starts_with('/') || ["/", "/healthz", "/readyz"].contains(&path.as_str()) {
-            return Err(ConfigError(format!(
-                "web.telemetry_path \"{path}\" must start with '/' and not be /, /healthz or /readyz; e.g. /metrics"
-            )));
-        }
-        if let Some(file) = &self.web.config_file {
-            crate::web_config::WebSecurity::load(file).map_err(ConfigError)?;
-        }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
-            ConfigError(format!(
-                "log.level \"{}\" is not valid ({e}); use error, warn, info, debug or trace",
-                self.log.level
-            ))
-        })?;
-        if self.targets.is_empty() {
-            return Err(ConfigError(
-                "no target to monitor; set DATA_SOURCE_NAME=postgresql://user@host:5432/db or add \
-                 a [[targets]] table with name and dsn to the config file"
-                    .into(),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, target) in self.targets.iter().enumerate() {
-            let where_ = format!("targets[{i}] (name \"{}\")", target.name);
-            if target.name.is_empty()
-                || !target
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
-            {
-                return Err(ConfigError(format!(
-                    "{where_}: name must be non-empty and use only letters, digits, '_', '.', ':' or '-'"
-                )));
-            }
-            if !seen.insert(&target.name) {
-                return Err(ConfigError(format!(
-                    "{where_}: duplicate target name; each target needs its own name"
-                )));
-            }
-            dsn::parse(&target.dsn).map_err(|e| ConfigError(format!("{where_}: dsn: {e}")))?;
-            let session = self.session_for(target);
-            for (key, value) in [
-                ("statement_timeout", session.statement_timeout),
-                ("connect_timeout", session.connect_timeout),
-            ] {
-                if value.is_zero() {
-                    return Err(ConfigError(format!(
-                        "{where_}: session.{key} is 0, which disables the limit; set a positive duration like \"5s\""
-                    )));
-                }
-            }
-        }
-        if self.poller.reconnect_initial_backoff.is_zero()
-            || self.poller.reconnect_max_backoff < self.poller.reconnect_initial_backoff
-        {
-            return Err(ConfigError(
-                "poller.reconnect_initial_backoff must be positive and not above poller.reconnect_max_backoff".into(),
-            ));
-        }
-        for (name, settings) in &self.collectors {
-            if settings.interval.is_some_and(|d| d.is_zero())
-                || settings.timeout.is_some_and(|d| d.is_zero())
-            {
-                return Err(ConfigError(format!(
-                    "collectors.{name}: interval and timeout must be positive durations like \"15s\""
-                )));
-            }
-        }
-        self.locks.validate().map_err(ConfigError)?;
-        self.statements.validate().map_err(ConfigError)?;
-        queues::validate(&self.queues).map_err(ConfigError)?;
-        self.webhooks.validate().map_err(ConfigError)?;
-        self.relations.validate().map_err(ConfigError)?;
-        Ok(())
-    }
-
     /// The effective session settings of a target.
     pub fn session_for(&self, target: &TargetConfig) -> SessionConfig {
         let o = &target.session;
@@ -433,89 +262,6 @@ impl Config {
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
-}
-
-/// Environment variables with a `PGKPI_` prefix that are not config keys.
-fn is_special_env(key: &str) -> bool {
-    DSN_ENV_VARS.contains(&key) || key == "PGKPI_TARGET_NAME" || key == "PGKPI_CONFIG_FILE"
-}
-
-fn file_format(path: &Path) -> Result<config::FileFormat, ConfigError> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("toml") => Ok(config::FileFormat::Toml),
-        Some("yaml" | "yml") => Ok(config::FileFormat::Yaml),
-        _ => Err(ConfigError(format!(
-            "config file {}: unknown format; name it *.toml, *.yaml or *.yml",
-            path.display()
-        ))),
-    }
-}
-
-/// Parses the file on its own first, so that errors carry its name and the line.
-fn check_file(path: &Path) -> Result<(), ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
-            "config file {}: cannot read it ({e}); check the path given to --config.file",
-            path.display()
-        ))
-    })?;
-    let display = path.display();
-    match file_format(path)? {
-        config::FileFormat::Toml => toml::from_str::<Config>(&text).map(|_| ()).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().to_string();
-            ConfigError(match line {
-                Some(line) => format!(
-                    "config file {display}, line {line}: {message}{}",
-                    hint(&message)
-                ),
-                None => format!("config file {display}: {message}{}", hint(&message)),
-            })
-        }),
-        _ => {
-            let parsed = config::Config::builder()
-                .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
-                .build()
-                .and_then(|c| c.try_deserialize::<Config>());
-            parsed.map(|_| ()).map_err(|e| {
-                let message = e.to_string();
-                let line = unknown_field(&message).and_then(|field| line_of_key(&text, &field));
-                ConfigError(match line {
-                    Some(line) => format!(
-                        "config file {display}, line {line}: {message}{}",
-                        hint(&message)
-                    ),
-                    None => format!("config file {display}: {message}{}", hint(&message)),
-                })
-            })
-        }
-    }
-}
-
-fn hint(message: &str) -> &'static str {
-    if message.contains("unknown field") {
-        "; remove or rename the key (see docs/configuration.md for every key)"
-    } else if message.contains("duration") {
-        "; write durations as strings like \"500ms\", \"5s\" or \"1m\""
-    } else {
-        ""
-    }
-}
-
-fn unknown_field(message: &str) -> Option<String> {
-    let rest = message.split("unknown field `").nth(1)?;
-    Some(rest.split('`').next()?.to_string())
-}
-
-fn line_of_key(text: &str, key: &str) -> Option<usize> {
-    text.lines()
-        .position(|line| {
-            let trimmed = line.trim_start().trim_start_matches("- ");
-            trimmed.starts_with(key) && trimmed[key.len()..].trim_start().starts_with([':', '='])
-        })
-        .map(|i| i + 1)
 }
 
 #[cfg(test)]

@@ -1,0 +1,183 @@
+//! Building the configuration from its layers: defaults < file < environment < flags, with
+//! errors that name the file and line (or the variable) and the fix.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{
+    Config, ConfigError, FlagOverrides, SessionOverrides, TargetConfig, DEFAULT_TARGET_NAME,
+    DSN_ENV_VARS,
+};
+
+impl Config {
+    /// Builds the effective configuration from all layers and validates it.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &FlagOverrides,
+    ) -> Result<Config, ConfigError> {
+        if let Some(path) = file {
+            check_file(path)?;
+        }
+        let defaults = config::Config::try_from(&Config::default())
+            .map_err(|e| ConfigError(format!("internal error building defaults: {e}")))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::new(
+                &path.to_string_lossy(),
+                file_format(path)?,
+            ));
+        }
+        let prefixed: config::Map<String, String> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("PGKPI_") && !is_special_env(k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("PGKPI")
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(prefixed.clone())),
+        );
+        let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
+                   key: &str,
+                   v: &Option<String>| match v {
+            Some(v) => b.set_override(key, v.clone()),
+            None => Ok(b),
+        };
+        let err = |e: config::ConfigError| ConfigError(format!("command-line flag: {e}"));
+        builder = set(builder, "web.listen_address", &flags.listen_address).map_err(err)?;
+        builder = set(builder, "web.telemetry_path", &flags.telemetry_path).map_err(err)?;
+        builder = set(builder, "web.config_file", &flags.web_config_file).map_err(err)?;
+        builder = set(builder, "log.level", &flags.log_level).map_err(err)?;
+        builder = set(builder, "log.format", &flags.log_format).map_err(err)?;
+
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigError(format!("cannot merge configuration: {e}")))?;
+        let mut cfg: Config = merged.try_deserialize().map_err(|e| {
+            let origin = if prefixed.is_empty() {
+                "command-line flags".to_string()
+            } else {
+                format!(
+                    "environment ({}) or command-line flags",
+                    prefixed.keys().cloned().collect::<Vec<_>>().join(", ")
+                )
+            };
+            ConfigError(format!(
+                "invalid value from {origin}: {e}; environment variables are named \
+                 PGKPI_<SECTION>__<KEY>, e.g. PGKPI_WEB__LISTEN_ADDRESS or PGKPI_LOG__LEVEL"
+            ))
+        })?;
+
+        if let Some((var, dsn)) = DSN_ENV_VARS.iter().find_map(|var| {
+            env.get(*var)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (*var, v))
+        }) {
+            // Like postgres_exporter: the DSN variable defines the monitored database, replacing
+            // targets from the file.
+            if !cfg.targets.is_empty() {
+                tracing::info!(
+                    variable = var,
+                    "environment dsn replaces targets from the config file"
+                );
+            }
+            let name = env
+                .get("PGKPI_TARGET_NAME")
+                .cloned()
+                .unwrap_or_else(|| DEFAULT_TARGET_NAME.to_string());
+            cfg.targets = vec![TargetConfig {
+                name,
+                dsn: dsn.clone(),
+                password_file: None,
+                session: SessionOverrides::default(),
+            }];
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Environment variables with a `PGKPI_` prefix that are not config keys.
+fn is_special_env(key: &str) -> bool {
+    DSN_ENV_VARS.contains(&key) || key == "PGKPI_TARGET_NAME" || key == "PGKPI_CONFIG_FILE"
+}
+
+fn file_format(path: &Path) -> Result<config::FileFormat, ConfigError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("toml") => Ok(config::FileFormat::Toml),
+        Some("yaml" | "yml") => Ok(config::FileFormat::Yaml),
+        _ => Err(ConfigError(format!(
+            "config file {}: unknown format; name it *.toml, *.yaml or *.yml",
+            path.display()
+        ))),
+    }
+}
+
+/// Parses the file on its own first, so that errors carry its name and the line.
+fn check_file(path: &Path) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "config file {}: cannot read it ({e}); check the path given to --config.file",
+            path.display()
+        ))
+    })?;
+    let display = path.display();
+    match file_format(path)? {
+        config::FileFormat::Toml => toml::from_str::<Config>(&text).map(|_| ()).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().to_string();
+            ConfigError(match line {
+                Some(line) => format!(
+                    "config file {display}, line {line}: {message}{}",
+                    hint(&message)
+                ),
+                None => format!("config file {display}: {message}{}", hint(&message)),
+            })
+        }),
+        _ => {
+            let parsed = config::Config::builder()
+                .add_source(config::File::from_str(&text, config::FileFormat::Yaml))
+                .build()
+                .and_then(|c| c.try_deserialize::<Config>());
+            parsed.map(|_| ()).map_err(|e| {
+                let message = e.to_string();
+                let line = unknown_field(&message).and_then(|field| line_of_key(&text, &field));
+                ConfigError(match line {
+                    Some(line) => format!(
+                        "config file {display}, line {line}: {message}{}",
+                        hint(&message)
+                    ),
+                    None => format!("config file {display}: {message}{}", hint(&message)),
+                })
+            })
+        }
+    }
+}
+
+fn hint(message: &str) -> &'static str {
+    if message.contains("unknown field") {
+        "; remove or rename the key (see docs/configuration.md for every key)"
+    } else if message.contains("duration") {
+        "; write durations as strings like \"500ms\", \"5s\" or \"1m\""
+    } else {
+        ""
+    }
+}
+
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+fn line_of_key(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let trimmed = line.trim_start().trim_start_matches("- ");
+            trimmed.starts_with(key) && trimmed[key.len()..].trim_start().starts_with([':', '='])
+        })
+        .map(|i| i + 1)
+}

@@ -1,0 +1,95 @@
+//! What serde cannot check: addresses, paths, names, DSNs, timeouts, and each collector
+//! section's own bounds. Runs without connecting, so `check-config` can use it.
+
+use std::net::SocketAddr;
+
+use super::{Config, ConfigError};
+use crate::collector::queues::settings as queues;
+use crate::dsn;
+
+impl Config {
+    /// Checks what serde cannot: addresses, paths, names, DSNs, timeouts.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.web.listen_address.parse::<SocketAddr>().map_err(|_| {
+            ConfigError(format!(
+                "web.listen_address \"{}\" is not an address; use host:port, e.g. 127.0.0.1:9188",
+                self.web.listen_address
+            ))
+        })?;
+        let path = &self.web.telemetry_path;
+        if !path.starts_with('/') || ["/", "/healthz", "/readyz"].contains(&path.as_str()) {
+            return Err(ConfigError(format!(
+                "web.telemetry_path \"{path}\" must start with '/' and not be /, /healthz or /readyz; e.g. /metrics"
+            )));
+        }
+        if let Some(file) = &self.web.config_file {
+            crate::web_config::WebSecurity::load(file).map_err(ConfigError)?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            ConfigError(format!(
+                "log.level \"{}\" is not valid ({e}); use error, warn, info, debug or trace",
+                self.log.level
+            ))
+        })?;
+        if self.targets.is_empty() {
+            return Err(ConfigError(
+                "no target to monitor; set DATA_SOURCE_NAME=postgresql://user@host:5432/db or add \
+                 a [[targets]] table with name and dsn to the config file"
+                    .into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            let where_ = format!("targets[{i}] (name \"{}\")", target.name);
+            if target.name.is_empty()
+                || !target
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+            {
+                return Err(ConfigError(format!(
+                    "{where_}: name must be non-empty and use only letters, digits, '_', '.', ':' or '-'"
+                )));
+            }
+            if !seen.insert(&target.name) {
+                return Err(ConfigError(format!(
+                    "{where_}: duplicate target name; each target needs its own name"
+                )));
+            }
+            dsn::parse(&target.dsn).map_err(|e| ConfigError(format!("{where_}: dsn: {e}")))?;
+            let session = self.session_for(target);
+            for (key, value) in [
+                ("statement_timeout", session.statement_timeout),
+                ("connect_timeout", session.connect_timeout),
+            ] {
+                if value.is_zero() {
+                    return Err(ConfigError(format!(
+                        "{where_}: session.{key} is 0, which disables the limit; set a positive duration like \"5s\""
+                    )));
+                }
+            }
+        }
+        if self.poller.reconnect_initial_backoff.is_zero()
+            || self.poller.reconnect_max_backoff < self.poller.reconnect_initial_backoff
+        {
+            return Err(ConfigError(
+                "poller.reconnect_initial_backoff must be positive and not above poller.reconnect_max_backoff".into(),
+            ));
+        }
+        for (name, settings) in &self.collectors {
+            if settings.interval.is_some_and(|d| d.is_zero())
+                || settings.timeout.is_some_and(|d| d.is_zero())
+            {
+                return Err(ConfigError(format!(
+                    "collectors.{name}: interval and timeout must be positive durations like \"15s\""
+                )));
+            }
+        }
+        self.locks.validate().map_err(ConfigError)?;
+        self.statements.validate().map_err(ConfigError)?;
+        queues::validate(&self.queues).map_err(ConfigError)?;
+        self.webhooks.validate().map_err(ConfigError)?;
+        self.relations.validate().map_err(ConfigError)?;
+        Ok(())
+    }
+}
