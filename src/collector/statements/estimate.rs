@@ -19,22 +19,7 @@
 //! one); statements are merged per workload, so a workload mixing fast and slow statements is
 //! described well as long as each statement is roughly unimodal. See docs/statements.md.
 
-use serde::{Deserialize, Serialize};
-
-/// How interval calls are placed in the buckets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Estimator {
-    /// Log-normal matched to the interval's mean and variance, clipped to [min, max].
-    #[default]
-    Lognormal,
-    /// Beta on [min, max] matched to the interval's mean and variance: uses the bounds, so a
-    /// mix of fast and slow executions near min and max keeps its two modes. Falls back to the
-    /// log-normal when the bounds say little (variance far below its maximum for the range).
-    Beta,
-    /// Every call at the interval mean (what a counter-only exporter can do).
-    Mean,
-}
+use super::settings::Estimator;
 
 /// One statement's cumulative timing counters, milliseconds as pg_stat_statements reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -312,7 +297,8 @@ pub fn normal_cdf(z: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::histogram::{histogram_quantile, round_counts, spread, DEFAULT_BUCKETS};
+    use super::super::histogram::{histogram_quantile, round_counts, spread};
+    use super::super::settings::DEFAULT_BUCKETS;
     use super::*;
 
     /// Cumulative counters of a set of executions, as pg_stat_statements keeps them.

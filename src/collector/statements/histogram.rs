@@ -5,12 +5,6 @@
 
 use super::estimate::Shape;
 
-/// Default histogram bucket bounds, seconds: 1-2-5 steps from 0.1 ms to 10 s.
-pub const DEFAULT_BUCKETS: &[f64] = &[
-    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-    10.0,
-];
-
 /// The bucket upper bounds in effect (+Inf excluded), in the unit of pg_stat_statements and as
 /// exported.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,9 +4,28 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::estimate::Estimator;
-use super::histogram::DEFAULT_BUCKETS;
 use crate::duration;
+
+/// Default histogram bucket bounds, seconds: 1-2-5 steps from 0.1 ms to 10 s.
+pub const DEFAULT_BUCKETS: &[f64] = &[
+    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+    10.0,
+];
+
+/// How interval calls are placed in the buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Estimator {
+    /// Log-normal matched to the interval's mean and variance, clipped to [min, max].
+    #[default]
+    Lognormal,
+    /// Beta on [min, max] matched to the interval's mean and variance: uses the bounds, so a
+    /// mix of fast and slow executions near min and max keeps its two modes. Falls back to the
+    /// log-normal when the bounds say little (variance far below its maximum for the range).
+    Beta,
+    /// Every call at the interval mean (what a counter-only exporter can do).
+    Mean,
+}
 
 /// Most workload rules accepted (each distinct name is a label value of every histogram).
 pub const MAX_WORKLOAD_RULES: usize = 64;
