@@ -12,8 +12,9 @@
 //! * comments, string and char literals and `#[cfg(test)] mod ... { }` blocks are skipped:
 //!   test code may reach across layers without shaping the shipped code.
 //!
-//! Only "no cycle" is checked, not a declared layer order: the order is being redrawn while
-//! the cycles are removed, and any acyclic graph has one (the failure names the edges).
+//! Two rules are checked: no cycle (any acyclic graph has a layer order; `src/lib.rs` states
+//! it, and the failure names the edges), and a collector's settings module imports nothing of
+//! the collectors, because `config` embeds it below them.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
@@ -391,6 +392,48 @@ fn src_modules_have_no_dependency_cycle() {
     }
 }
 
+/// A collector's settings (`collector::<name>::settings` and what it nests) are read by
+/// `config`, which the collectors' interface imports: settings that named their own collector
+/// (or the interface) would tie configuration to the code it configures and bring the cycle
+/// back. They may use shared modules below the collectors (`duration`, `sql_text`, ...).
+fn settings_reaching_into_collectors(graph: &Graph) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (module, edges) in graph {
+        let Some(collector) = module
+            .strip_prefix("collector::")
+            .and_then(|rest| rest.split_once("::settings"))
+            .map(|(name, _)| format!("collector::{name}"))
+        else {
+            continue;
+        };
+        let settings = format!("{collector}::settings");
+        for (to, at) in edges {
+            let inside_settings = to == &settings || to.starts_with(&format!("{settings}::"));
+            if !inside_settings && (to == "collector" || to.starts_with("collector::")) {
+                problems.push(format!("{module} -> {to}: {at}"));
+            }
+        }
+    }
+    problems
+}
+
+#[test]
+fn collector_settings_import_nothing_of_the_collectors() {
+    let graph = crate_graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
+    assert!(
+        graph.keys().filter(|m| m.ends_with("::settings")).count() >= 5,
+        "the settings modules were not found: {:?}",
+        graph.keys().collect::<Vec<_>>()
+    );
+    let problems = settings_reaching_into_collectors(&graph);
+    assert!(
+        problems.is_empty(),
+        "settings modules must import nothing of the collectors (move the type they need into \
+         the settings module, or below the collectors):\n{}",
+        problems.join("\n")
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +446,20 @@ mod tests {
                 .insert(to.to_string(), String::new());
         }
         g
+    }
+
+    #[test]
+    fn settings_may_nest_but_not_reach_into_their_collector() {
+        let g = graph(&[
+            ("collector::q::settings", "collector::q::settings::presets"),
+            ("collector::q::settings", "sql_text"),
+            ("collector::q::settings::presets", "collector::q::settings"),
+            ("collector::s::settings", "collector::s::estimate"),
+            ("collector::q", "collector::q::settings"),
+        ]);
+        let problems = settings_reaching_into_collectors(&g);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].starts_with("collector::s::settings -> collector::s::estimate"));
     }
 
     #[test]
