@@ -4,23 +4,55 @@
 //! `/metrics`. A scrape never reaches the database: it reads an already-encoded snapshot.
 //!
 //! # Layout
-//! Data flows one way: target → poller → collector → snapshot → http.
-//! * `config`: layered configuration (defaults, file, environment, flags) and its validation.
+//! Data flows one way: target → poller → collector → snapshot → http, wired by `app`. Imports
+//! follow the layers below, lowest first: a module names only modules of its own layer or
+//! lower ones, and `src/layering.rs` fails the tests when a module cycle comes back.
+//!
+//! Foundations (no knowledge of PostgreSQL sessions or collectors):
+//! * `duration`: human-readable durations ("5s") in every configuration section.
+//! * `sql_text`: identifiers and predicates from the configuration, quoted and checked.
+//! * `metric`: metric declarations (`Metric`), families and the Prometheus text encoding.
 //! * `dsn`: connection-string parsing, TLS options, password masking.
 //! * `tls`: rustls connectors following libpq's `sslmode` semantics.
-//! * `target`: one database; opens the safe, read-only monitoring session.
-//! * `poller`: per target, a supervisor owning the one connection and a task per collector.
-//! * `collector`: the `Collector` trait, the Rust collectors, the SQL engine and the registry.
-//! * `definition`: the collector definition format (built-ins in `collectors/*.toml`).
-//! * `metric`: metric families and the Prometheus text encoding.
-//! * `snapshot`: the latest encoded results, served as-is.
 //! * `status`: per target and collector health for `/readyz` and the status page.
-//! * `telemetry`: the exporter's own metrics.
 //! * `views`: JSON debug views collectors publish (served at `/debug/<name>`).
-//! * `http`: the hyper server.
+//! * `telemetry`: the exporter's own metrics.
+//! * `snapshot`: the latest encoded results, served as-is.
 //! * `web_config`: `--web.config.file`, TLS and basic authentication for the server.
-//! * `app`: wiring from configuration to running tasks.
-//! * `reference`: the generated metric reference.
+//!
+//! Configuration:
+//! * `collector::<name>::settings`: each collector's section (`[locks]`, `[[queues]]`, ...);
+//!   imports nothing of the collectors, so that `config` can embed it.
+//! * `config`: the model (`mod.rs`), layering of defaults, file, environment and flags
+//!   (`load`), and the checks serde cannot make (`validate`).
+//! * `logging`: the tracing subscriber from `[log]`.
+//!
+//! The data path:
+//! * `target`: one database; opens the safe, read-only monitoring session.
+//! * `definition`: the collector definition format (built-ins in `collectors/*.toml`).
+//! * `collector`: the interface every collector implements (`Collector`, `Spec`, `Lane`,
+//!   `BuildContext`, `CollectError`, `SkipReason`), the Rust collectors (one module or
+//!   directory each), the SQL engine for definition files (`sql`) and the `registry` of all.
+//! * `shared`: the state pollers write and the HTTP server reads.
+//! * `poller`: per target, a supervisor per connection (`connection`) and a task per
+//!   collector (`schedule`).
+//! * `http`: the hyper server; reads `shared`, never a database.
+//! * `reference`: the generated metric reference (`docs/metrics.md`).
+//! * `app`: wiring from configuration to running tasks; the only module that knows them all.
+//!
+//! # Where new things go
+//! * A collector that is only SQL: a definition file in `collectors/` (see
+//!   docs/collectors.md); no Rust.
+//! * A collector in Rust: `src/collector/<name>.rs` (or a directory when it has more than one
+//!   job), declaring its families as `Metric` constants and its `Spec`; add the spec to
+//!   `registry::builtins`. Its options go in `<name>/settings.rs`, a field of `config::Config`
+//!   and a field of `BuildContext` filled in `app::plan`.
+//! * A target kind (e.g. a connection pooler's admin console): its connection and session in
+//!   `target` (a module per kind once there are two), the collectors that speak to it beside
+//!   the others with the kind they need in their `Spec`; the poller and everything above it
+//!   stay unchanged because they only see a `Session`.
+//! * An HTTP endpoint: a route in `http`, reading what it serves from `shared` (a collector
+//!   publishes what the endpoint shows, as `/debug/<name>` does through `views`).
 
 pub mod app;
 pub mod collector;
