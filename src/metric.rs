@@ -87,45 +87,35 @@ impl Family {
 pub struct Metric {
     pub name: &'static str,
     pub kind: MetricType,
-    pub labels: &'static [&'static str],
+    pub labels: Labels,
     pub help: &'static str,
 }
 
+/// A declaration's label names, the leading `target` included.
+pub type Labels = &'static [&'static str];
+
 impl Metric {
-    pub const fn gauge(
-        name: &'static str,
-        labels: &'static [&'static str],
-        help: &'static str,
-    ) -> Metric {
-        Metric {
-            name,
-            kind: MetricType::Gauge,
-            labels,
-            help,
-        }
+    pub const fn gauge(name: &'static str, labels: Labels, help: &'static str) -> Metric {
+        Metric::of(MetricType::Gauge, name, labels, help)
     }
 
-    pub const fn counter(
-        name: &'static str,
-        labels: &'static [&'static str],
-        help: &'static str,
-    ) -> Metric {
-        Metric {
-            name,
-            kind: MetricType::Counter,
-            labels,
-            help,
-        }
+    pub const fn counter(name: &'static str, labels: Labels, help: &'static str) -> Metric {
+        Metric::of(MetricType::Counter, name, labels, help)
     }
 
-    pub const fn histogram(
+    pub const fn histogram(name: &'static str, labels: Labels, help: &'static str) -> Metric {
+        Metric::of(MetricType::Histogram, name, labels, help)
+    }
+
+    const fn of(
+        kind: MetricType,
         name: &'static str,
-        labels: &'static [&'static str],
+        labels: Labels,
         help: &'static str,
     ) -> Metric {
         Metric {
             name,
-            kind: MetricType::Histogram,
+            kind,
             labels,
             help,
         }
@@ -141,6 +131,18 @@ impl Metric {
         FamilyDesc::new(self.name, self.kind, self.labels, self.help)
     }
 }
+
+/// Declares a collector's families as [`Metric`] constants, one line each:
+/// `NAME = gauge("metric_name", &["target", ...], "help");` (or `counter`, `histogram`; `pub`
+/// and doc comments allowed). The one-line form keeps a collector's declarations a table that
+/// reads like the reference; rustfmt would spread each over five lines.
+macro_rules! metrics {
+    ($($(#[$attr:meta])* $vis:vis $name:ident = $kind:ident($metric:literal, $labels:expr, $help:literal);)*) => {
+        $($(#[$attr])* $vis const $name: $crate::metric::Metric =
+            $crate::metric::Metric::$kind($metric, $labels, $help);)*
+    };
+}
+pub(crate) use metrics;
 
 /// Describes every declaration of a list; what a Rust collector's `Spec::families` returns.
 pub fn describe_all(metrics: &[Metric]) -> Vec<FamilyDesc> {

@@ -26,7 +26,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::locks::OTHER_DATABASES;
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
-use crate::metric::{describe_all, Family, FamilyDesc, Metric};
+use crate::metric::{describe_all, Family, FamilyDesc};
 
 pub const NAME: &str = "activity_sampler";
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
@@ -58,21 +58,11 @@ pub fn spec() -> Spec {
     }
 }
 
-const SAMPLES: Metric = Metric::counter(
-    "pg_activity_samples_total",
-    &["target"],
-    "Samples of pg_stat_activity taken by the activity sampler.",
-);
-const ACTIVE_SESSIONS: Metric = Metric::counter(
-    "pg_active_sessions_sampled_total",
-    &["target", "datname", "wait_event_type", "wait_event"],
-    "Active client sessions seen, summed over samples; divide its rate by the rate of pg_activity_samples_total for average active sessions. Not waiting = wait_event_type \"CPU\".",
-);
-const LOCK_WAIT: Metric = Metric::counter(
-    "pg_lock_wait_seconds_total",
-    &["target", "datname"],
-    "Sessions waiting on a lock (wait_event_type Lock) times the time elapsed between samples; its rate is the average number of sessions waiting on locks.",
-);
+crate::metric::metrics! {
+    SAMPLES = counter("pg_activity_samples_total", &["target"], "Samples of pg_stat_activity taken by the activity sampler.");
+    ACTIVE_SESSIONS = counter("pg_active_sessions_sampled_total", &["target", "datname", "wait_event_type", "wait_event"], "Active client sessions seen, summed over samples; divide its rate by the rate of pg_activity_samples_total for average active sessions. Not waiting = wait_event_type \"CPU\".");
+    LOCK_WAIT = counter("pg_lock_wait_seconds_total", &["target", "datname"], "Sessions waiting on a lock (wait_event_type Lock) times the time elapsed between samples; its rate is the average number of sessions waiting on locks.");
+}
 
 fn families() -> Vec<FamilyDesc> {
     describe_all(&[SAMPLES, ACTIVE_SESSIONS, LOCK_WAIT])

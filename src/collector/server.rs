@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::{CollectFuture, Collector, Session, Spec};
-use crate::metric::{describe_all, FamilyDesc, Metric};
+use crate::metric::{describe_all, FamilyDesc};
 
 pub fn spec() -> Spec {
     Spec {
@@ -20,26 +20,12 @@ pub fn spec() -> Spec {
     }
 }
 
-const INFO: Metric = Metric::gauge(
-    "pg_server_info",
-    &["target", "version"],
-    "Always 1; the server version as a label.",
-);
-const VERSION_NUM: Metric = Metric::gauge(
-    "pg_server_version_num",
-    &["target"],
-    "server_version_num of the server, e.g. 150018.",
-);
-const IN_RECOVERY: Metric = Metric::gauge(
-    "pg_in_recovery",
-    &["target"],
-    "1 when the server is a standby (pg_is_in_recovery()), 0 on a primary.",
-);
-const START_TIME: Metric = Metric::gauge(
-    "pg_postmaster_start_time_seconds",
-    &["target"],
-    "Unix time the server started (pg_postmaster_start_time()).",
-);
+crate::metric::metrics! {
+    INFO = gauge("pg_server_info", &["target", "version"], "Always 1; the server version as a label.");
+    VERSION_NUM = gauge("pg_server_version_num", &["target"], "server_version_num of the server, e.g. 150018.");
+    IN_RECOVERY = gauge("pg_in_recovery", &["target"], "1 when the server is a standby (pg_is_in_recovery()), 0 on a primary.");
+    START_TIME = gauge("pg_postmaster_start_time_seconds", &["target"], "Unix time the server started (pg_postmaster_start_time()).");
+}
 
 fn families() -> Vec<FamilyDesc> {
     describe_all(&[INFO, VERSION_NUM, IN_RECOVERY, START_TIME])

@@ -42,7 +42,7 @@ use self::tree::describe_session;
 pub use self::tree::{BlockingTree, RootBlocker, SessionRow};
 pub use self::view::debug_view;
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
-use crate::metric::{describe_all, Family, FamilyDesc, Metric};
+use crate::metric::{describe_all, Family, FamilyDesc};
 use crate::views::Views;
 
 /// The label value that stands for databases beyond `max_databases`.
@@ -70,56 +70,18 @@ pub fn spec() -> Spec {
     }
 }
 
-const LOCKS_COUNT: Metric = Metric::gauge(
-    "pg_locks_count",
-    &["target", "datname", "locktype", "mode", "granted"],
-    "Rows of pg_locks (other than pgkpi's) by the holder's database, lock type, mode and whether granted.",
-);
-const WAITING_SESSIONS: Metric = Metric::gauge(
-    "pg_lock_waiting_sessions",
-    &["target"],
-    "Sessions waiting to acquire a lock (ungranted pg_locks rows).",
-);
-const OLDEST_WAIT: Metric = Metric::gauge(
-    "pg_lock_oldest_wait_seconds",
-    &["target"],
-    "How long the longest current lock wait has lasted (pg_locks.waitstart, 14+; on 13 the waiting query's age, an upper bound); 0 when nothing waits.",
-);
-const BLOCKED_SESSIONS: Metric = Metric::gauge(
-    "pg_blocking_blocked_sessions",
-    &["target"],
-    "Sessions that pg_blocking_pids() reports as blocked by at least one other.",
-);
-const ROOT_BLOCKERS: Metric = Metric::gauge(
-    "pg_blocking_root_blockers",
-    &["target"],
-    "Sessions that block others and wait on nothing (the heads of the blocking trees).",
-);
-const MAX_DEPTH: Metric = Metric::gauge(
-    "pg_blocking_max_depth",
-    &["target"],
-    "Longest chain of waits, in edges: 1 when sessions wait directly on a root blocker.",
-);
-const ROOT_BLOCKED_SESSIONS: Metric = Metric::gauge(
-    "pg_blocking_root_blocked_sessions",
-    &["target", "blocker_pid", "scope"],
-    "For the top [locks] top_blockers root blockers: sessions they block directly (scope=\"direct\") or through a chain (scope=\"total\").",
-);
-const ROOT_INFO: Metric = Metric::gauge(
-    "pg_blocking_root_info",
-    &["target", "blocker_pid", "datname", "usename", "application_name", "state"],
-    "Always 1, for each top root blocker: what it is (state \"prepared\" for a prepared transaction, blocker_pid \"0\").",
-);
-const ROOT_XACT_AGE: Metric = Metric::gauge(
-    "pg_blocking_root_xact_age_seconds",
-    &["target", "blocker_pid"],
-    "Age of each top root blocker's transaction (now() - xact_start).",
-);
-const ROOT_STATE_AGE: Metric = Metric::gauge(
-    "pg_blocking_root_state_age_seconds",
-    &["target", "blocker_pid"],
-    "Time each top root blocker has been in its current state (now() - state_change), e.g. idle in transaction.",
-);
+crate::metric::metrics! {
+    LOCKS_COUNT = gauge("pg_locks_count", &["target", "datname", "locktype", "mode", "granted"], "Rows of pg_locks (other than pgkpi's) by the holder's database, lock type, mode and whether granted.");
+    WAITING_SESSIONS = gauge("pg_lock_waiting_sessions", &["target"], "Sessions waiting to acquire a lock (ungranted pg_locks rows).");
+    OLDEST_WAIT = gauge("pg_lock_oldest_wait_seconds", &["target"], "How long the longest current lock wait has lasted (pg_locks.waitstart, 14+; on 13 the waiting query's age, an upper bound); 0 when nothing waits.");
+    BLOCKED_SESSIONS = gauge("pg_blocking_blocked_sessions", &["target"], "Sessions that pg_blocking_pids() reports as blocked by at least one other.");
+    ROOT_BLOCKERS = gauge("pg_blocking_root_blockers", &["target"], "Sessions that block others and wait on nothing (the heads of the blocking trees).");
+    MAX_DEPTH = gauge("pg_blocking_max_depth", &["target"], "Longest chain of waits, in edges: 1 when sessions wait directly on a root blocker.");
+    ROOT_BLOCKED_SESSIONS = gauge("pg_blocking_root_blocked_sessions", &["target", "blocker_pid", "scope"], "For the top [locks] top_blockers root blockers: sessions they block directly (scope=\"direct\") or through a chain (scope=\"total\").");
+    ROOT_INFO = gauge("pg_blocking_root_info", &["target", "blocker_pid", "datname", "usename", "application_name", "state"], "Always 1, for each top root blocker: what it is (state \"prepared\" for a prepared transaction, blocker_pid \"0\").");
+    ROOT_XACT_AGE = gauge("pg_blocking_root_xact_age_seconds", &["target", "blocker_pid"], "Age of each top root blocker's transaction (now() - xact_start).");
+    ROOT_STATE_AGE = gauge("pg_blocking_root_state_age_seconds", &["target", "blocker_pid"], "Time each top root blocker has been in its current state (now() - state_change), e.g. idle in transaction.");
+}
 
 fn families() -> Vec<FamilyDesc> {
     describe_all(&[

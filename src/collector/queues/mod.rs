@@ -32,7 +32,7 @@ use self::plan::{estimate_rows, seq_scan_plan};
 use self::settings::Shape;
 use self::sql::{Count, Part};
 use super::{BuildContext, CollectError, CollectFuture, Collector, Session, SkipReason, Spec};
-use crate::metric::{describe_all, Family, FamilyDesc, Metric, Sample};
+use crate::metric::{describe_all, Family, FamilyDesc, Sample};
 use crate::target::describe_with;
 
 /// Label value for kinds beyond the cap.
@@ -69,66 +69,20 @@ pub fn spec() -> Spec {
     }
 }
 
-const UP: Metric = Metric::gauge(
-    "app_queue_up",
-    &["target", "queue"],
-    "1 when the queue's table was read, 0 when it is missing or a query failed (see the logs).",
-);
-const DEPTH: Metric = Metric::gauge(
-    "app_queue_depth",
-    &["target", "queue", "state"],
-    "Rows by state: ready (due now), scheduled (waiting for a time), leased (held by a worker), dead, done (when kept).",
-);
-const DEPTH_ESTIMATED: Metric = Metric::gauge(
-    "app_queue_depth_estimated",
-    &["target", "queue", "state"],
-    "1 when app_queue_depth of this state is the planner's estimate (counting would read the whole table; see exact_count_limit), 0 when exact.",
-);
-const LAG: Metric = Metric::gauge(
-    "app_queue_lag_seconds",
-    &["target", "queue"],
-    "Age of the oldest ready, due row: now minus its available-at (or created-at) time; 0 when none waits.",
-);
-const OLDEST_LEASE: Metric = Metric::gauge(
-    "app_queue_oldest_lease_seconds",
-    &["target", "queue"],
-    "Age of the oldest lease held by a worker; 0 when none.",
-);
-const EXPIRED_LEASES: Metric = Metric::gauge(
-    "app_queue_expired_leases",
-    &["target", "queue"],
-    "Leases held past their timeout: the worker died or hangs; reclaiming them ends this.",
-);
-const LEASE_TIMEOUT: Metric = Metric::gauge(
-    "app_queue_lease_timeout_seconds",
-    &["target", "queue"],
-    "The lease timeout used for app_queue_expired_leases, when it is a fixed duration.",
-);
-const RETRIES: Metric = Metric::histogram(
-    "app_queue_retries",
-    &["target", "queue", "le"],
-    "Retry counter (failed attempts or reads so far) of the pending rows (ready, scheduled, leased).",
-);
-const INSERTED: Metric = Metric::counter(
-    "app_queue_inserted_total",
-    &["target", "queue"],
-    "Rows ever inserted into the queue table (pg_stat_user_tables.n_tup_ins, partitions summed).",
-);
-const PROCESSED: Metric = Metric::counter(
-    "app_queue_processed_total",
-    &["target", "queue"],
-    "Rows that left the pending set (done, dead or deleted): inserted minus pending. Not exported for queues with a row filter. Drain time: app_queue_depth{state=\"ready\"} / rate(app_queue_processed_total[5m]).",
-);
-const KIND_DEPTH: Metric = Metric::gauge(
-    "app_queue_kind_depth",
-    &["target", "queue", "kind", "state"],
-    "Pending rows per kind (sub-queue) and state (ready, scheduled, leased); at most max_kinds kinds, the rest in kind=\"(other)\".",
-);
-const KIND_LAG: Metric = Metric::gauge(
-    "app_queue_kind_lag_seconds",
-    &["target", "queue", "kind"],
-    "Age of the oldest ready, due row per kind.",
-);
+crate::metric::metrics! {
+    UP = gauge("app_queue_up", &["target", "queue"], "1 when the queue's table was read, 0 when it is missing or a query failed (see the logs).");
+    DEPTH = gauge("app_queue_depth", &["target", "queue", "state"], "Rows by state: ready (due now), scheduled (waiting for a time), leased (held by a worker), dead, done (when kept).");
+    DEPTH_ESTIMATED = gauge("app_queue_depth_estimated", &["target", "queue", "state"], "1 when app_queue_depth of this state is the planner's estimate (counting would read the whole table; see exact_count_limit), 0 when exact.");
+    LAG = gauge("app_queue_lag_seconds", &["target", "queue"], "Age of the oldest ready, due row: now minus its available-at (or created-at) time; 0 when none waits.");
+    OLDEST_LEASE = gauge("app_queue_oldest_lease_seconds", &["target", "queue"], "Age of the oldest lease held by a worker; 0 when none.");
+    EXPIRED_LEASES = gauge("app_queue_expired_leases", &["target", "queue"], "Leases held past their timeout: the worker died or hangs; reclaiming them ends this.");
+    LEASE_TIMEOUT = gauge("app_queue_lease_timeout_seconds", &["target", "queue"], "The lease timeout used for app_queue_expired_leases, when it is a fixed duration.");
+    RETRIES = histogram("app_queue_retries", &["target", "queue", "le"], "Retry counter (failed attempts or reads so far) of the pending rows (ready, scheduled, leased).");
+    INSERTED = counter("app_queue_inserted_total", &["target", "queue"], "Rows ever inserted into the queue table (pg_stat_user_tables.n_tup_ins, partitions summed).");
+    PROCESSED = counter("app_queue_processed_total", &["target", "queue"], "Rows that left the pending set (done, dead or deleted): inserted minus pending. Not exported for queues with a row filter. Drain time: app_queue_depth{state=\"ready\"} / rate(app_queue_processed_total[5m]).");
+    KIND_DEPTH = gauge("app_queue_kind_depth", &["target", "queue", "kind", "state"], "Pending rows per kind (sub-queue) and state (ready, scheduled, leased); at most max_kinds kinds, the rest in kind=\"(other)\".");
+    KIND_LAG = gauge("app_queue_kind_lag_seconds", &["target", "queue", "kind"], "Age of the oldest ready, due row per kind.");
+}
 
 fn families() -> Vec<FamilyDesc> {
     describe_all(&[

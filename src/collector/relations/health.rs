@@ -32,46 +32,16 @@ pub fn spec() -> Spec {
 /// Labels of a family with a series per listed index.
 const ONE: &[&str] = &["target", "schemaname", "relname", "indexrelname"];
 
-const UNUSED_INDEXES: Metric = Metric::gauge(
-    "pg_index_unused_indexes",
-    &["target"],
-    "Indexes never scanned since the statistics were reset, at least [relations] unused_min_bytes large, not backing a primary key, unique or exclusion constraint (partition indexes judged with their parent index).",
-);
-const UNUSED_RECLAIMABLE: Metric = Metric::gauge(
-    "pg_index_unused_reclaimable_bytes",
-    &["target"],
-    "Total size of the unused indexes: what dropping them all would free.",
-);
-const UNUSED_SIZE: Metric = Metric::gauge(
-    "pg_index_unused_size_bytes",
-    ONE,
-    "Size of each unused index, the largest [relations] max_listed.",
-);
-const STATS_AGE: Metric = Metric::gauge(
-    "pg_index_usage_stats_age_seconds",
-    &["target"],
-    "Age of the statistics the unused judgment rests on: now - stats_reset of this database (the server start when never reset, a lower bound). A reset yesterday proves little.",
-);
-const INVALID_INDEXES: Metric = Metric::gauge(
-    "pg_index_invalid_indexes",
-    &["target"],
-    "Indexes with indisvalid = false: a failed CREATE INDEX CONCURRENTLY (or one running now), still updated on writes but never used for reads.",
-);
-const INVALID: Metric = Metric::gauge(
-    "pg_index_invalid",
-    ONE,
-    "Always 1, for each invalid index (the first [relations] max_listed by size).",
-);
-const DUPLICATE_INDEXES: Metric = Metric::gauge(
-    "pg_index_duplicate_indexes",
-    &["target"],
-    "Valid indexes identical to another of the same table (method, columns, expressions, predicate, operator classes, collations, options): droppable.",
-);
-const DUPLICATE_SIZE: Metric = Metric::gauge(
-    "pg_index_duplicate_size_bytes",
-    &["target", "schemaname", "relname", "indexrelname", "duplicate_of"],
-    "Size of each duplicate index, the largest [relations] max_listed; duplicate_of is the one to keep (a constraint's index when there is one).",
-);
+crate::metric::metrics! {
+    UNUSED_INDEXES = gauge("pg_index_unused_indexes", &["target"], "Indexes never scanned since the statistics were reset, at least [relations] unused_min_bytes large, not backing a primary key, unique or exclusion constraint (partition indexes judged with their parent index).");
+    UNUSED_RECLAIMABLE = gauge("pg_index_unused_reclaimable_bytes", &["target"], "Total size of the unused indexes: what dropping them all would free.");
+    UNUSED_SIZE = gauge("pg_index_unused_size_bytes", ONE, "Size of each unused index, the largest [relations] max_listed.");
+    STATS_AGE = gauge("pg_index_usage_stats_age_seconds", &["target"], "Age of the statistics the unused judgment rests on: now - stats_reset of this database (the server start when never reset, a lower bound). A reset yesterday proves little.");
+    INVALID_INDEXES = gauge("pg_index_invalid_indexes", &["target"], "Indexes with indisvalid = false: a failed CREATE INDEX CONCURRENTLY (or one running now), still updated on writes but never used for reads.");
+    INVALID = gauge("pg_index_invalid", ONE, "Always 1, for each invalid index (the first [relations] max_listed by size).");
+    DUPLICATE_INDEXES = gauge("pg_index_duplicate_indexes", &["target"], "Valid indexes identical to another of the same table (method, columns, expressions, predicate, operator classes, collations, options): droppable.");
+    DUPLICATE_SIZE = gauge("pg_index_duplicate_size_bytes", &["target", "schemaname", "relname", "indexrelname", "duplicate_of"], "Size of each duplicate index, the largest [relations] max_listed; duplicate_of is the one to keep (a constraint's index when there is one).");
+}
 
 fn families() -> Vec<FamilyDesc> {
     describe_all(&[

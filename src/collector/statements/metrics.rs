@@ -153,86 +153,22 @@ pub const TOTAL_COUNTERS: &[CounterMetric] = &[
     },
 ];
 
-pub const TOP_OMITTED: Metric = Metric::gauge(
-    "pg_stat_statements_top_omitted",
-    TARGET_LABELS,
-    "Statements active in the last interval that were not exported per statement (beyond \
-     statements.top_n).",
-);
-pub const ENTRIES: Metric = Metric::gauge(
-    "pg_stat_statements_entries",
-    TARGET_LABELS,
-    "Entries in pg_stat_statements (all databases).",
-);
-pub const MAX: Metric = Metric::gauge(
-    "pg_stat_statements_max",
-    TARGET_LABELS,
-    "pg_stat_statements.max: entries kept before the least used are evicted.",
-);
-pub const FILL_RATIO: Metric = Metric::gauge(
-    "pg_stat_statements_fill_ratio",
-    TARGET_LABELS,
-    "pg_stat_statements_entries / pg_stat_statements_max; near 1, entries are evicted and \
-     statistics lost (raise pg_stat_statements.max).",
-);
-pub const HIDDEN_ENTRIES: Metric = Metric::gauge(
-    "pg_stat_statements_hidden_entries",
-    TARGET_LABELS,
-    "Entries whose queryid this role may not see (grant pg_read_all_stats); left out of every \
-     other metric.",
-);
-pub const LAST_RESET: Metric = Metric::gauge(
-    "pg_stat_statements_last_reset_timestamp_seconds",
-    TARGET_LABELS,
-    "Unix time of the last full reset (pg_stat_statements_info.stats_reset, PostgreSQL 14+).",
-);
-pub const SLOW_THRESHOLD: Metric = Metric::gauge(
-    "pg_statement_slow_threshold_seconds",
-    TARGET_LABELS,
-    "statements.slow_threshold: the latency pg_statement_slow_calls_total counts above.",
-);
-pub const CACHED_STATEMENTS: Metric = Metric::gauge(
-    "pgkpi_statements_cached_statements",
-    TARGET_LABELS,
-    "Statements whose workload (and, with query_text, text) the collector caches.",
-);
-pub const DEALLOC: Metric = Metric::counter(
-    "pg_stat_statements_dealloc_total",
-    TARGET_LABELS,
-    "Entries evicted because pg_stat_statements.max was reached (pg_stat_statements_info.\
-     dealloc, PostgreSQL 14+; kept monotonic across resets).",
-);
-pub const TEXT_FETCHES: Metric = Metric::counter(
-    "pgkpi_statements_text_fetches_total",
-    TARGET_LABELS,
-    "Times the collector read query texts (only for statements not seen before).",
-);
-pub const QUERY_INFO: Metric = Metric::gauge(
-    "pg_stat_statements_query_info",
-    &["target", "datname", "user", "queryid", "query"],
-    "Always 1: normalized, truncated text of a top statement. Only with statements.query_text \
-     = true.",
-);
-/// The method and its limits are in the help, since the values are estimates.
-pub const LATENCY: Metric = Metric::histogram(
-    "pg_statement_latency_seconds",
-    WORKLOAD_LABELS,
-    "Execution time of top-level statements, by database and workload (statements.workloads \
-     rules). Estimated: pg_stat_statements keeps only counters, so each poll interval's calls \
-     of a statement are spread over the buckets by a distribution matched to the interval's \
-     mean and variance (from the deltas of total time and of calls*(stddev^2+mean^2)): a \
-     log-normal clipped to the statement's min/max by default (statements.estimator); calls go \
-     to the interval mean when the variance is unusable. _sum and _count are exact. Limits: two \
-     moments per statement and interval; a multi-modal statement is smoothed (its p95 can be \
-     off by a bucket); see docs/statements.md.",
-);
-pub const SLOW_CALLS: Metric = Metric::counter(
-    "pg_statement_slow_calls_total",
-    WORKLOAD_LABELS,
-    "Top-level executions slower than statements.slow_threshold, estimated from the same \
-     distribution as pg_statement_latency_seconds (exact when the threshold is outside a \
-     statement's min..max).",
-);
+crate::metric::metrics! {
+    pub TOP_OMITTED = gauge("pg_stat_statements_top_omitted", TARGET_LABELS, "Statements active in the last interval that were not exported per statement (beyond statements.top_n).");
+    pub ENTRIES = gauge("pg_stat_statements_entries", TARGET_LABELS, "Entries in pg_stat_statements (all databases).");
+    pub MAX = gauge("pg_stat_statements_max", TARGET_LABELS, "pg_stat_statements.max: entries kept before the least used are evicted.");
+    pub FILL_RATIO = gauge("pg_stat_statements_fill_ratio", TARGET_LABELS, "pg_stat_statements_entries / pg_stat_statements_max; near 1, entries are evicted and statistics lost (raise pg_stat_statements.max).");
+    pub HIDDEN_ENTRIES = gauge("pg_stat_statements_hidden_entries", TARGET_LABELS, "Entries whose queryid this role may not see (grant pg_read_all_stats); left out of every other metric.");
+    pub LAST_RESET = gauge("pg_stat_statements_last_reset_timestamp_seconds", TARGET_LABELS, "Unix time of the last full reset (pg_stat_statements_info.stats_reset, PostgreSQL 14+).");
+    pub SLOW_THRESHOLD = gauge("pg_statement_slow_threshold_seconds", TARGET_LABELS, "statements.slow_threshold: the latency pg_statement_slow_calls_total counts above.");
+    pub CACHED_STATEMENTS = gauge("pgkpi_statements_cached_statements", TARGET_LABELS, "Statements whose workload (and, with query_text, text) the collector caches.");
+    pub DEALLOC = counter("pg_stat_statements_dealloc_total", TARGET_LABELS, "Entries evicted because pg_stat_statements.max was reached (pg_stat_statements_info.dealloc, PostgreSQL 14+; kept monotonic across resets).");
+    pub TEXT_FETCHES = counter("pgkpi_statements_text_fetches_total", TARGET_LABELS, "Times the collector read query texts (only for statements not seen before).");
+    pub QUERY_INFO = gauge("pg_stat_statements_query_info", &["target", "datname", "user", "queryid", "query"], "Always 1: normalized, truncated text of a top statement. Only with statements.query_text = true.");
+    /// The method and its limits are in the help, since the values are estimates.
+    pub LATENCY = histogram("pg_statement_latency_seconds", WORKLOAD_LABELS, "Execution time of top-level statements, by database and workload (statements.workloads rules). Estimated: pg_stat_statements keeps only counters, so each poll interval's calls of a statement are spread over the buckets by a distribution matched to the interval's mean and variance (from the deltas of total time and of calls*(stddev^2+mean^2)): a log-normal clipped to the statement's min/max by default (statements.estimator); calls go to the interval mean when the variance is unusable. _sum and _count are exact. Limits: two moments per statement and interval; a multi-modal statement is smoothed (its p95 can be off by a bucket); see docs/statements.md.");
+    pub SLOW_CALLS = counter("pg_statement_slow_calls_total", WORKLOAD_LABELS, "Top-level executions slower than statements.slow_threshold, estimated from the same distribution as pg_statement_latency_seconds (exact when the threshold is outside a statement's min..max).");
+}
 
 /// The declarations in the order of the metric reference.
 pub fn families() -> Vec<FamilyDesc> {

@@ -49,76 +49,22 @@ pub fn spec() -> Spec {
     }
 }
 
-const DELIVERIES: Metric = Metric::gauge(
-    "app_webhook_deliveries",
-    &["target", "status"],
-    "Deliveries created in the window, by status (at most 20 statuses).",
-);
-const RETRIES_PENDING: Metric = Metric::gauge(
-    "app_webhook_retries_pending",
-    &["target"],
-    "Deliveries waiting for a retry.",
-);
-const RETRIES_OVERDUE: Metric = Metric::gauge(
-    "app_webhook_retries_overdue",
-    &["target"],
-    "Retries due for longer than overdue_grace: the retry worker is stalled or behind.",
-);
-const RETRY_OVERDUE_SECONDS: Metric = Metric::gauge(
-    "app_webhook_retry_overdue_seconds",
-    &["target"],
-    "How far the most overdue retry is past its due time (0 when none is due).",
-);
-const WINDOW_SECONDS: Metric = Metric::gauge(
-    "app_webhook_window_seconds",
-    &["target"],
-    "The window the success counts below cover (deliveries created this recently).",
-);
-const FIRST_ATTEMPTS: Metric = Metric::gauge(
-    "app_webhook_first_attempts",
-    &["target"],
-    "Deliveries in the window with at least one attempt.",
-);
-const FIRST_ATTEMPTS_SUCCEEDED: Metric = Metric::gauge(
-    "app_webhook_first_attempts_succeeded",
-    &["target"],
-    "Deliveries in the window delivered on their first attempt.",
-);
-const FIRST_ATTEMPT_SUCCESS_RATIO: Metric = Metric::gauge(
-    "app_webhook_first_attempt_success_ratio",
-    &["target"],
-    "first_attempts_succeeded / first_attempts (absent without attempts).",
-);
-const RETRIED_DELIVERIES: Metric = Metric::gauge(
-    "app_webhook_retried_deliveries",
-    &["target"],
-    "Deliveries in the window whose first attempt failed and that are settled (delivered later, or given up).",
-);
-const RETRIED_DELIVERIES_SUCCEEDED: Metric = Metric::gauge(
-    "app_webhook_retried_deliveries_succeeded",
-    &["target"],
-    "Retried deliveries in the window that were delivered in the end.",
-);
-const RETRY_SUCCESS_RATIO: Metric = Metric::gauge(
-    "app_webhook_retry_success_ratio",
-    &["target"],
-    "retried_deliveries_succeeded / retried_deliveries (absent when none settled).",
-);
-const FAILING_DELIVERIES: Metric = Metric::gauge(
-    "app_webhook_failing_deliveries",
-    &["target", "webhook_id"],
-    "Deliveries in the window retrying or given up, for the top_failing webhooks with the most.",
-);
-const EVENTS_UNPROCESSED: Metric = Metric::gauge(
-    "app_webhook_events_unprocessed",
-    &["target"],
-    "Incoming events not processed yet.",
-);
-const EVENT_LAG: Metric = Metric::gauge(
-    "app_webhook_event_lag_seconds",
-    &["target"],
-    "Age of the oldest unprocessed event (0 when none).",
-);
+crate::metric::metrics! {
+    DELIVERIES = gauge("app_webhook_deliveries", &["target", "status"], "Deliveries created in the window, by status (at most 20 statuses).");
+    RETRIES_PENDING = gauge("app_webhook_retries_pending", &["target"], "Deliveries waiting for a retry.");
+    RETRIES_OVERDUE = gauge("app_webhook_retries_overdue", &["target"], "Retries due for longer than overdue_grace: the retry worker is stalled or behind.");
+    RETRY_OVERDUE_SECONDS = gauge("app_webhook_retry_overdue_seconds", &["target"], "How far the most overdue retry is past its due time (0 when none is due).");
+    WINDOW_SECONDS = gauge("app_webhook_window_seconds", &["target"], "The window the success counts below cover (deliveries created this recently).");
+    FIRST_ATTEMPTS = gauge("app_webhook_first_attempts", &["target"], "Deliveries in the window with at least one attempt.");
+    FIRST_ATTEMPTS_SUCCEEDED = gauge("app_webhook_first_attempts_succeeded", &["target"], "Deliveries in the window delivered on their first attempt.");
+    FIRST_ATTEMPT_SUCCESS_RATIO = gauge("app_webhook_first_attempt_success_ratio", &["target"], "first_attempts_succeeded / first_attempts (absent without attempts).");
+    RETRIED_DELIVERIES = gauge("app_webhook_retried_deliveries", &["target"], "Deliveries in the window whose first attempt failed and that are settled (delivered later, or given up).");
+    RETRIED_DELIVERIES_SUCCEEDED = gauge("app_webhook_retried_deliveries_succeeded", &["target"], "Retried deliveries in the window that were delivered in the end.");
+    RETRY_SUCCESS_RATIO = gauge("app_webhook_retry_success_ratio", &["target"], "retried_deliveries_succeeded / retried_deliveries (absent when none settled).");
+    FAILING_DELIVERIES = gauge("app_webhook_failing_deliveries", &["target", "webhook_id"], "Deliveries in the window retrying or given up, for the top_failing webhooks with the most.");
+    EVENTS_UNPROCESSED = gauge("app_webhook_events_unprocessed", &["target"], "Incoming events not processed yet.");
+    EVENT_LAG = gauge("app_webhook_event_lag_seconds", &["target"], "Age of the oldest unprocessed event (0 when none).");
+}
 
 fn families() -> Vec<FamilyDesc> {
     describe_all(&[
