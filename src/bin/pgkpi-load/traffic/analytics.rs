@@ -33,9 +33,7 @@ pub async fn analytics(mut w: Worker) {
         "login",
     ];
     while w.next().await {
-        let n = w.shared.samples.conversations.len();
-        let i = w.skewed(n);
-        let user = w.shared.samples.conversations[i].client;
+        let user = w.conversation().client;
         let session = format!("{:016x}", w.rng.random::<u64>());
         let roll: f64 = w.rng.random();
         if roll < 0.6 {
@@ -43,9 +41,7 @@ pub async fn analytics(mut w: Worker) {
             w.q("event", ANALYTICS_EVENT, &[&kind, &user, &session])
                 .await;
         } else if roll < 0.8 {
-            let nb = w.shared.samples.bookings.len();
-            let j = w.skewed(nb);
-            let listing = w.shared.samples.bookings[j].listing;
+            let listing = w.booking().listing;
             w.q(
                 "listing_view",
                 LISTING_VIEW,

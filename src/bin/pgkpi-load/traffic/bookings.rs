@@ -57,9 +57,7 @@ WHERE id IN (SELECT id FROM core.bookings
 pub async fn bookings(mut w: Worker) {
     let mut created: Vec<i64> = Vec::new();
     while w.next().await {
-        let n = w.shared.samples.bookings.len();
-        let i = w.skewed(n);
-        let b = w.shared.samples.bookings[i];
+        let b = w.booking();
         let roll: f64 = w.rng.random();
         if roll < 0.25 {
             w.q("by_host", BY_HOST, &[&b.host]).await;
@@ -98,6 +96,7 @@ pub async fn bookings(mut w: Worker) {
             }
         } else if roll < 0.95 {
             let id = if created.is_empty() || w.chance(0.5) {
+                let n = w.shared.samples.bookings.len();
                 w.shared.samples.hot_booking + w.skewed(n) as i64
             } else {
                 created[w.rng.random_range(0..created.len())]

@@ -44,9 +44,7 @@ LIMIT 20";
 /// Chat: messages sent, timelines and unread counts read, conversations marked read, inboxes.
 pub async fn chat(mut w: Worker) {
     while w.next().await {
-        let n = w.shared.samples.conversations.len();
-        let i = w.skewed(n);
-        let c = w.shared.samples.conversations[i];
+        let c = w.conversation();
         // The reader is one participant, the other one sent the messages.
         let (reader, other) = if w.chance(0.5) {
             (c.client, c.owner)

@@ -27,7 +27,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, Config, Row, Statement};
 
-use crate::db::{self, Samples, Schema};
+use crate::db::{self, BookingParties, Conversation, Samples, Schema};
 use crate::stats::{Outcome, Stats};
 
 mod analytics;
@@ -158,10 +158,12 @@ impl Worker {
         format!("{}.{}", self.name, self.generation)
     }
 
-    /// Drops the connection without finishing anything: a process that died.
-    pub fn crash(&mut self) {
+    /// Drops the connection without finishing anything: a process that died. Recorded as a
+    /// `crash` operation timed from `started`.
+    pub fn crash(&mut self, started: std::time::Instant) {
         self.client = None;
         self.statements.clear();
+        self.record("crash", started, Outcome::Ok);
     }
 
     async fn ensure_client(&mut self) -> bool {
@@ -278,5 +280,17 @@ impl Worker {
 
     fn chance(&mut self, p: f64) -> bool {
         self.rng.random::<f64>() < p
+    }
+
+    /// A sampled conversation, picked with [`Worker::skewed`].
+    fn conversation(&mut self) -> Conversation {
+        let i = self.skewed(self.shared.samples.conversations.len());
+        self.shared.samples.conversations[i]
+    }
+
+    /// A sampled booking's listing and parties, picked with [`Worker::skewed`].
+    fn booking(&mut self) -> BookingParties {
+        let i = self.skewed(self.shared.samples.bookings.len());
+        self.shared.samples.bookings[i]
     }
 }

@@ -7,7 +7,6 @@ use rand::Rng;
 
 use super::Worker;
 use crate::db::Schema;
-use crate::stats::Outcome;
 
 const CHANNELS: [&str; 4] = ["push", "email", "sms", "in_app"];
 const PLATFORMS: [&str; 3] = ["fcm", "apns", "webpush"];
@@ -32,9 +31,7 @@ SELECT user_id, $2, md5(user_id::text), 'pending' FROM n";
 /// baseline: a pending `chat.push_notifications` row, the only queue the baseline has).
 pub async fn producer(mut w: Worker) {
     while w.next().await {
-        let n = w.shared.samples.conversations.len();
-        let i = w.skewed(n);
-        let user = w.shared.samples.conversations[i].client;
+        let user = w.conversation().client;
         match w.shared.schema {
             Schema::Migrated => {
                 let channel = CHANNELS[w.skewed(CHANNELS.len())];
@@ -116,9 +113,7 @@ async fn consume_migrated(w: &mut Worker) -> bool {
         return false;
     };
     if !rows.is_empty() && w.chance(w.shared.knobs.consumer_crash_rate) {
-        let started = std::time::Instant::now();
-        w.crash();
-        w.record("crash", started, Outcome::Ok);
+        w.crash(std::time::Instant::now());
         return false;
     }
     for row in &rows {
@@ -126,7 +121,7 @@ async fn consume_migrated(w: &mut Worker) -> bool {
         let notification: i64 = row.get(1);
         let channel: String = row.get(2);
         let attempt: i32 = row.get::<_, i32>(3) + 1;
-        if w.chance(w.shared.knobs.notification_failure_rate) {
+        let status = if w.chance(w.shared.knobs.notification_failure_rate) {
             let (base, cap) = (1.0f64, 10.0f64);
             w.q(
                 "fail",
@@ -134,21 +129,17 @@ async fn consume_migrated(w: &mut Worker) -> bool {
                 &[&id, &owner, &"provider timeout", &base, &cap],
             )
             .await;
-            w.q(
-                "delivery",
-                DELIVERY,
-                &[&notification, &channel, &"failed", &attempt],
-            )
-            .await;
+            "failed"
         } else {
             w.q("complete", COMPLETE, &[&id, &owner]).await;
-            w.q(
-                "delivery",
-                DELIVERY,
-                &[&notification, &channel, &"sent", &attempt],
-            )
-            .await;
-        }
+            "sent"
+        };
+        w.q(
+            "delivery",
+            DELIVERY,
+            &[&notification, &channel, &status, &attempt],
+        )
+        .await;
     }
     rows.len() as i32 == batch
 }
@@ -167,8 +158,7 @@ async fn consume_baseline(w: &mut Worker) -> bool {
         let started = std::time::Instant::now();
         let hold = w.shared.knobs.lock_hold;
         w.sleep(hold).await;
-        w.crash();
-        w.record("crash", started, Outcome::Ok);
+        w.crash(started);
         return false;
     }
     for row in &rows {
