@@ -27,6 +27,29 @@ pub struct CollectorStatus {
     pub skipped: Option<String>,
 }
 
+impl CollectorStatus {
+    /// Records a finished run: a success or skip (`Ok`) is up, a failure (`Err` with its
+    /// message) is down and counted as an error; either way the run is counted and timed.
+    /// `stale` starts false; the poller sets it when a failure leaves older values served.
+    pub fn finished_run(&mut self, elapsed_seconds: f64, outcome: Result<(), String>) {
+        self.attempted = true;
+        self.stale = false;
+        self.runs += 1;
+        self.last_duration_seconds = Some(elapsed_seconds);
+        match outcome {
+            Ok(()) => {
+                self.up = true;
+                self.last_error = None;
+            }
+            Err(message) => {
+                self.up = false;
+                self.errors += 1;
+                self.last_error = Some(message);
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct TargetStatus {
     /// `user@host:port/db`, password never included.

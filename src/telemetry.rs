@@ -24,22 +24,27 @@ pub struct Telemetry {
     pub snapshot_bytes: Gauge,
 }
 
+/// Registers a metric of the exporter's own; names and labels are constants, so a failure is
+/// a bug caught by the first test run.
+fn register<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: prometheus::Result<M>,
+) -> M {
+    let metric = metric.expect("valid metric");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
+}
+
 impl Telemetry {
     pub fn new() -> Telemetry {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str, labels: &[&str]| {
-            let vec = GaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(vec.clone()))
-                .expect("unique metric");
-            vec
+            register(&registry, GaugeVec::new(Opts::new(name, help), labels))
         };
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let vec = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(vec.clone()))
-                .expect("unique metric");
-            vec
+            register(&registry, IntCounterVec::new(Opts::new(name, help), labels))
         };
         let tc = &["target", "collector"];
         let telemetry = Telemetry {

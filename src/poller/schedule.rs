@@ -156,13 +156,8 @@ async fn run_once(
             shared
                 .status
                 .update_collector(target, &scheduled.name, |c| {
-                    c.attempted = true;
-                    c.up = true;
-                    c.stale = false;
-                    c.runs += 1;
-                    c.last_duration_seconds = Some(elapsed);
+                    c.finished_run(elapsed, Ok(()));
                     c.last_success_unix = Some(now);
-                    c.last_error = None;
                 });
             // The values go in after the self-metrics that describe them.
             shared
@@ -205,12 +200,7 @@ async fn run_once(
             shared
                 .status
                 .update_collector(target, &scheduled.name, |c| {
-                    c.attempted = true;
-                    c.up = true;
-                    c.stale = false;
-                    c.runs += 1;
-                    c.last_duration_seconds = Some(elapsed);
-                    c.last_error = None;
+                    c.finished_run(elapsed, Ok(()));
                     c.skipped = Some(format!("{}: {message}", reason.as_str()));
                 });
         }
@@ -232,13 +222,8 @@ async fn run_once(
             shared
                 .status
                 .update_collector(target, &scheduled.name, |c| {
-                    c.attempted = true;
-                    c.up = false;
+                    c.finished_run(elapsed, Err(message));
                     c.stale = stale;
-                    c.runs += 1;
-                    c.errors += 1;
-                    c.last_duration_seconds = Some(elapsed);
-                    c.last_error = Some(message);
                 });
         }
     }
@@ -343,6 +328,21 @@ mod tests {
         assert_eq!(state.undeclared, ["pg_knwon".to_string()].into());
     }
 
+    /// A collector task whose target is down from the start, after its first (failed) run.
+    async fn started_down(
+        interval: Duration,
+    ) -> (
+        Shared,
+        watch::Sender<Conn>,
+        watch::Sender<bool>,
+        JoinHandle<()>,
+    ) {
+        let started = start(interval, Conn::Down("refused".into()));
+        advance(Duration::from_millis(1)).await;
+        assert_eq!(runs(&started.0), 1, "first run at start");
+        started
+    }
+
     #[tokio::test(start_paused = true)]
     async fn first_run_waits_for_the_first_connection_attempt() {
         let (shared, conn, _stop, _task) = start(Duration::from_secs(5), Conn::Connecting);
@@ -365,10 +365,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn runs_on_its_interval_while_the_target_is_down() {
-        let (shared, _conn, _stop, _task) =
-            start(Duration::from_secs(5), Conn::Down("refused".into()));
-        advance(Duration::from_millis(1)).await;
-        assert_eq!(runs(&shared), 1, "first run at start");
+        let (shared, _conn, _stop, _task) = started_down(Duration::from_secs(5)).await;
         for expected in 2..=4 {
             advance(Duration::from_secs(5)).await;
             assert_eq!(runs(&shared), expected, "one run per interval");
@@ -379,10 +376,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_connection_change_that_is_not_up_keeps_the_schedule() {
-        let (shared, conn, _stop, _task) =
-            start(Duration::from_secs(10), Conn::Down("refused".into()));
-        advance(Duration::from_millis(1)).await;
-        assert_eq!(runs(&shared), 1);
+        let (shared, conn, _stop, _task) = started_down(Duration::from_secs(10)).await;
         advance(Duration::from_secs(3)).await;
         conn.send_replace(Conn::Down("reset by peer".into()));
         advance(Duration::from_secs(1)).await;
@@ -393,9 +387,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn shutdown_ends_the_task_between_runs() {
-        let (shared, _conn, stop, task) =
-            start(Duration::from_secs(5), Conn::Down("refused".into()));
-        advance(Duration::from_millis(1)).await;
+        let (shared, _conn, stop, task) = started_down(Duration::from_secs(5)).await;
         stop.send_replace(true);
         advance(Duration::from_millis(1)).await;
         assert!(task.is_finished(), "the task returns on shutdown");

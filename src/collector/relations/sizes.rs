@@ -214,24 +214,32 @@ struct RelationSizes {
 impl Collector for RelationSizes {
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a> {
         Box::pin(async move {
-            let children = &self.config.partition_children;
-            let rows = session
-                .client
-                .query(&table_sizes_sql(), &[children])
-                .await?;
-            let tables = read(&rows, TABLE_LABELS, TABLE_SIZES)?;
-            let (tables, dropped_tables) =
-                cap(tables, self.config.max_tables, false, &aggs(TABLE_SIZES));
-            let rows = session
-                .client
-                .query(&index_sizes_sql(), &[children])
-                .await?;
-            let indexes = read(&rows, INDEX_LABELS, INDEX_SIZES)?;
-            let (indexes, dropped_indexes) =
-                cap(indexes, self.config.max_indexes, true, &aggs(INDEX_SIZES));
-            self.dropped = dropped_tables + dropped_indexes;
-            let mut out = families(&tables, TABLE_LABELS, TABLE_SIZES);
-            out.extend(families(&indexes, INDEX_LABELS, INDEX_SIZES));
+            let children = self.config.partition_children;
+            let mut out = Vec::new();
+            let mut dropped = 0;
+            // Tables, then indexes: each query's rows capped at its own limit.
+            for (sql, labels, cols, max, per_table) in [
+                (
+                    table_sizes_sql(),
+                    TABLE_LABELS,
+                    TABLE_SIZES,
+                    self.config.max_tables,
+                    false,
+                ),
+                (
+                    index_sizes_sql(),
+                    INDEX_LABELS,
+                    INDEX_SIZES,
+                    self.config.max_indexes,
+                    true,
+                ),
+            ] {
+                let rows = session.client.query(&sql, &[&children]).await?;
+                let (series, cut) = cap(read(&rows, labels, cols)?, max, per_table, &aggs(cols));
+                dropped += cut;
+                out.extend(families(&series, labels, cols));
+            }
+            self.dropped = dropped;
             Ok(out)
         })
     }
