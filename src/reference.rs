@@ -61,3 +61,34 @@ fn section(out: &mut String, title: &str, intro: &str, families: &[FamilyDesc]) 
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_declared_family_is_in_the_reference_with_its_help() {
+        let reference = markdown();
+        let entries = collector::registry::load(&[]).unwrap();
+        let declared = entries
+            .iter()
+            .flat_map(|e| e.families.iter().cloned())
+            .chain(Telemetry::describe());
+        let mut count = 0;
+        for family in declared {
+            let row = format!("| `{}` | {} |", family.name, family.kind.as_str());
+            assert!(
+                reference.contains(&row),
+                "{} missing from the reference",
+                family.name
+            );
+            assert!(
+                reference.contains(&family.help.replace('|', "\\|")),
+                "{}: help text missing from the reference",
+                family.name
+            );
+            count += 1;
+        }
+        assert!(count > 100, "only {count} families declared");
+    }
+}
