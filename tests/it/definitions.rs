@@ -216,8 +216,7 @@ fn every_builtin_collector_runs_on_the_matrix() {
 
 #[test]
 fn values_follow_what_the_database_did() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("values");
+    let (cluster, db) = Cluster::shared_database("values");
     let config = ExporterConfig::new("values", &cluster.dsn(&db))
         .interval("database", "1s")
         .interval("activity", "1s");
@@ -275,8 +274,7 @@ fn values_follow_what_the_database_did() {
 
 #[test]
 fn missing_extension_is_skipped_once_with_a_reason() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("skip");
+    let (cluster, db) = Cluster::shared_database("skip");
     let dir = TempDir::new("defs");
     dir.write(
         "trgm.toml",
@@ -328,8 +326,7 @@ fn missing_extension_is_skipped_once_with_a_reason() {
 
 #[test]
 fn user_definitions_add_metrics_with_caps() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("userdef");
+    let (cluster, db) = Cluster::shared_database("userdef");
     cluster.psql(
         &db,
         "CREATE TABLE bookings (id int, status text, payment_deadline timestamptz); \

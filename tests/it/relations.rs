@@ -454,8 +454,7 @@ fn series_caps_keep_the_cap_and_count_the_rest() {
 /// to t_big's 0 scans; the row stays at 50, plus whatever t_big does from then on.
 #[test]
 fn other_counters_do_not_step_down_when_the_largest_table_changes() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("rollup");
+    let (cluster, db) = Cluster::shared_database("rollup");
     cluster.psql(
         &db,
         "CREATE TABLE t_big AS SELECT g AS id, repeat('x', 100) AS pad FROM generate_series(1, 2000) g; \

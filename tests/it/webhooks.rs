@@ -200,8 +200,7 @@ fn webhook_rates_match_the_constructed_truth() {
 
 #[test]
 fn a_slow_user_kpi_is_cut_by_the_timeout_and_the_others_keep_running() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("slowkpi");
+    let (cluster, db) = Cluster::shared_database("slowkpi");
     let dir = TempDir::new("slowdefs");
     dir.write(
         "slow.toml",

@@ -112,8 +112,7 @@ struct Loaded {
 fn loaded() -> &'static Loaded {
     static LOADED: OnceLock<Loaded> = OnceLock::new();
     LOADED.get_or_init(|| {
-        let cluster = Cluster::shared();
-        let db = cluster.create_database("plans");
+        let (cluster, db) = Cluster::shared_database("plans");
         cluster.psql_file(&db, repo_path("fixtures/baseline.sql"), &[]);
         let t = Instant::now();
         cluster.psql_file(&db, repo_path("fixtures/seed.sql"), &[("scale", "1")]);

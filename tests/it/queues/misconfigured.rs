@@ -9,8 +9,7 @@ use crate::support::{check_config, stderr, Cluster, Exporter, ExporterConfig, Te
 
 #[test]
 fn missing_table_is_skipped_and_bad_entries_are_rejected() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("noqueue");
+    let (cluster, db) = Cluster::shared_database("noqueue");
     let config = ExporterConfig::new(T, &cluster.dsn(&db))
         .interval("queues", "1s")
         .raw("[[queues]]\nname = \"river\"\npreset = \"river\"\n");
@@ -51,8 +50,7 @@ fn missing_table_is_skipped_and_bad_entries_are_rejected() {
 /// the table; not "grant pg_monitor", which does not open application tables.
 #[test]
 fn a_table_the_role_may_not_read_gets_only_the_select_hint() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("qdenied");
+    let (cluster, db) = Cluster::shared_database("qdenied");
     cluster.psql(
         &db,
         "DO $$ BEGIN CREATE ROLE pgkpi_qdenied LOGIN; \

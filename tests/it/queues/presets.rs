@@ -120,8 +120,7 @@ FROM (VALUES ('available', 'default', 0, interval '-40 seconds', NULL::interval)
 
 #[test]
 fn presets_report_known_rows() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("presets");
+    let (cluster, db) = Cluster::shared_database("presets");
     cluster.psql(&db, PRESET_TABLES);
     // Oban's UTC-without-zone columns must not be read in the session's time zone.
     cluster.psql(

@@ -22,8 +22,7 @@ fn wait_skipped(exporter: &Exporter, target: &str, reason: &str) {
 
 #[test]
 fn missing_extension_is_skipped_with_the_fix() {
-    let cluster = Cluster::shared();
-    let db = cluster.create_database("stmt_missing");
+    let (cluster, db) = Cluster::shared_database("stmt_missing");
     let exporter = Exporter::start(&config("missing", &cluster.dsn(&db), ""));
     wait_skipped(&exporter, "missing", "extension_missing");
     assert!(exporter

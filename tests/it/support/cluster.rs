@@ -132,6 +132,12 @@ impl Cluster {
         })
     }
 
+    /// The shared cluster and a new database of the test's own on it (named from `prefix`).
+    pub fn shared_database(prefix: &str) -> (&'static Cluster, String) {
+        let cluster = Cluster::shared();
+        (cluster, cluster.create_database(prefix))
+    }
+
     /// A cluster of the test's own, stopped and removed when dropped.
     pub fn start() -> Cluster {
         Cluster::start_with(pg_bindir())
