@@ -79,6 +79,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Names only: a value may be anything (an address, a token) and is none of pgkpi's business.
+    let ignored = pgkpi::config::ignored_env_vars(&env).join(", ");
     if let Some(Command::CheckConfig) = cli.command {
         println!("# configuration is valid; effective settings (passwords masked):\n");
         print!("{}", config.to_masked_toml());
@@ -102,9 +104,20 @@ fn main() -> ExitCode {
                 collectors.join(", ")
             );
         }
+        if !ignored.is_empty() {
+            println!(
+                "# not read (PGKPI_ but not PGKPI_<SECTION>__<KEY>, e.g. Kubernetes service links): {ignored}"
+            );
+        }
         return ExitCode::SUCCESS;
     }
     pgkpi::logging::init(&config.log);
+    if !ignored.is_empty() {
+        tracing::debug!(
+            variables = %ignored,
+            "environment variables not read: PGKPI_ but not PGKPI_<SECTION>__<KEY> (e.g. Kubernetes service links)"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -30,15 +30,10 @@ impl Config {
         }
         let prefixed: config::Map<String, String> = env
             .iter()
-            .filter(|(k, _)| k.starts_with("PGKPI_") && !is_special_env(k))
+            .filter(|(k, _)| is_config_env(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        builder = builder.add_source(
-            config::Environment::with_prefix("PGKPI")
-                .prefix_separator("_")
-                .separator("__")
-                .source(Some(prefixed.clone())),
-        );
+        builder = builder.add_source(env_source(&prefixed));
         let set = |b: config::ConfigBuilder<config::builder::DefaultState>,
                    key: &str,
                    v: &Option<String>| match v {
@@ -55,20 +50,9 @@ impl Config {
         let merged = builder
             .build()
             .map_err(|e| ConfigError(format!("cannot merge configuration: {e}")))?;
-        let mut cfg: Config = merged.try_deserialize().map_err(|e| {
-            let origin = if prefixed.is_empty() {
-                "command-line flags".to_string()
-            } else {
-                format!(
-                    "environment ({}) or command-line flags",
-                    prefixed.keys().cloned().collect::<Vec<_>>().join(", ")
-                )
-            };
-            ConfigError(format!(
-                "invalid value from {origin}: {e}; environment variables are named \
-                 PGKPI_<SECTION>__<KEY>, e.g. PGKPI_WEB__LISTEN_ADDRESS or PGKPI_LOG__LEVEL"
-            ))
-        })?;
+        let mut cfg: Config = merged
+            .try_deserialize()
+            .map_err(|e| env_error(e, &prefixed))?;
 
         if let Some((var, dsn)) = DSN_ENV_VARS.iter().find_map(|var| {
             env.get(*var)
@@ -99,9 +83,115 @@ impl Config {
     }
 }
 
-/// Environment variables with a `PGKPI_` prefix that are not config keys.
+/// Environment variables with a `PGKPI_` prefix read by name, not as config keys.
 fn is_special_env(key: &str) -> bool {
     DSN_ENV_VARS.contains(&key) || key == "PGKPI_TARGET_NAME" || key == "PGKPI_CONFIG_FILE"
+}
+
+/// True for the variables read as configuration keys, strictly (an unknown key is an error):
+/// `PGKPI_<SECTION>__<KEY>` (any name with `__` after the prefix, at any depth, such as
+/// `PGKPI_COLLECTORS__SERVER__INTERVAL`) and `PGKPI_<KEY>` for a top-level key
+/// (`PGKPI_COLLECTOR_PATHS`, `PGKPI_WEB`). Every other `PGKPI_` variable is someone else's:
+/// Kubernetes gives every pod `PGKPI_SERVICE_HOST`, `PGKPI_PORT_9188_TCP`, ... when the
+/// namespace has a Service named `pgkpi`, and none of those has a `__`.
+fn is_config_env(key: &str) -> bool {
+    let Some(rest) = key.strip_prefix("PGKPI_") else {
+        return false;
+    };
+    !is_special_env(key)
+        && (rest.contains("__")
+            || top_level_keys()
+                .iter()
+                .any(|k| k.eq_ignore_ascii_case(rest)))
+}
+
+/// The `PGKPI_` variables pgkpi does not read, sorted: neither configuration keys (see
+/// [`is_config_env`]) nor variables it reads by name. Only their names are returned, so that
+/// they can be logged without their values.
+pub fn ignored_env_vars(env: &BTreeMap<String, String>) -> Vec<&str> {
+    env.keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("PGKPI_") && !is_special_env(k) && !is_config_env(k))
+        .collect()
+}
+
+/// The keys of the top level of the configuration (`web`, ..., `collector_paths`), from the
+/// model itself so that a new one is known here without listing it.
+fn top_level_keys() -> &'static [String] {
+    static KEYS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        toml::Table::try_from(Config::default())
+            .map(|table| table.keys().cloned().collect())
+            .unwrap_or_default()
+    })
+}
+
+/// The environment layer: `PGKPI_WEB__LISTEN_ADDRESS` is `web.listen_address`.
+fn env_source(vars: &config::Map<String, String>) -> config::Environment {
+    config::Environment::with_prefix("PGKPI")
+        .prefix_separator("_")
+        .separator("__")
+        .source(Some(vars.clone()))
+}
+
+/// The error for a configuration that does not deserialize once the environment and the flags
+/// are merged (the file alone was checked before). Each configuration variable is tried alone
+/// on the defaults, so that the message names the variable at fault when there is one.
+fn env_error(error: config::ConfigError, vars: &config::Map<String, String>) -> ConfigError {
+    let alone = |name: &String, value: &String| {
+        let one = config::Map::from([(name.clone(), value.clone())]);
+        let defaults = config::Config::try_from(&Config::default()).ok()?;
+        config::Config::builder()
+            .add_source(defaults)
+            .add_source(env_source(&one))
+            .build()
+            .and_then(|c| c.try_deserialize::<Config>())
+            .err()
+            .map(|e| e.to_string())
+    };
+    let faults: Vec<String> = vars
+        .iter()
+        .filter_map(|(name, value)| {
+            alone(name, value).map(|message| {
+                format!(
+                    "environment variable {name}: {message}{}",
+                    env_hint(&message)
+                )
+            })
+        })
+        .collect();
+    if !faults.is_empty() {
+        return ConfigError(faults.join("; "));
+    }
+    let origin = if vars.is_empty() {
+        "command-line flags".to_string()
+    } else {
+        format!(
+            "environment ({}) or command-line flags",
+            vars.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let message = error.to_string();
+    ConfigError(format!(
+        "invalid value from {origin}: {message}{}",
+        env_hint(&message)
+    ))
+}
+
+fn env_hint(message: &str) -> &'static str {
+    if message.contains("unknown field") {
+        "; variables named PGKPI_<SECTION>__<KEY> are configuration keys and must name one, \
+         e.g. PGKPI_WEB__LISTEN_ADDRESS or PGKPI_LOG__LEVEL (docs/configuration.md lists every key)"
+    } else if message.contains("expected a sequence")
+        || message.contains("expected a map")
+        || message.contains("expected struct")
+    {
+        "; lists and tables (targets, queues, collector_paths, statements.workloads, whole \
+         sections) are set in the config file; the environment sets one scalar key per \
+         variable, e.g. PGKPI_WEB__LISTEN_ADDRESS"
+    } else {
+        ""
+    }
 }
 
 fn file_format(path: &Path) -> Result<config::FileFormat, ConfigError> {

@@ -3,11 +3,15 @@
 //! Layers, lowest first: built-in defaults < config file (TOML, or YAML by extension) <
 //! environment (`PGKPI_SECTION__KEY`, plus `DATA_SOURCE_NAME`) < command-line flags. The
 //! `config` crate merges the layers; every struct denies unknown fields so a typo is an error,
-//! never a silently ignored setting. Errors name the file and line (or the variable) and say
-//! what to do; see [`ConfigError`].
+//! never a silently ignored setting. `PGKPI_` variables without the `__` (and not a top-level
+//! key) are not configuration and are left alone: orchestrators set such names, e.g.
+//! Kubernetes' `PGKPI_SERVICE_HOST` (see [`ignored_env_vars`]). Errors name the file and line
+//! (or the variable) and say what to do; see [`ConfigError`].
 
 mod load;
 mod validate;
+
+pub use load::ignored_env_vars;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -401,6 +405,141 @@ mod tests {
             err.contains("PGKPI_WEB__NOPE") && err.contains("nope"),
             "{err}"
         );
+    }
+
+    /// What Kubernetes puts in every pod of a namespace with a Service named `pgkpi` (port 9188
+    /// named `http`), service links being on by default.
+    const KUBERNETES_SERVICE_LINKS: &[(&str, &str)] = &[
+        ("PGKPI_SERVICE_HOST", "10.96.12.34"),
+        ("PGKPI_SERVICE_PORT", "9188"),
+        ("PGKPI_SERVICE_PORT_HTTP", "9188"),
+        ("PGKPI_PORT", "tcp://10.96.12.34:9188"),
+        ("PGKPI_PORT_9188_TCP", "tcp://10.96.12.34:9188"),
+        ("PGKPI_PORT_9188_TCP_PROTO", "tcp"),
+        ("PGKPI_PORT_9188_TCP_PORT", "9188"),
+        ("PGKPI_PORT_9188_TCP_ADDR", "10.96.12.34"),
+    ];
+
+    #[test]
+    fn kubernetes_service_links_are_not_configuration() {
+        let plain = env(&[
+            ("DATA_SOURCE_NAME", "postgresql://u@h/db"),
+            ("PGKPI_TARGET_NAME", "primary"),
+            ("PGKPI_WEB__LISTEN_ADDRESS", "127.0.0.1:2222"),
+        ]);
+        let mut linked = plain.clone();
+        linked.extend(env(KUBERNETES_SERVICE_LINKS));
+        let expected = Config::load(None, &plain, &FlagOverrides::default()).unwrap();
+        let cfg = Config::load(None, &linked, &FlagOverrides::default()).unwrap();
+        assert_eq!(cfg, expected, "the service links change nothing");
+        assert_eq!(cfg.web.listen_address, "127.0.0.1:2222");
+        assert_eq!(cfg.targets[0].name, "primary");
+
+        let mut names: Vec<&str> = KUBERNETES_SERVICE_LINKS.iter().map(|(k, _)| *k).collect();
+        names.sort();
+        assert_eq!(ignored_env_vars(&linked), names);
+        assert!(
+            ignored_env_vars(&plain).is_empty(),
+            "variables read by name or as keys are not ignored"
+        );
+    }
+
+    #[test]
+    fn every_documented_environment_form_is_read() {
+        let cfg = Config::load(
+            None,
+            &env(&[
+                ("PGKPI_DSN", "postgresql://u@h/db"),
+                ("PGKPI_TARGET_NAME", "primary"),
+                ("PGKPI_CONFIG_FILE", "/not/read/by/load"),
+                ("PGKPI_WEB__LISTEN_ADDRESS", "127.0.0.1:2222"),
+                ("PGKPI_WEB__TELEMETRY_PATH", "/m"),
+                ("PGKPI_LOG__LEVEL", "debug"),
+                ("PGKPI_LOG__FORMAT", "json"),
+                ("PGKPI_SESSION__STATEMENT_TIMEOUT", "2s"),
+                ("PGKPI_SESSION__READ_ONLY", "false"),
+                ("PGKPI_POLLER__RECONNECT_MAX_BACKOFF", "1m"),
+                ("PGKPI_COLLECTORS__SERVER__INTERVAL", "3s"),
+                ("PGKPI_LOCKS__TOP_BLOCKERS", "7"),
+                ("PGKPI_STATEMENTS__TOP_N", "10"),
+                ("PGKPI_RELATIONS__MAX_TABLES", "20"),
+                ("PGKPI_WEBHOOKS__TOP_FAILING", "3"),
+            ]),
+            &FlagOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(cfg.targets[0].name, "primary");
+        assert_eq!(cfg.targets[0].dsn, "postgresql://u@h/db");
+        assert_eq!(cfg.web.listen_address, "127.0.0.1:2222");
+        assert_eq!(cfg.web.telemetry_path, "/m");
+        assert_eq!(cfg.log.level, "debug");
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert_eq!(cfg.session.statement_timeout, Duration::from_secs(2));
+        assert!(!cfg.session.read_only);
+        assert_eq!(cfg.poller.reconnect_max_backoff, Duration::from_secs(60));
+        assert_eq!(
+            cfg.collectors["server"].interval,
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(cfg.locks.top_blockers, 7);
+        assert_eq!(cfg.statements.top_n, 10);
+        assert_eq!(cfg.relations.max_tables, 20);
+        assert_eq!(cfg.webhooks.top_failing, 3);
+    }
+
+    #[test]
+    fn a_typo_in_a_configuration_variable_is_still_an_error() {
+        let load = |pairs: &[(&str, &str)]| {
+            let mut vars = env(&[("DATA_SOURCE_NAME", "host=h")]);
+            vars.extend(env(KUBERNETES_SERVICE_LINKS));
+            vars.extend(env(pairs));
+            Config::load(None, &vars, &FlagOverrides::default())
+                .unwrap_err()
+                .0
+        };
+        // A misspelt key, a misspelt section: the variable, the key and the right names.
+        let err = load(&[
+            ("PGKPI_LOG__LEVEL", "debug"),
+            ("PGKPI_WEB__LISTEN_ADRESS", "127.0.0.1:1"),
+        ]);
+        assert!(
+            err.starts_with(
+                "environment variable PGKPI_WEB__LISTEN_ADRESS: unknown field `listen_adress`"
+            ) && err.contains("`listen_address`")
+                && err.contains("PGKPI_<SECTION>__<KEY>"),
+            "{err}"
+        );
+        assert!(
+            err.matches("environment variable ").count() == 1 && !err.contains("PGKPI_SERVICE_"),
+            "only the faulty variable is named: {err}"
+        );
+        let err = load(&[("PGKPI_WBE__LISTEN_ADDRESS", "127.0.0.1:1")]);
+        assert!(
+            err.contains("environment variable PGKPI_WBE__LISTEN_ADDRESS: unknown field `wbe`")
+                && err.contains("`web`"),
+            "{err}"
+        );
+        // Deeper keys and bad values keep their checks.
+        let err = load(&[("PGKPI_COLLECTORS__SERVER__INTERVALL", "1s")]);
+        assert!(
+            err.contains("PGKPI_COLLECTORS__SERVER__INTERVALL") && err.contains("intervall"),
+            "{err}"
+        );
+        let err = load(&[("PGKPI_SESSION__LOCK_TIMEOUT", "soon")]);
+        assert!(
+            err.contains("PGKPI_SESSION__LOCK_TIMEOUT") && err.contains("invalid duration"),
+            "{err}"
+        );
+        // A top-level key is configuration too, and says where lists go.
+        for name in ["PGKPI_COLLECTOR_PATHS", "PGKPI_TARGETS"] {
+            let err = load(&[(name, "/etc/pgkpi/collectors")]);
+            assert!(
+                err.contains(&format!("environment variable {name}:"))
+                    && err.contains("expected a sequence")
+                    && err.contains("config file"),
+                "{err}"
+            );
+        }
     }
 
     #[test]

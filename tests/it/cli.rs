@@ -89,6 +89,115 @@ fn bad_configuration_exits_2_naming_the_problem() {
     );
 }
 
+/// What Kubernetes puts in every pod of a namespace with a Service named `pgkpi` (port 9188
+/// named `http`), service links being on by default.
+const KUBERNETES_SERVICE_LINKS: &[(&str, &str)] = &[
+    ("PGKPI_SERVICE_HOST", "10.96.12.34"),
+    ("PGKPI_SERVICE_PORT", "9188"),
+    ("PGKPI_SERVICE_PORT_HTTP", "9188"),
+    ("PGKPI_PORT", "tcp://10.96.12.34:9188"),
+    ("PGKPI_PORT_9188_TCP", "tcp://10.96.12.34:9188"),
+    ("PGKPI_PORT_9188_TCP_PROTO", "tcp"),
+    ("PGKPI_PORT_9188_TCP_PORT", "9188"),
+    ("PGKPI_PORT_9188_TCP_ADDR", "10.96.12.34"),
+];
+
+#[test]
+fn kubernetes_service_links_do_not_stop_pgkpi() {
+    let closed_port = support::free_port();
+    let dsn = format!("host=127.0.0.1 port={closed_port} user=postgres sslmode=disable");
+    let mut env = vec![("DATA_SOURCE_NAME", dsn.as_str())];
+    env.extend_from_slice(KUBERNETES_SERVICE_LINKS);
+
+    let out = pgkpi(&["check-config"], &env);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let not_read = text
+        .lines()
+        .find(|l| l.starts_with("# not read"))
+        .unwrap_or_else(|| panic!("no line naming the variables not read:\n{text}"));
+    for (name, _) in KUBERNETES_SERVICE_LINKS {
+        assert!(not_read.contains(name), "{name} missing: {not_read}");
+    }
+    assert!(!text.contains("10.96.12.34"), "a value was shown:\n{text}");
+
+    // The exporter itself starts, serves, and says once (at debug level) what it did not read.
+    let address = format!("127.0.0.1:{}", support::free_port());
+    let mut command = Command::new(pgkpi_bin());
+    command
+        .args(["--web.listen-address", &address, "--log.level", "debug"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in &env {
+        command.env(k, v);
+    }
+    let mut running = KillOnDrop(command.spawn().unwrap());
+    let healthz = retry(Duration::from_secs(10), Duration::from_millis(50), || {
+        support::http_get(&address, "/healthz", &[]).map_err(|_| ())
+    });
+    let exited = running.0.try_wait().unwrap();
+    let _ = running.0.kill();
+    let _ = running.0.wait();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut running.0.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(
+        healthz.is_ok_and(|r| r.status == 200) && exited.is_none(),
+        "pgkpi did not run ({exited:?}):\n{logs}"
+    );
+    let line = logs
+        .lines()
+        .find(|l| l.contains("environment variables not read"))
+        .unwrap_or_else(|| panic!("no debug line for the variables not read:\n{logs}"));
+    assert!(line.contains("DEBUG"), "{line}");
+    for (name, _) in KUBERNETES_SERVICE_LINKS {
+        assert!(line.contains(name), "{name} missing: {line}");
+    }
+    assert_eq!(
+        logs.matches("environment variables not read").count(),
+        1,
+        "logged once:\n{logs}"
+    );
+    assert!(!logs.contains("10.96.12.34"), "a value was logged:\n{logs}");
+}
+
+#[test]
+fn a_typo_in_a_configuration_variable_exits_2_naming_it() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "PGKPI_WEB__LISTEN_ADRESS",
+            &[
+                "environment variable PGKPI_WEB__LISTEN_ADRESS: unknown field `listen_adress`",
+                "`listen_address`",
+                "PGKPI_<SECTION>__<KEY>",
+            ],
+        ),
+        (
+            "PGKPI_LGO__LEVEL",
+            &[
+                "environment variable PGKPI_LGO__LEVEL: unknown field `lgo`",
+                "`log`",
+            ],
+        ),
+    ];
+    for (variable, expected) in cases {
+        let mut env = vec![("DATA_SOURCE_NAME", "host=h"), (*variable, "debug")];
+        env.extend_from_slice(KUBERNETES_SERVICE_LINKS);
+        for args in [vec![], vec!["check-config"]] {
+            let out = pgkpi(&args, &env);
+            let text = stderr(&out);
+            assert_eq!(out.status.code(), Some(2), "{variable}: {text}");
+            for needle in *expected {
+                assert!(
+                    text.contains(needle),
+                    "{variable}: expected {needle:?} in:\n{text}"
+                );
+            }
+            assert!(!text.contains("PGKPI_SERVICE_"), "{text}");
+        }
+    }
+}
+
 #[test]
 fn check_config_prints_effective_settings_with_passwords_masked() {
     let dir = TempDir::new("checkcfg");
