@@ -144,7 +144,7 @@ async fn handle(
     } else {
         match path.as_str() {
             "/healthz" => plain(StatusCode::OK, "ok\n"),
-            "/readyz" => readyz(&site),
+            "/readyz" => readyz(&site, wants_connected(req.uri().query())),
             "/" => index(&site),
             _ if path.starts_with("/debug/") => debug_view(&site, &path["/debug/".len()..]),
             _ => plain(
@@ -224,14 +224,22 @@ fn accepts_gzip(header: &str) -> bool {
     })
 }
 
-fn readyz(site: &Site) -> Response<Full<Bytes>> {
+/// `/readyz`: 200 once every target finished its first connection attempt and every collector
+/// its first run, whatever the outcome (a down database is reported, with `pg_up 0`, not
+/// waited for). With `?connected`, also 503 until at least one target has connected once
+/// since start: the probe for orchestrators that must not count an exporter that never
+/// reached any database as ready. Neither turns back to 503 when a database goes down later.
+fn readyz(site: &Site, connected_required: bool) -> Response<Full<Bytes>> {
     let ready = site.shared.status.ready();
+    let connected = site.shared.status.connected();
     let body = serde_json::json!({
         "ready": ready,
+        "connected": connected,
         "targets": site.shared.status.view(),
     });
+    let ok = ready && (connected || !connected_required);
     Response::builder()
-        .status(if ready {
+        .status(if ok {
             StatusCode::OK
         } else {
             StatusCode::SERVICE_UNAVAILABLE
@@ -241,6 +249,14 @@ fn readyz(site: &Site) -> Response<Full<Bytes>> {
             serde_json::to_vec_pretty(&body).unwrap_or_default(),
         )))
         .expect("valid response")
+}
+
+/// True when the query has `connected` (bare, or with a value other than `0` / `false`).
+fn wants_connected(query: Option<&str>) -> bool {
+    query.unwrap_or("").split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        key == "connected" && !matches!(value, "0" | "false")
+    })
 }
 
 fn debug_view(site: &Site, name: &str) -> Response<Full<Bytes>> {
@@ -285,9 +301,11 @@ fn index(site: &Site) -> Response<Full<Bytes>> {
             escape(&name),
             escape(&target.endpoint),
             if target.up {
-                "up".to_string()
+                "up"
+            } else if target.attempted && !target.connected_once {
+                "<span class=\"down\">down, never connected</span>"
             } else {
-                "<span class=\"down\">down</span>".to_string()
+                "<span class=\"down\">down</span>"
             },
             escape(target.server_version.as_deref().unwrap_or("unknown")),
             target
@@ -346,7 +364,29 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::accepts_gzip;
+    use super::{accepts_gzip, wants_connected};
+
+    #[test]
+    fn readyz_connected_parameter() {
+        for query in [
+            "connected",
+            "connected=1",
+            "connected=true",
+            "x=1&connected",
+        ] {
+            assert!(wants_connected(Some(query)), "{query}");
+        }
+        for query in [
+            "",
+            "connected=0",
+            "connected=false",
+            "connectedx",
+            "x=connected",
+        ] {
+            assert!(!wants_connected(Some(query)), "{query}");
+        }
+        assert!(!wants_connected(None));
+    }
 
     #[test]
     fn gzip_negotiation() {

@@ -56,6 +56,9 @@ pub struct TargetStatus {
     pub endpoint: String,
     /// True once the first connection attempt has finished, successfully or not.
     pub attempted: bool,
+    /// True once a connection has succeeded since pgkpi started; an outage later does not
+    /// clear it (`up` says what holds now).
+    pub connected_once: bool,
     pub up: bool,
     pub server_version: Option<String>,
     pub last_error: Option<String>,
@@ -128,5 +131,46 @@ impl Status {
             .expect("status lock")
             .values()
             .all(|t| t.attempted && t.collectors.values().all(|c| c.attempted))
+    }
+
+    /// True once at least one target has connected since pgkpi started. Any rather than
+    /// every: what it tells apart is an exporter that can reach nothing (wrong secret, DNS,
+    /// network policy) from one that works, without letting one dead database among several
+    /// hold the others' metrics back; each target's `connected_once` says which.
+    pub fn connected(&self) -> bool {
+        self.targets
+            .lock()
+            .expect("status lock")
+            .values()
+            .any(|t| t.connected_once)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connected_once_any_target_and_for_good() {
+        let status = Status::new();
+        status.register("a", "a", &[("server".into(), Duration::from_secs(1))]);
+        status.register("b", "b", &[]);
+        assert!(!status.ready() && !status.connected());
+        let failed = |t: &mut TargetStatus| {
+            t.attempted = true;
+            t.up = false;
+        };
+        status.update_target("a", failed);
+        status.update_target("b", failed);
+        status.update_collector("a", "server", |c| c.finished_run(0.0, Ok(())));
+        assert!(status.ready(), "a failed first attempt counts as a poll");
+        assert!(!status.connected(), "but not as a connection");
+        status.update_target("b", |t| {
+            t.connected_once = true;
+            t.up = true;
+        });
+        assert!(status.connected(), "one target of two is enough");
+        status.update_target("b", failed);
+        assert!(status.connected(), "a later outage does not undo it");
     }
 }

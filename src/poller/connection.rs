@@ -73,6 +73,7 @@ pub(super) async fn supervise(
                     pg_up.set(1.0);
                     shared.status.update_target(name, |t| {
                         t.attempted = true;
+                        t.connected_once = true;
                         t.up = true;
                         t.server_version = Some(server.version.clone());
                         t.last_error = None;

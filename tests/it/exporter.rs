@@ -123,6 +123,13 @@ fn survives_an_outage_and_recovers_without_restart() {
         exporter.alive(),
         "pgkpi must keep running while the database is down"
     );
+    // Connected once is enough: readiness does not follow the database down.
+    let ready = exporter.get("/readyz?connected");
+    assert_eq!(ready.status, 200, "{}", ready.text());
+    let body: serde_json::Value = serde_json::from_slice(&ready.body).unwrap();
+    assert_eq!(body["connected"], true);
+    assert_eq!(body["targets"]["outage"]["connected_once"], true);
+    assert_eq!(body["targets"]["outage"]["up"], false);
 
     cluster.resume();
     let m = exporter.wait_for(Duration::from_secs(10), "pg_up 1 after restart", |m| {
@@ -215,6 +222,64 @@ fn unreachable_target_at_start_serves_pg_up_0() {
         "{body}"
     );
     assert!(exporter.alive());
+}
+
+#[test]
+fn readyz_connected_waits_until_a_target_was_reached() {
+    let closed_port = support::free_port();
+    let nowhere =
+        format!("host=127.0.0.1 port={closed_port} user=postgres dbname=postgres sslmode=disable");
+    let ready_after_first_poll = |exporter: &Exporter| {
+        let (Ok(ready) | Err(ready)) =
+            retry(Duration::from_secs(10), Duration::from_millis(100), || {
+                let response = exporter.get("/readyz");
+                if response.status == 200 {
+                    Ok(response)
+                } else {
+                    Err(response)
+                }
+            });
+        assert_eq!(ready.status, 200, "{}", ready.text());
+    };
+
+    // Never reached: /readyz is 200 (the first poll is done), /readyz?connected is 503.
+    let exporter = Exporter::start(&config("unreached", &nowhere));
+    ready_after_first_poll(&exporter);
+    let strict = exporter.get("/readyz?connected");
+    assert_eq!(strict.status, 503, "{}", strict.text());
+    let body: serde_json::Value = serde_json::from_slice(&strict.body).unwrap();
+    assert_eq!(body["ready"], true);
+    assert_eq!(body["connected"], false);
+    assert_eq!(body["targets"]["unreached"]["connected_once"], false);
+    assert_eq!(body["targets"]["unreached"]["attempted"], true);
+    assert_eq!(exporter.get("/readyz?connected=false").status, 200);
+    let page = exporter.get("/").text();
+    assert!(page.contains("down, never connected"), "{page}");
+    drop(exporter);
+
+    // One target reached among two is enough; each target says whether it was reached.
+    let cluster = Cluster::shared();
+    let config = ExporterConfig::new("reached", &cluster.dsn("postgres"))
+        .session("application_name", "pgkpi-reached")
+        .raw(&format!(
+            "[[targets]]\nname = \"unreached\"\ndsn = \"{nowhere}\"\n"
+        ));
+    let exporter = Exporter::start(&config.build());
+    let (Ok(strict) | Err(strict)) =
+        retry(Duration::from_secs(10), Duration::from_millis(100), || {
+            let response = exporter.get("/readyz?connected");
+            if response.status == 200 {
+                Ok(response)
+            } else {
+                Err(response)
+            }
+        });
+    assert_eq!(strict.status, 200, "{}", strict.text());
+    let body: serde_json::Value = serde_json::from_slice(&strict.body).unwrap();
+    assert_eq!(body["connected"], true);
+    assert_eq!(body["targets"]["reached"]["connected_once"], true);
+    assert_eq!(body["targets"]["unreached"]["connected_once"], false);
+    assert_eq!(body["targets"]["unreached"]["up"], false);
 }
 
 #[test]
