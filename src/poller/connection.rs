@@ -40,6 +40,77 @@ impl Backoff {
     }
 }
 
+/// What a lane reports about its connection: log lines, and for the main lane `pg_up` and the
+/// status page; every lane publishes its state to its collectors.
+struct Report<'a> {
+    name: &'a str,
+    lane: Lane,
+    /// Only the main connection speaks for the target (pg_up, status); a sampler connection
+    /// that fails shows through its collector's own metrics.
+    main: bool,
+    pg_up: &'a prometheus::Gauge,
+    shared: &'a Shared,
+    tx: &'a watch::Sender<Conn>,
+}
+
+impl Report<'_> {
+    /// An attempt failed (or outlived its timeout: `counted` then, and not again when it ends).
+    fn failed(&self, failures: &mut u32, message: String, count: bool) {
+        let (name, lane) = (self.name, self.lane);
+        if count {
+            *failures += 1;
+            self.shared
+                .telemetry
+                .connection_errors
+                .with_label_values(&[name])
+                .inc();
+        }
+        // The first failure is worth a warning; repeats only every 10th time.
+        if count && (*failures == 1 || *failures % 10 == 0) {
+            tracing::warn!(target = name, ?lane, error = %message, attempts = *failures, "connection failed");
+        } else {
+            tracing::debug!(target = name, ?lane, error = %message, attempts = *failures, "connection failed");
+        }
+        if self.main {
+            self.pg_up.set(0.0);
+            self.shared.status.update_target(name, |t| {
+                t.attempted = true;
+                t.up = false;
+                t.last_error = Some(message.clone());
+            });
+        }
+        self.tx.send_replace(Conn::Down(message));
+    }
+}
+
+/// `pgkpi_target_connection_attempts_overdue` raised while an attempt that outlived its
+/// timeout is still awaited; lowered when it ends, however it ends (drop included).
+struct Overdue {
+    gauge: prometheus::Gauge,
+    on: bool,
+}
+
+impl Overdue {
+    fn start(&mut self) {
+        if !self.on {
+            self.on = true;
+            self.gauge.inc();
+        }
+    }
+}
+
+impl Drop for Overdue {
+    fn drop(&mut self) {
+        if self.on {
+            self.gauge.dec();
+        }
+    }
+}
+
+/// Supervises one lane of a target. At most one attempt or session of the lane exists at any
+/// time: an attempt that outlives its timeout is reported as a failure but awaited to its end
+/// (see [`Target::connect`]) before the lane starts another, so that a backend stuck in
+/// startup on the server (behind a catalog lock, say) is never joined by a second one.
 pub(super) async fn supervise(
     target: Arc<Target>,
     lane: Lane,
@@ -49,10 +120,20 @@ pub(super) async fn supervise(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let name = target.name.as_str();
-    // Only the main connection speaks for the target (pg_up, status); a sampler connection
-    // that fails shows through its collector's own metrics.
     let main = lane == Lane::Main;
     let pg_up = shared.telemetry.pg_up.with_label_values(&[name]);
+    let overdue_gauge = shared
+        .telemetry
+        .connection_attempts_overdue
+        .with_label_values(&[name]);
+    let report = Report {
+        name,
+        lane,
+        main,
+        pg_up: &pg_up,
+        shared: &shared,
+        tx: &tx,
+    };
     let mut failures: u32 = 0;
     loop {
         shared
@@ -60,10 +141,22 @@ pub(super) async fn supervise(
             .connection_attempts
             .with_label_values(&[name])
             .inc();
-        let attempt = tokio::select! {
-            attempt = target.connect() => attempt,
-            _ = shutdown.changed() => return,
+        let mut overdue = Overdue {
+            gauge: overdue_gauge.clone(),
+            on: false,
         };
+        let attempt = {
+            let mut on_overdue = |error: &crate::target::ConnectError| {
+                overdue.start();
+                report.failed(&mut failures, error.to_string(), true);
+            };
+            tokio::select! {
+                attempt = target.connect(&mut on_overdue) => attempt,
+                _ = shutdown.changed() => return,
+            }
+        };
+        let counted = overdue.on;
+        drop(overdue);
         match attempt {
             Ok((client, server, mut driver)) => {
                 backoff.reset();
@@ -105,30 +198,7 @@ pub(super) async fn supervise(
                 // Reconnect at once: a dropped session is often a one-off (restart, failover).
                 continue;
             }
-            Err(error) => {
-                failures += 1;
-                shared
-                    .telemetry
-                    .connection_errors
-                    .with_label_values(&[name])
-                    .inc();
-                let message = error.to_string();
-                // The first failure is worth a warning; repeats only every 10th time.
-                if failures == 1 || failures % 10 == 0 {
-                    tracing::warn!(target = name, ?lane, error = %message, attempts = failures, "connection failed");
-                } else {
-                    tracing::debug!(target = name, ?lane, error = %message, attempts = failures, "connection failed");
-                }
-                if main {
-                    pg_up.set(0.0);
-                    shared.status.update_target(name, |t| {
-                        t.attempted = true;
-                        t.up = false;
-                        t.last_error = Some(message.clone());
-                    });
-                }
-                tx.send_replace(Conn::Down(message));
-            }
+            Err(error) => report.failed(&mut failures, error.to_string(), !counted),
         }
         let delay = backoff.next_delay();
         tokio::select! {

@@ -89,6 +89,8 @@ pub fn spawn_target(
     let t = &shared.telemetry;
     t.connection_attempts.with_label_values(&[&target.name]);
     t.connection_errors.with_label_values(&[&target.name]);
+    t.connection_attempts_overdue
+        .with_label_values(&[&target.name]);
     for c in &collectors {
         let labels = [target.name.as_str(), c.name.as_str()];
         t.collector_runs.with_label_values(&labels);

@@ -122,10 +122,19 @@ async fn a_lock_storm_never_takes_more_backends_than_the_budget() {
     let mut max = 0;
     let mut worst = Vec::new();
     let mut samples = 0;
+    let mut overdue = None;
     while start.elapsed() < storm {
         if terminated.is_none() && start.elapsed() >= Duration::from_secs(3) {
             let n: i64 = observer.query_one(&terminate, &[]).await.unwrap().get(0);
             terminated = Some(n);
+        }
+        // Both lanes' attempts are past their 3 s budget by 10 s in and still awaited.
+        if overdue.is_none() && start.elapsed() >= Duration::from_secs(10) {
+            overdue = Some(exporter.metrics().of(
+                "storm",
+                "pgkpi_target_connection_attempts_overdue",
+                &[],
+            ));
         }
         let now = backends_of(postmaster, ROLE);
         samples += 1;
@@ -140,7 +149,8 @@ async fn a_lock_storm_never_takes_more_backends_than_the_budget() {
     let timeouts = logs.matches("timed out").count();
     eprintln!(
         "lock storm: {samples} samples, max {max} backends of {ROLE} (budget {BUDGET}), \
-         terminated {terminated:?}, {timeouts} log lines with a timeout"
+         terminated {terminated:?}, {timeouts} log lines with a timeout, overdue attempts \
+         10 s in: {overdue:?}"
     );
     assert_eq!(
         terminated,
