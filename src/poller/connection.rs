@@ -107,15 +107,33 @@ impl Drop for Overdue {
     }
 }
 
+/// Waits `delay` before the next attempt, or less: until another lane of the target connects
+/// (`reconnected`; the server answers again, so this lane tries at once). Returns false on
+/// shutdown.
+async fn pause(
+    delay: Duration,
+    reconnected: &Notify,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = reconnected.notified() => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
 /// Supervises one lane of a target. At most one attempt or session of the lane exists at any
 /// time: an attempt that outlives its timeout is reported as a failure but awaited to its end
 /// (see [`Target::connect`]) before the lane starts another, so that a backend stuck in
 /// startup on the server (behind a catalog lock, say) is never joined by a second one.
+/// `reconnected` is shared by the target's lanes: a lane that connects wakes the others from
+/// their backoff.
 pub(super) async fn supervise(
     target: Arc<Target>,
     lane: Lane,
     tx: watch::Sender<Conn>,
     mut backoff: Backoff,
+    reconnected: Arc<Notify>,
     shared: Shared,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -161,6 +179,7 @@ pub(super) async fn supervise(
             Ok((client, server, mut driver)) => {
                 backoff.reset();
                 failures = 0;
+                reconnected.notify_waiters();
                 tracing::info!(target = name, ?lane, endpoint = %target.endpoint, version = %server.version, "connected");
                 if main {
                     pg_up.set(1.0);
@@ -200,10 +219,8 @@ pub(super) async fn supervise(
             }
             Err(error) => report.failed(&mut failures, error.to_string(), !counted),
         }
-        let delay = backoff.next_delay();
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.changed() => return,
+        if !pause(backoff.next_delay(), &reconnected, &mut shutdown).await {
+            return;
         }
     }
 }
@@ -226,5 +243,43 @@ mod tests {
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    /// A lane sleeping in a long backoff retries as soon as another lane of the target
+    /// connects, and not before; shutdown still ends the wait.
+    #[tokio::test(start_paused = true)]
+    async fn a_lane_in_backoff_wakes_when_another_connects() {
+        let reconnected = Arc::new(Notify::new());
+        let (stop, shutdown) = watch::channel(false);
+        let start = tokio::time::Instant::now();
+        let waiter = {
+            let (reconnected, mut shutdown) = (reconnected.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                let go_on = pause(Duration::from_secs(30), &reconnected, &mut shutdown).await;
+                (go_on, start.elapsed())
+            })
+        };
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "woke without a reason");
+        reconnected.notify_waiters();
+        let (go_on, waited) = waiter.await.unwrap();
+        assert!(go_on);
+        assert_eq!(waited, Duration::from_secs(1));
+
+        // Without a wake-up the whole delay; shutdown ends it early with false.
+        let mut own = shutdown.clone();
+        let start = tokio::time::Instant::now();
+        assert!(pause(Duration::from_secs(2), &reconnected, &mut own).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        let mut own = shutdown.clone();
+        let stopping =
+            tokio::spawn(
+                async move { pause(Duration::from_secs(30), &Notify::new(), &mut own).await },
+            );
+        tokio::task::yield_now().await;
+        stop.send_replace(true);
+        assert!(!stopping.await.unwrap());
     }
 }

@@ -103,6 +103,9 @@ pub fn spawn_target(
         lanes.entry(scheduled.lane).or_default().push(scheduled);
     }
     let mut tasks = Vec::new();
+    // A lane that connects wakes the others from their backoff: after an outage, all of the
+    // target's connections come back together.
+    let reconnected = Arc::new(Notify::new());
     for (lane, collectors) in lanes {
         let (tx, rx) = watch::channel(Conn::Connecting);
         tasks.push(tokio::spawn(supervise(
@@ -110,6 +113,7 @@ pub fn spawn_target(
             lane,
             tx,
             Backoff::new(backoff.0, backoff.1),
+            reconnected.clone(),
             shared.clone(),
             shutdown.clone(),
         )));
