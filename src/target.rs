@@ -14,6 +14,9 @@ use crate::config::{Config, SessionConfig, TargetConfig};
 use crate::dsn::{self, Dsn};
 use crate::tls;
 
+/// tokio-postgres's `keepalives_idle` when the DSN sets none.
+const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// A target ready to connect: parsed DSN, TLS connector, session settings.
 pub struct Target {
     pub name: String,
@@ -76,6 +79,18 @@ impl Target {
         let session = config.session_for(target);
         dsn.pg.application_name(&session.application_name);
         dsn.pg.connect_timeout(session.connect_timeout);
+        // An attempt is awaited to its end (see `connect`), so a peer gone silent must be
+        // noticed by the socket: TCP keepalives after 30 s idle, 3 probes 10 s apart, unless
+        // the DSN sets its own (tokio-postgres's default idle is 2 hours) or turns them off.
+        if dsn.pg.get_keepalives() && dsn.pg.get_keepalives_idle() == DEFAULT_KEEPALIVES_IDLE {
+            dsn.pg.keepalives_idle(Duration::from_secs(30));
+            if dsn.pg.get_keepalives_interval().is_none() {
+                dsn.pg.keepalives_interval(Duration::from_secs(10));
+            }
+            if dsn.pg.get_keepalives_retries().is_none() {
+                dsn.pg.keepalives_retries(3);
+            }
+        }
         let tls = tls::build(&dsn.tls).map_err(|e| format!("target \"{}\": {e}", target.name))?;
         dsn.pg.ssl_mode(tls.mode);
         Ok(Target {
@@ -87,28 +102,42 @@ impl Target {
         })
     }
 
-    /// Connects, applies the session settings and reads the server info. The returned future
-    /// drives the connection and must be polled (spawned) for the client to work; it completes
+    /// Connects, applies the session settings and reads the server info. The returned task
+    /// drives the connection and must keep running for the client to work; it completes
     /// when the connection closes.
+    ///
+    /// An attempt is never abandoned while it may still hold a backend on the server: a
+    /// backend in startup (waiting for a catalog lock, say) does not notice its client has
+    /// gone, so an attempt dropped on a client-side timeout would leave it there while the
+    /// next attempt opens another. Instead, when a phase outlives its budget (startup:
+    /// `connect_timeout` + 1 s; session setup: `statement_timeout` + 1 s), `overdue` is told
+    /// (the caller reports the target down) and the attempt goes on until the server
+    /// finishes or refuses it, or the socket dies (TCP keepalives, see [`Target::from_config`]).
+    /// The caller starts no other attempt meanwhile, so each connection of a target holds at
+    /// most one backend, abandoned attempts included.
     pub async fn connect(
         &self,
+        overdue: &mut (dyn FnMut(&ConnectError) + Send),
     ) -> Result<(Client, ServerInfo, tokio::task::JoinHandle<()>), ConnectError> {
         let fail = |message: String| ConnectError {
             endpoint: self.endpoint.clone(),
             message,
         };
-        // connect_timeout covers each address; this bounds the whole attempt including TLS.
+        // connect_timeout covers each address's TCP connect; this bounds the whole startup
+        // including TLS and authentication.
         let budget = self.session.connect_timeout + Duration::from_secs(1);
-        let (client, connection) =
-            tokio::time::timeout(budget, self.dsn.pg.connect(self.tls.connector.clone()))
-                .await
-                .map_err(|_| {
-                    fail(format!(
-                        "timed out after {}",
-                        humantime::format_duration(budget)
-                    ))
-                })?
-                .map_err(|e| fail(describe(&e)))?;
+        let (client, connection) = patiently(
+            budget,
+            self.dsn.pg.connect(self.tls.connector.clone()),
+            || {
+                overdue(&fail(format!(
+                    "timed out after {}; waiting for this attempt to end before another",
+                    humantime::format_duration(budget)
+                )))
+            },
+        )
+        .await
+        .map_err(|e| fail(describe(&e)))?;
         let driver = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %describe(&e), "connection ended");
@@ -126,20 +155,21 @@ impl Target {
                 )
                 .await
         };
-        let row = match tokio::time::timeout(
-            self.session.statement_timeout + Duration::from_secs(1),
-            setup,
-        )
+        // The statements run under the statement_timeout and lock_timeout the first ones set,
+        // so the server ends a stuck setup by itself.
+        let setup_budget = self.session.statement_timeout + Duration::from_secs(1);
+        let row = match patiently(setup_budget, setup, || {
+            overdue(&fail(format!(
+                "session setup timed out after {}; waiting for it to end before another attempt",
+                humantime::format_duration(setup_budget)
+            )))
+        })
         .await
         {
-            Ok(Ok(row)) => row,
-            Ok(Err(e)) => {
+            Ok(row) => row,
+            Err(e) => {
                 driver.abort();
                 return Err(fail(format!("session setup failed: {}", describe(&e))));
-            }
-            Err(_) => {
-                driver.abort();
-                return Err(fail("session setup timed out".into()));
             }
         };
         let info = ServerInfo {
@@ -165,6 +195,22 @@ impl Target {
             ms(s.idle_in_transaction_session_timeout),
             if s.read_only { "on" } else { "off" },
         )
+    }
+}
+
+/// Awaits `work` to the end; calls `overdue` once if it takes longer than `budget`.
+async fn patiently<F: std::future::Future>(
+    budget: Duration,
+    work: F,
+    overdue: impl FnOnce(),
+) -> F::Output {
+    let mut work = std::pin::pin!(work);
+    match tokio::time::timeout(budget, &mut work).await {
+        Ok(output) => output,
+        Err(_) => {
+            overdue();
+            work.await
+        }
     }
 }
 

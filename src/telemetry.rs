@@ -12,6 +12,7 @@ pub struct Telemetry {
     pub pg_up: GaugeVec,
     pub connection_attempts: IntCounterVec,
     pub connection_errors: IntCounterVec,
+    pub connection_attempts_overdue: GaugeVec,
     pub collector_up: GaugeVec,
     pub collector_stale: GaugeVec,
     pub collector_skipped: GaugeVec,
@@ -50,7 +51,8 @@ impl Telemetry {
         let telemetry = Telemetry {
             pg_up: gauge("pg_up", "1 when pgkpi holds a working session to the target, 0 when it cannot connect or the session broke.", &["target"]),
             connection_attempts: counter("pgkpi_target_connection_attempts_total", "Connection attempts to the target, successful or not.", &["target"]),
-            connection_errors: counter("pgkpi_target_connection_errors_total", "Connection attempts to the target that failed.", &["target"]),
+            connection_errors: counter("pgkpi_target_connection_errors_total", "Connection attempts to the target that failed; an attempt that outlives its timeout counts when it does.", &["target"]),
+            connection_attempts_overdue: gauge("pgkpi_target_connection_attempts_overdue", "Connection attempts to the target past their timeout that pgkpi still waits on instead of starting another (their backend is on the server, e.g. waiting for a lock); at most one per connection of the target.", &["target"]),
             collector_up: gauge("pgkpi_collector_up", "1 when the collector's last run succeeded, 0 when it failed or the target is down.", tc),
             collector_stale: gauge("pgkpi_collector_stale", "1 while the collector's values shown are from an earlier successful run because later runs failed.", tc),
             collector_skipped: gauge("pgkpi_collector_skipped", "1 when the collector does not run on this target by design (reason: extension_missing, version, permission, standby, primary, ...); see the log line or / for what to do.", &["target", "collector", "reason"]),
@@ -105,6 +107,7 @@ impl Telemetry {
         let t = Telemetry::new();
         // Touch every labelled metric once so that `gather` returns it with its label names.
         t.pg_up.with_label_values(&["t"]);
+        t.connection_attempts_overdue.with_label_values(&["t"]);
         for v in [
             &t.collector_up,
             &t.collector_stale,

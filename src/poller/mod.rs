@@ -89,6 +89,8 @@ pub fn spawn_target(
     let t = &shared.telemetry;
     t.connection_attempts.with_label_values(&[&target.name]);
     t.connection_errors.with_label_values(&[&target.name]);
+    t.connection_attempts_overdue
+        .with_label_values(&[&target.name]);
     for c in &collectors {
         let labels = [target.name.as_str(), c.name.as_str()];
         t.collector_runs.with_label_values(&labels);
@@ -101,6 +103,9 @@ pub fn spawn_target(
         lanes.entry(scheduled.lane).or_default().push(scheduled);
     }
     let mut tasks = Vec::new();
+    // A lane that connects wakes the others from their backoff: after an outage, all of the
+    // target's connections come back together.
+    let reconnected = Arc::new(Notify::new());
     for (lane, collectors) in lanes {
         let (tx, rx) = watch::channel(Conn::Connecting);
         tasks.push(tokio::spawn(supervise(
@@ -108,6 +113,7 @@ pub fn spawn_target(
             lane,
             tx,
             Backoff::new(backoff.0, backoff.1),
+            reconnected.clone(),
             shared.clone(),
             shutdown.clone(),
         )));
