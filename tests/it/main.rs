@@ -15,6 +15,7 @@ mod cli;
 mod definitions;
 mod e2e;
 mod exporter;
+mod http_limits;
 mod locks;
 mod migrations;
 mod queues;
