@@ -136,9 +136,14 @@ fn scrapes_answer_and_accept_does_not_spin_when_descriptors_run_out() {
     let cpu = cpu_time(exporter.pid()) - cpu_before;
     let logs = exporter.logs();
     let accept_lines = count(&logs, "accept failed") - lines_before;
+    let failures = exporter
+        .metrics()
+        .value("pgkpi_http_accept_errors_total", &[])
+        .unwrap();
     eprintln!(
         "held {HELD} with nofile {LIMIT}: slowest scrape {slowest:?}, cpu {cpu:?} in {elapsed:?}, \
-         {accept_lines} 'accept failed' lines"
+         {accept_lines} 'accept failed' lines in that time, {} in all, {failures} accept errors",
+        count(&logs, "accept failed")
     );
     assert!(
         cpu.as_secs_f64() < 0.10 * elapsed.as_secs_f64(),
@@ -180,13 +185,14 @@ fn slowloris_beyond_the_cap_cannot_starve_scrapes() {
     let took = scrape_within(&exporter.address, "/metrics", Duration::from_secs(1))
         .unwrap_or_else(|e| panic!("scrape with {SLOW} slow connections: {e}"));
     eprintln!("scrape with {SLOW} slowloris connections and a cap of {CAP}: {took:?}");
-    // Every slow connection beyond the cap made room by closing the oldest waiting one.
+    // Every slow connection beyond the cap made room by closing the oldest waiting one. (A
+    // scrape at the cap closes one too, so the socket it evicted may still be counted open
+    // for an instant: wait for both.)
     let beyond = (SLOW as i64 - CAP) as f64;
     let m = exporter.wait_for(Duration::from_secs(5), "evictions counted", |m| {
         rejected(m, "evicted") >= beyond
+            && m.value("pgkpi_http_connections_open", &[]) <= Some(CAP as f64)
     });
-    let open = m.value("pgkpi_http_connections_open", &[]).unwrap();
-    assert!(open <= CAP as f64, "{open} connections open, cap {CAP}");
     assert_eq!(
         m.value("pgkpi_http_connections_limit", &[]),
         Some(CAP as f64)
