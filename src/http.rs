@@ -159,7 +159,8 @@ impl Slots {
         let oldest = open
             .iter()
             .filter(|(_, slot)| slot.busy.load(Ordering::Acquire) == 0)
-            .min_by_key(|(_, slot)| *slot.idle_since.lock().expect("slot lock"))
+            // Ties (a coarse clock) go to the connection accepted first.
+            .min_by_key(|(id, slot)| (*slot.idle_since.lock().expect("slot lock"), **id))
             .map(|(id, _)| *id);
         match oldest.and_then(|id| open.remove(&id)) {
             Some(slot) => {
@@ -677,8 +678,51 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{accepts_gzip, clamp_to_fd_limit, AcceptErrors};
+    use super::{accepts_gzip, clamp_to_fd_limit, AcceptErrors, Admission, Busy, Slots};
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Mutex;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_cap_evicts_the_longest_idle_connection_and_never_a_busy_one() {
+        let telemetry = crate::telemetry::Telemetry::new();
+        let slots = Slots {
+            max: 2,
+            next_id: AtomicU64::new(0),
+            open: Mutex::new(HashMap::new()),
+        };
+        let admit = || match slots.admit(&telemetry) {
+            Admission::Admitted(id, slot) => Some((id, slot)),
+            Admission::Refused => None,
+        };
+        let rejected = |reason: &str| {
+            telemetry
+                .http_connections_rejected
+                .with_label_values(&[reason])
+                .get()
+        };
+        let (first, first_slot) = admit().unwrap();
+        let (second, second_slot) = admit().unwrap();
+        // A third closes the first (idle longest).
+        let (third, third_slot) = admit().unwrap();
+        assert_eq!(rejected("evicted"), 1);
+        let open: Vec<u64> = slots.open.lock().unwrap().keys().copied().collect();
+        assert!(!open.contains(&first) && open.contains(&second) && open.contains(&third));
+        // Its task is told to close.
+        assert!(futures_ready(first_slot.evict.notified()));
+        // With every connection busy, a new one is refused.
+        let _busy = (Busy::new(second_slot), Busy::new(third_slot));
+        assert!(admit().is_none());
+        assert_eq!(rejected("evicted"), 1);
+    }
+
+    /// True when `future` is ready at its first poll.
+    fn futures_ready(future: impl std::future::Future) -> bool {
+        let mut future = std::pin::pin!(future);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        future.as_mut().poll(&mut cx).is_ready()
+    }
 
     #[test]
     fn connection_cap_stays_below_the_open_file_limit() {
