@@ -123,6 +123,19 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
         ));
     }
     tasks.push(poller::spawn_janitor(shared.clone(), shutdown_rx.clone()));
+    let (max_connections, clamped) = http::clamp_to_fd_limit(config.web.max_connections, None);
+    if clamped {
+        tracing::warn!(
+            configured = config.web.max_connections,
+            max_connections,
+            "web.max_connections lowered to fit the open-file limit (ulimit -n) with room for \
+             pgkpi's own files and sessions; raise LimitNOFILE / ulimit -n to allow more"
+        );
+    }
+    let limits = http::Limits {
+        max_connections,
+        header_read_timeout: config.web.header_read_timeout,
+    };
     let site = Arc::new(Site {
         shared,
         telemetry_path: config.web.telemetry_path.clone(),
@@ -132,6 +145,7 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
         listener,
         security.tls,
         site,
+        limits,
         shutdown_rx,
     )));
 

@@ -3,7 +3,9 @@
 //! These live in a `prometheus` crate registry and are encoded at scrape time; that reads only
 //! memory (and /proc for process metrics), never the database.
 
-use prometheus::{Encoder, Gauge, GaugeVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
 
 /// Handles to every self-metric. Cheap to clone (the vectors are reference counted).
 #[derive(Clone)]
@@ -22,6 +24,10 @@ pub struct Telemetry {
     pub collector_runs: IntCounterVec,
     pub collector_errors: IntCounterVec,
     pub http_requests: IntCounterVec,
+    pub http_accept_errors: IntCounter,
+    pub http_connections_rejected: IntCounterVec,
+    pub http_connections_open: IntGauge,
+    pub http_connections_limit: IntGauge,
     pub snapshot_bytes: Gauge,
 }
 
@@ -62,6 +68,10 @@ impl Telemetry {
             collector_runs: counter("pgkpi_collector_runs_total", "Completed runs of the collector, successful or not; counted once the run's outcome is published.", tc),
             collector_errors: counter("pgkpi_collector_errors_total", "Runs of the collector that failed (error, timeout or target down).", tc),
             http_requests: counter("pgkpi_http_requests_total", "HTTP requests served, by path and status code.", &["path", "code"]),
+            http_accept_errors: register(&registry, IntCounter::new("pgkpi_http_accept_errors_total", "Failed accepts of HTTP connections (e.g. out of file descriptors); the server backs off and logs at most once per second.")),
+            http_connections_rejected: counter("pgkpi_http_connections_rejected_total", "HTTP connections the server's limits refused or closed while no request was in progress, by reason: limit (refused, at web.max_connections with every connection busy), evicted (the longest idle or slowest connection closed to make room for a new one), timeout (TLS handshake or first request's headers not complete within web.header_read_timeout; an idle keep-alive connection closed between requests is not counted).", &["reason"]),
+            http_connections_open: register(&registry, IntGauge::new("pgkpi_http_connections_open", "HTTP connections open now.")),
+            http_connections_limit: register(&registry, IntGauge::new("pgkpi_http_connections_limit", "Most HTTP connections open at once (web.max_connections, clamped below the open-file limit).")),
             snapshot_bytes: {
                 let g = Gauge::new("pgkpi_snapshot_bytes", "Size of the encoded snapshot of database metrics served on the metrics path.").expect("valid metric");
                 registry.register(Box::new(g.clone())).expect("unique metric");
@@ -123,6 +133,7 @@ impl Telemetry {
             v.with_label_values(&["t"]);
         }
         t.http_requests.with_label_values(&["/", "200"]);
+        t.http_connections_rejected.with_label_values(&["limit"]);
         t.collector_skipped.with_label_values(&["t", "c", "r"]);
         t.registry
             .gather()

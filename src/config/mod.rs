@@ -81,6 +81,15 @@ pub struct WebConfig {
     /// TLS and basic authentication for the HTTP server (exporter-toolkit web config file).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config_file: Option<PathBuf>,
+    /// Most connections open at once; past it a new connection closes the one that has waited
+    /// longest without a request in progress, or is closed itself. Clamped below the open-file
+    /// limit at start.
+    pub max_connections: usize,
+    /// Longest a client may take to complete a TLS handshake or a request's headers, counted
+    /// from when the server starts waiting for them (so it also closes idle keep-alive
+    /// connections).
+    #[serde(with = "duration")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for WebConfig {
@@ -89,6 +98,8 @@ impl Default for WebConfig {
             listen_address: DEFAULT_LISTEN_ADDRESS.to_string(),
             telemetry_path: "/metrics".to_string(),
             config_file: None,
+            max_connections: 100,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }

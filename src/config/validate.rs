@@ -22,6 +22,11 @@ impl Config {
                 "web.telemetry_path \"{path}\" must start with '/' and not be /, /healthz or /readyz; e.g. /metrics"
             )));
         }
+        if self.web.max_connections == 0 || self.web.header_read_timeout.is_zero() {
+            return Err(ConfigError(
+                "web.max_connections and web.header_read_timeout must be positive, e.g. 100 and \"10s\"".into(),
+            ));
+        }
         if let Some(file) = &self.web.config_file {
             crate::web_config::WebSecurity::load(file).map_err(ConfigError)?;
         }

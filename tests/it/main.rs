@@ -16,6 +16,7 @@ mod definitions;
 mod e2e;
 mod exporter;
 mod faults;
+mod http_limits;
 mod locks;
 mod migrations;
 mod queues;

@@ -22,12 +22,35 @@ impl Exporter {
     /// Starts pgkpi with the given TOML configuration (without a [web] listen address, which
     /// is chosen here) and waits until it answers /healthz.
     pub fn start(config_toml: &str) -> Exporter {
+        Exporter::start_with_nofile(config_toml, None)
+    }
+
+    /// Like [`Exporter::start`], with the process's open-file limit (RLIMIT_NOFILE, soft and
+    /// hard) set to `nofile` when given, as `ulimit -n` would before starting it.
+    pub fn start_with_nofile(config_toml: &str, nofile: Option<u64>) -> Exporter {
         let config_dir = TempDir::new("config");
         let path = config_dir.0.join("pgkpi.toml");
         std::fs::write(&path, config_toml).unwrap();
         for _ in 0..5 {
             let address = format!("127.0.0.1:{}", free_port());
-            let mut child = Command::new(pgkpi_bin())
+            let mut command = Command::new(pgkpi_bin());
+            if let Some(limit) = nofile {
+                use std::os::unix::process::CommandExt;
+                // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+                unsafe {
+                    command.pre_exec(move || {
+                        let rlimit = libc::rlimit {
+                            rlim_cur: limit as libc::rlim_t,
+                            rlim_max: limit as libc::rlim_t,
+                        };
+                        if libc::setrlimit(libc::RLIMIT_NOFILE, &rlimit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        Ok(())
+                    });
+                }
+            }
+            let mut child = command
                 .arg("--config.file")
                 .arg(&path)
                 .arg("--web.listen-address")
@@ -130,6 +153,11 @@ impl Exporter {
 
     pub fn logs(&self) -> String {
         self.logs.lock().unwrap().clone()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// True while the process runs.
