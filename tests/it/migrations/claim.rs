@@ -328,10 +328,13 @@ async fn queue_consumers_killed_twice_lose_no_item_and_complete_none_twice() {
         format!("done|{ITEMS}"),
         "not every item ended done (kills at done/leased/sessions: {kills:?})"
     );
-    assert_eq!(
-        completions.len() as i64,
-        ITEMS,
-        "some item was never completed"
+    // A complete in flight when its session was killed may have committed unseen: at most one
+    // per killed session is missing from the consumers' own records (the table says done).
+    let killed_sessions: i64 = kills.iter().map(|&(_, _, killed)| killed).sum();
+    assert!(
+        completions.len() as i64 >= ITEMS - killed_sessions,
+        "only {} completions seen for {ITEMS} items",
+        completions.len()
     );
     let twice: Vec<_> = completions.iter().filter(|(_, &n)| n > 1).collect();
     assert!(twice.is_empty(), "items completed twice: {twice:?}");
