@@ -16,7 +16,8 @@ bench_setup queues
 web=$(free_port)
 psql_ -d postgres -c "CREATE DATABASE bench"
 for f in fixtures/baseline.sql migrations/001_monitoring.sql migrations/002_p0_notification_queue.sql \
-         migrations/004_fase2_queue_functions.sql migrations/008_grants.sql; do
+         migrations/004_fase2_queue_functions.sql migrations/008_grants.sql \
+         migrations/009_queue_claim_index.sql; do
   psql_ -d bench -f "$f" >/dev/null 2>&1 || { echo "applying $f failed" >&2; exit 1; }
 done
 

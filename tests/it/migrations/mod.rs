@@ -3,7 +3,7 @@
 //!
 //! * One database is built once for the plan checks, as the contract in
 //!   `fixtures/query_patterns.toml` describes: baseline, seed at scale 1, EXPLAIN every
-//!   pattern, migrations 001..008 (timed), all of them again, seed again, EXPLAIN again.
+//!   pattern, migrations 001..009 (timed), all of them again, seed again, EXPLAIN again.
 //! * The queue and partition tests clone a template database that holds the baseline with all
 //!   migrations applied and no data.
 //! * The workload test runs the real `pgkpi-load` binary for 30 s against a baseline-only and
@@ -14,10 +14,11 @@
 //! `support::schema::apply_migration`, one at a time.
 //!
 //! [`plans`] builds the plan-check database and checks the migrations and the query patterns,
-//! [`queue`] drives the queue functions, [`partitions`] the partition maintenance, and
+//! [`queue`] drives the queue functions, [`claim`] checks the claim's plan and crash safety, [`partitions`] the partition maintenance, and
 //! [`workload`] runs `pgkpi-load`. This module keeps what several of them use: the migration
 //! files and the migrated template database.
 
+mod claim;
 mod partitions;
 mod plans;
 mod queue;
@@ -29,10 +30,10 @@ use std::sync::OnceLock;
 
 use crate::support::{schema, Cluster};
 
-/// migrations/0*.sql in file-name order (the order they must be applied in): all eight.
+/// migrations/0*.sql in file-name order (the order they must be applied in): all nine.
 fn migration_files() -> Vec<PathBuf> {
     let files = schema::migration_files();
-    assert_eq!(files.len(), 8, "expected migrations 001..008: {files:?}");
+    assert_eq!(files.len(), 9, "expected migrations 001..009: {files:?}");
     files
 }
 

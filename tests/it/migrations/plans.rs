@@ -1,6 +1,6 @@
 //! The plan checks, on one database built once as the contract in
 //! `fixtures/query_patterns.toml` describes: baseline, seed at scale 1, EXPLAIN every pattern,
-//! migrations 001..008 (timed), all of them again, seed again, EXPLAIN again. Checks that the
+//! migrations 001..009 (timed), all of them again, seed again, EXPLAIN again. Checks that the
 //! migrations apply twice without error or change, and that each query pattern uses its index
 //! after the migrations and not before.
 
