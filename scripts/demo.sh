@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo, on a fresh Debian 12 machine with Rust: a throwaway PostgreSQL 15 with
 # pg_stat_statements, the audited application database `app` (fixtures/baseline.sql, seed,
-# migrations/001..008, seed again), pgkpi-load driving traffic against it in the background,
+# migrations/001..009, seed again), pgkpi-load driving traffic against it in the background,
 # pgkpi polling it, Prometheus scraping pgkpi with the rules of alerts/, and Alertmanager with
 # alerts/alertmanager.yml: the docker-compose stack without Docker (and without Grafana; import
 # dashboards/*.json into any Grafana pointed at this Prometheus). Prints the URLs and runs

@@ -13,7 +13,7 @@ pub enum Schema {
     /// fixtures/baseline.sql only: plain SQL, a naive `FOR UPDATE` claim on
     /// `chat.push_notifications`, no partitioned tables.
     Baseline,
-    /// migrations/001..008 applied: the queue functions of 004, the subscription table of 006
+    /// migrations/001..009 applied: the queue functions of 004, the subscription table of 006
     /// and the partitioned history tables of 007.
     Migrated,
 }

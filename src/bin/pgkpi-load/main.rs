@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> Result<bool> {
         SchemaArg::Migrated if catalog.migrated => Schema::Migrated,
         SchemaArg::Migrated => bail!(
             "--schema migrated, but core.claim_notifications does not exist; apply \
-             migrations/001..008 (psql -v ON_ERROR_STOP=1 -f FILE) or use --schema baseline"
+             migrations/001..009 (psql -v ON_ERROR_STOP=1 -f FILE) or use --schema baseline"
         ),
     };
     let samples = db::samples(&admin).await.context("cannot sample ids")?;
