@@ -230,15 +230,7 @@ fn readyz_connected_waits_until_a_target_was_reached() {
     let nowhere =
         format!("host=127.0.0.1 port={closed_port} user=postgres dbname=postgres sslmode=disable");
     let ready_after_first_poll = |exporter: &Exporter| {
-        let (Ok(ready) | Err(ready)) =
-            retry(Duration::from_secs(10), Duration::from_millis(100), || {
-                let response = exporter.get("/readyz");
-                if response.status == 200 {
-                    Ok(response)
-                } else {
-                    Err(response)
-                }
-            });
+        let ready = answer_200(exporter, "/readyz");
         assert_eq!(ready.status, 200, "{}", ready.text());
     };
 
@@ -265,15 +257,7 @@ fn readyz_connected_waits_until_a_target_was_reached() {
             "[[targets]]\nname = \"unreached\"\ndsn = \"{nowhere}\"\n"
         ));
     let exporter = Exporter::start(&config.build());
-    let (Ok(strict) | Err(strict)) =
-        retry(Duration::from_secs(10), Duration::from_millis(100), || {
-            let response = exporter.get("/readyz?connected");
-            if response.status == 200 {
-                Ok(response)
-            } else {
-                Err(response)
-            }
-        });
+    let strict = answer_200(&exporter, "/readyz?connected");
     assert_eq!(strict.status, 200, "{}", strict.text());
     let body: serde_json::Value = serde_json::from_slice(&strict.body).unwrap();
     assert_eq!(body["connected"], true);
@@ -309,15 +293,7 @@ fn readyz_flips_after_the_first_poll() {
     assert_eq!(body["ready"], false);
     assert_eq!(body["targets"]["silent"]["attempted"], false);
 
-    let (Ok(after) | Err(after)) =
-        retry(Duration::from_secs(10), Duration::from_millis(100), || {
-            let response = exporter.get("/readyz");
-            if response.status == 200 {
-                Ok(response)
-            } else {
-                Err(response)
-            }
-        });
+    let after = answer_200(&exporter, "/readyz");
     assert_eq!(after.status, 200, "{}", after.text());
     let body: serde_json::Value = serde_json::from_slice(&after.body).unwrap();
     assert_eq!(body["targets"]["silent"]["up"], false);
@@ -652,4 +628,19 @@ fn web_config_file_serves_tls_behind_basic_auth() {
     )
     .unwrap_or_else(|()| panic!("the renewed certificate is not served"));
     assert_ne!(curl(&https, &user).0, "200", "the old CA still verifies");
+}
+
+/// GETs `path` until it answers 200 (at most 10 s); returns the last response either way, so
+/// the caller's assertion shows what it got.
+fn answer_200(exporter: &Exporter, path: &str) -> support::exporter::HttpResponse {
+    let (Ok(response) | Err(response)) =
+        retry(Duration::from_secs(10), Duration::from_millis(100), || {
+            let response = exporter.get(path);
+            if response.status == 200 {
+                Ok(response)
+            } else {
+                Err(response)
+            }
+        });
+    response
 }
