@@ -165,6 +165,7 @@ impl Collector for ActivitySampler {
                     "the activity sampler needs PostgreSQL 10 or later (pg_stat_activity.backend_type)",
                 ));
             }
+            super::require_pg_monitor(&session.client).await?;
             let at = Instant::now();
             let app: &(dyn ToSql + Sync) = &self.application_name;
             // query_typed: one round trip, no prepared statement to keep per connection.

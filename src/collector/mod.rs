@@ -110,6 +110,33 @@ impl CollectError {
     }
 }
 
+/// What to do when a collector that reads other users' sessions runs without pg_monitor.
+pub const PG_MONITOR_NEEDED: &str = "needs pg_monitor; run GRANT pg_monitor TO <monitoring role>";
+
+/// Skips (reason `permission`) unless the session is a superuser or has the privileges of
+/// pg_monitor. For collectors that read other users' rows of pg_stat_activity or pg_locks:
+/// without the role those rows lose `state`, `backend_type` and the query, so counts and ages
+/// would silently read low (0) instead of unknown. Checked on every run (one round trip, no
+/// prepared statement), so a REVOKE shows within one interval and a GRANT needs no restart.
+pub async fn require_pg_monitor(client: &Client) -> Result<(), CollectError> {
+    let row = client
+        .query_typed(
+            "SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) \
+                    OR pg_has_role(current_user, 'pg_monitor', 'USAGE')",
+            &[],
+        )
+        .await?;
+    let allowed = row.first().is_some_and(|r| r.get::<_, bool>(0));
+    if allowed {
+        Ok(())
+    } else {
+        Err(CollectError::skipped(
+            SkipReason::Permission,
+            PG_MONITOR_NEEDED,
+        ))
+    }
+}
+
 impl From<tokio_postgres::Error> for CollectError {
     fn from(error: tokio_postgres::Error) -> Self {
         // Collectors that read application tables map their errors themselves; everything

@@ -113,7 +113,7 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
             Some(Privilege::PgMonitor) if !superuser && !monitor => {
                 return Err(CollectError::skipped(
                     SkipReason::Permission,
-                    "needs pg_monitor; run GRANT pg_monitor TO <monitoring role>",
+                    super::PG_MONITOR_NEEDED,
                 ))
             }
             _ => {}

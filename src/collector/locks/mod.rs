@@ -243,6 +243,7 @@ impl Collector for Locks {
                 ));
             }
             let client = &session.client;
+            super::require_pg_monitor(client).await?;
             let app: &(dyn ToSql + Sync) = &self.application_name;
             // pg_locks.waitstart exists from 14; before, the waiting query's start bounds it.
             let wait_start = if session.server.major() >= 14 {
