@@ -36,7 +36,8 @@
 //! * `shared`: the state pollers write and the HTTP server reads.
 //! * `poller`: per target, a supervisor per connection (`connection`) and a task per
 //!   collector (`schedule`).
-//! * `http`: the hyper server; reads `shared`, never a database.
+//! * `http`: the hyper server (`limits`: connection cap and accept backoff); reads `shared`,
+//!   never a database.
 //! * `reference`: the generated metric reference (`docs/metrics.md`).
 //! * `app`: wiring from configuration to running tasks; the only module that knows them all.
 //!
