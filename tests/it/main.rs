@@ -25,4 +25,5 @@ mod replication;
 mod rules;
 mod stack_files;
 mod statements;
+mod tls;
 mod webhooks;
