@@ -113,21 +113,17 @@ impl CollectError {
 /// What to do when a collector that reads other users' sessions runs without pg_monitor.
 pub const PG_MONITOR_NEEDED: &str = "needs pg_monitor; run GRANT pg_monitor TO <monitoring role>";
 
-/// Skips (reason `permission`) unless the session is a superuser or has the privileges of
-/// pg_monitor. For collectors that read other users' rows of pg_stat_activity or pg_locks:
-/// without the role those rows lose `state`, `backend_type` and the query, so counts and ages
-/// would silently read low (0) instead of unknown. Checked on every run (one round trip, no
-/// prepared statement), so a REVOKE shows within one interval and a GRANT needs no restart.
-pub async fn require_pg_monitor(client: &Client) -> Result<(), CollectError> {
-    let row = client
-        .query_typed(
-            "SELECT coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false) \
-                    OR pg_has_role(current_user, 'pg_monitor', 'USAGE')",
-            &[],
-        )
-        .await?;
-    let allowed = row.first().is_some_and(|r| r.get::<_, bool>(0));
-    if allowed {
+/// The session's role, as two columns: superuser, and has the privileges of pg_monitor. One
+/// text for every collector that checks it (see [`require_pg_monitor`], the definitions'
+/// `privilege` requirement).
+pub const ROLE_COLUMNS: &str =
+    "coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false), \
+     pg_has_role(current_user, 'pg_monitor', 'USAGE')";
+
+/// The one decision on pg_monitor: a superuser or a member passes, anyone else is skipped
+/// (reason `permission`) with what to grant.
+pub fn pg_monitor_check(superuser: bool, monitor: bool) -> Result<(), CollectError> {
+    if superuser || monitor {
         Ok(())
     } else {
         Err(CollectError::skipped(
@@ -135,6 +131,21 @@ pub async fn require_pg_monitor(client: &Client) -> Result<(), CollectError> {
             PG_MONITOR_NEEDED,
         ))
     }
+}
+
+/// Skips (reason `permission`) unless the session is a superuser or has the privileges of
+/// pg_monitor. For collectors that read other users' rows of pg_stat_activity or pg_locks:
+/// without the role those rows lose `state`, `backend_type` and the query, so counts and ages
+/// would silently read low (0) instead of unknown. Checked on every run (one round trip, no
+/// prepared statement), so a REVOKE shows within one interval and a GRANT needs no restart.
+pub async fn require_pg_monitor(client: &Client) -> Result<(), CollectError> {
+    let rows = client
+        .query_typed(&format!("SELECT {ROLE_COLUMNS}"), &[])
+        .await?;
+    let (superuser, monitor) = rows
+        .first()
+        .map_or((false, false), |r| (r.get(0), r.get(1)));
+    pg_monitor_check(superuser, monitor)
 }
 
 impl From<tokio_postgres::Error> for CollectError {

@@ -87,9 +87,10 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         let row = session
             .client
             .query_one(
-                "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1), \
-                        (SELECT rolsuper FROM pg_roles WHERE rolname = current_user), \
-                        pg_has_role(current_user, 'pg_monitor', 'USAGE')",
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = $1), {}",
+                    super::ROLE_COLUMNS
+                ),
                 &[&req.extension.as_deref().unwrap_or("")],
             )
             .await?;
@@ -110,12 +111,7 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
                     "needs a superuser connection",
                 ))
             }
-            Some(Privilege::PgMonitor) if !superuser && !monitor => {
-                return Err(CollectError::skipped(
-                    SkipReason::Permission,
-                    super::PG_MONITOR_NEEDED,
-                ))
-            }
+            Some(Privilege::PgMonitor) => super::pg_monitor_check(superuser, monitor)?,
             _ => {}
         }
     }
