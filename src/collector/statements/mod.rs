@@ -36,6 +36,7 @@
 mod delta;
 pub mod estimate;
 pub mod histogram;
+pub mod log;
 mod metrics;
 mod output;
 pub mod settings;

@@ -72,6 +72,54 @@ pub struct StatementsConfig {
     /// How long a cached classification is trusted before the text is read again.
     #[serde(with = "duration")]
     pub text_refresh: Duration,
+    /// `[statements.log]`: measured latency from the server log's sampled durations.
+    pub log: LogSourceConfig,
+}
+
+/// How pgkpi reaches the server log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogAccess {
+    /// No log source: the histogram is the estimate from pg_stat_statements.
+    #[default]
+    Off,
+    /// Files in a local directory (pgkpi beside the server, or a sidecar sharing the log
+    /// volume).
+    Path,
+    /// Over the monitoring connection with pg_read_binary_file: needs a grant that also lets
+    /// the role read any other file the server can read.
+    PgReadBinaryFile,
+}
+
+/// `[statements.log]`: latency distributions from the durations the server logs (a random
+/// sample through `log_min_duration_sample` / `log_statement_sample_rate`, and every statement
+/// over `log_min_duration_statement`). See docs/statements.md.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSourceConfig {
+    /// `off`, `path` or `pg_read_binary_file`.
+    pub access: LogAccess,
+    /// With `path`: where the server's log directory is visible to pgkpi. Unset: the server's
+    /// `log_directory` (made absolute with `data_directory`, which needs pg_read_all_settings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<std::path::PathBuf>,
+    /// The window of the exact quantile gauges (`pg_statement_latency_window_seconds`).
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Fewest samples in an interval for a (database, workload) histogram to take its shape
+    /// from the log; with fewer, the estimate is used for that interval.
+    pub min_samples: usize,
+}
+
+impl Default for LogSourceConfig {
+    fn default() -> Self {
+        LogSourceConfig {
+            access: LogAccess::Off,
+            directory: None,
+            window: Duration::from_secs(300),
+            min_samples: 20,
+        }
+    }
 }
 
 impl Default for StatementsConfig {
@@ -86,6 +134,7 @@ impl Default for StatementsConfig {
             query_text_max_length: 200,
             cache_size: 20_000,
             text_refresh: Duration::from_secs(3600),
+            log: LogSourceConfig::default(),
         }
     }
 }
@@ -156,6 +205,15 @@ impl StatementsConfig {
                  much as SELECT * FROM pg_stat_statements)"
                     .into(),
             );
+        }
+        if self.log.window < Duration::from_secs(10) || self.log.window > Duration::from_secs(3600)
+        {
+            return Err(
+                "statements.log.window must be between \"10s\" and \"1h\" (default \"5m\")".into(),
+            );
+        }
+        if self.log.min_samples == 0 {
+            return Err("statements.log.min_samples must be at least 1 (default 20)".into());
         }
         if self.workloads.len() > MAX_WORKLOAD_RULES {
             return Err(format!(
