@@ -50,6 +50,8 @@ use std::time::{Duration, Instant};
 use self::delta::{Counters, DeallocStep, Entry, EntryKey, Mode, Reading, StatementKey, Step};
 use self::estimate::Shape;
 use self::histogram::{Buckets, Histogram, Interval};
+use self::log::window::{bucket_weights, share_above};
+use self::log::LogSource;
 use self::output::PollFigures;
 use self::settings::StatementsConfig;
 use self::sql::Extension;
@@ -147,6 +149,18 @@ struct Statements {
     text_fetches: u64,
     /// Set after a failed text read: no new attempt before then.
     texts_retry_at: Option<Instant>,
+    /// Sampled durations from the server log (`[statements.log]`).
+    log: LogSource,
+    /// Per (dbid, workload): what shaped the histogram in the last interval the workload ran.
+    sources: BTreeMap<(u32, usize), Source>,
+}
+
+/// What shaped a histogram's interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Source {
+    from_log: bool,
+    /// Logged durations of the interval.
+    samples: usize,
 }
 
 /// Wait after a failed query-text read.
@@ -168,6 +182,8 @@ impl Statements {
             histograms: BTreeMap::new(),
             text_fetches: 0,
             texts_retry_at: None,
+            log: LogSource::new(&config.log),
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -352,6 +368,29 @@ impl Statements {
         Ok((ext, reading, rows.len()))
     }
 
+    /// Reads the durations logged since the last poll, classified like pg_stat_statements'
+    /// entries: by query_id through the cache, else by the workload rules on the logged text.
+    async fn read_log(&mut self, session: &Session) {
+        if !self.log.enabled() {
+            return;
+        }
+        let by_name: HashMap<&str, u32> = self
+            .databases
+            .iter()
+            .map(|(oid, name)| (name.as_str(), *oid))
+            .collect();
+        let (cache, rules) = (&self.cache, &self.rules);
+        let classify = |dbname: &str, query_id: i64, text: &str| {
+            let dbid = *by_name.get(dbname)?;
+            let workload = match cache.get(&(dbid, query_id)) {
+                Some(cached) => cached.workload,
+                None => rules.classify(query_id, Some(text)),
+            };
+            Some((dbid, workload))
+        };
+        self.log.poll(&session.client, &classify).await;
+    }
+
     /// Adds the interval's executions to the latency histograms per (database, workload).
     fn record_latency(&mut self, step: &Step) {
         let threshold_ms = self.config.slow_threshold.as_secs_f64() * 1000.0;
@@ -371,7 +410,24 @@ impl Statements {
                 );
         }
         let buckets = self.buckets.bounds_ms.len() + 1;
-        for (key, interval) in intervals {
+        let log_usable = self.log.status.usable();
+        for (key, mut interval) in intervals {
+            // The log gives the shape when it has enough durations of this workload.
+            let samples = self.log.samples.get(&key).map_or(&[][..], |s| s.interval());
+            let from_log = log_usable && samples.len() >= self.log.min_samples();
+            if from_log {
+                interval.reshape(
+                    bucket_weights(samples, &self.buckets.bounds_ms),
+                    share_above(samples, threshold_ms),
+                );
+            }
+            self.sources.insert(
+                key,
+                Source {
+                    from_log,
+                    samples: samples.len(),
+                },
+            );
             self.histograms
                 .entry(key)
                 .or_insert_with(|| Histogram::empty(buckets))
@@ -425,7 +481,9 @@ impl Statements {
             }
         }
 
+        self.read_log(session).await;
         self.record_latency(&step);
+        self.log.close_interval(Instant::now());
         self.publish_view(step.mode(), &top, &step.deltas, omitted, total_rows);
 
         let stats_reset = reading.stats_reset;

@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 use self::follow::{Follower, ReadError};
 use self::parse::{Format, Skip};
 use self::weights::{threshold_ms, LogSettings, Missing};
-use self::window::{Sample, Samples};
+use self::window::{Logged, Samples};
 use super::settings::{LogAccess, LogSourceConfig};
 
 /// What the log source is doing; each is a label value of `pg_statement_log_source_status`.
@@ -223,7 +223,7 @@ impl LogSource {
             match outcome {
                 Ok(Some((key, duration_ms, weight))) => {
                     counts.samples += 1;
-                    samples.entry(key).or_default().push(Sample {
+                    samples.entry(key).or_default().push(Logged {
                         duration_ms,
                         weight,
                     });

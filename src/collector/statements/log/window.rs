@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 /// One logged execution: its duration and how many executions it stands for.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Sample {
+pub struct Logged {
     pub duration_ms: f64,
     pub weight: f64,
 }
@@ -15,9 +15,9 @@ pub struct Sample {
 #[derive(Debug, Default)]
 pub struct Samples {
     /// Since the last poll.
-    interval: Vec<Sample>,
+    interval: Vec<Logged>,
     /// The last window's, oldest first, with the poll that took them.
-    window: VecDeque<(Instant, Sample)>,
+    window: VecDeque<(Instant, Logged)>,
 }
 
 /// Most samples kept per (database, workload) in the window: bounds memory at the price of
@@ -25,12 +25,12 @@ pub struct Samples {
 pub const WINDOW_CAP: usize = 100_000;
 
 impl Samples {
-    pub fn push(&mut self, sample: Sample) {
+    pub fn push(&mut self, sample: Logged) {
         self.interval.push(sample);
     }
 
     /// Samples since the last poll.
-    pub fn interval(&self) -> &[Sample] {
+    pub fn interval(&self) -> &[Logged] {
         &self.interval
     }
 
@@ -61,10 +61,14 @@ impl Samples {
         self.window.len()
     }
 
+    /// The window's samples.
+    pub fn window(&self) -> impl Iterator<Item = Logged> + '_ {
+        self.window.iter().map(|(_, s)| *s)
+    }
+
     /// The window's weighted quantiles at `qs` (ms), or None without samples.
     pub fn window_quantiles(&self, qs: &[f64]) -> Option<Vec<f64>> {
-        let samples: Vec<Sample> = self.window.iter().map(|(_, s)| *s).collect();
-        quantiles(&samples, qs)
+        quantiles(&self.window().collect::<Vec<_>>(), qs)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -74,7 +78,7 @@ impl Samples {
 
 /// Weighted quantiles: the smallest duration whose cumulative weight reaches q of the total
 /// (the nearest-rank definition, each sample counted `weight` times).
-pub fn quantiles(samples: &[Sample], qs: &[f64]) -> Option<Vec<f64>> {
+pub fn quantiles(samples: &[Logged], qs: &[f64]) -> Option<Vec<f64>> {
     if samples.is_empty() {
         return None;
     }
@@ -99,9 +103,24 @@ pub fn quantiles(samples: &[Sample], qs: &[f64]) -> Option<Vec<f64>> {
     )
 }
 
+/// The weighted share of `samples` slower than `threshold_ms`.
+pub fn share_above(samples: &[Logged], threshold_ms: f64) -> f64 {
+    let total: f64 = samples.iter().map(|s| s.weight).sum();
+    let above: f64 = samples
+        .iter()
+        .filter(|s| s.duration_ms > threshold_ms)
+        .map(|s| s.weight)
+        .sum();
+    if total > 0.0 {
+        above / total
+    } else {
+        0.0
+    }
+}
+
 /// Weighted counts per bucket (non-cumulative, +Inf last) of `samples`; `bounds_ms` as in
 /// [`super::super::histogram::Buckets`].
-pub fn bucket_weights(samples: &[Sample], bounds_ms: &[f64]) -> Vec<f64> {
+pub fn bucket_weights(samples: &[Logged], bounds_ms: &[f64]) -> Vec<f64> {
     let mut counts = vec![0.0; bounds_ms.len() + 1];
     for s in samples {
         let i = bounds_ms.partition_point(|b| *b < s.duration_ms);
@@ -114,8 +133,8 @@ pub fn bucket_weights(samples: &[Sample], bounds_ms: &[f64]) -> Vec<f64> {
 mod tests {
     use super::*;
 
-    fn s(duration_ms: f64, weight: f64) -> Sample {
-        Sample {
+    fn s(duration_ms: f64, weight: f64) -> Logged {
+        Logged {
             duration_ms,
             weight,
         }
@@ -124,7 +143,7 @@ mod tests {
     #[test]
     fn weighted_quantiles_count_each_sample_weight_times() {
         // 9 sampled at 1/0.1 = 10 each (90 executions) and 10 slow ones logged whole.
-        let mut samples: Vec<Sample> = (1..=9).map(|i| s(i as f64, 10.0)).collect();
+        let mut samples: Vec<Logged> = (1..=9).map(|i| s(i as f64, 10.0)).collect();
         samples.extend((0..10).map(|_| s(300.0, 1.0)));
         let q = quantiles(&samples, &[0.5, 0.9, 0.95, 1.0]).unwrap();
         assert_eq!(q, vec![5.0, 9.0, 300.0, 300.0]);
