@@ -1,0 +1,279 @@
+//! The latency log source on real servers: a three-mode statement at >= 100 statements/s for
+//! 60 s on PostgreSQL 15 and 17 at once (about 70 s of wall time), with the server sampling
+//! 20 % of its executions into jsonlog. The window gauges and histogram_quantile over the
+//! exported buckets are compared with the client-measured truth; an exporter without the log
+//! source on the same server gives the estimate's column of the accuracy table
+//! (`cargo test --test it statements::log_source -- --nocapture` prints it).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::{config, database, hist_count};
+use crate::support::{pg_bindir, pg_major_bindir, Cluster, Exporter, Metrics};
+
+/// The server's logging for the log source: every execution sampled at `rate`, every one
+/// over 40 ms logged whole.
+pub fn logging_conf(destination: &str, rate: f64) -> String {
+    format!(
+        "logging_collector = on\nlog_destination = '{destination}'\nlog_directory = 'log'\n\
+         log_min_duration_sample = 0\nlog_statement_sample_rate = {rate}\n\
+         log_min_duration_statement = 40\ncompute_query_id = on\n"
+    )
+}
+
+/// `[statements]` with the log source read from the cluster's files, and the workload rule.
+pub fn log_statements(access: &str) -> String {
+    format!(
+        "[statements.log]\naccess = \"{access}\"\nwindow = \"10m\"\n\n\
+         [[statements.workloads]]\nname = \"sleepy\"\nquery = 'pg_sleep'\n"
+    )
+}
+
+/// The mix: 45 % at 5 ms, 45 % at 15 ms, 10 % at 60 ms (three modes; the p50 in the middle
+/// one, the p95 and p99 in the slow one, which the server logs whole).
+fn mode(state: &mut u64) -> f64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    match *state % 20 {
+        0..=8 => 0.005,
+        9..=17 => 0.015,
+        _ => 0.060,
+    }
+}
+
+const LOAD: Duration = Duration::from_secs(60);
+const CONNECTIONS: usize = 3;
+
+/// (upper bound in seconds, cumulative count), sorted, +Inf last.
+fn buckets(m: &Metrics, target: &str, db: &str) -> Vec<(f64, f64)> {
+    let mut out: Vec<(f64, f64)> = m
+        .find(
+            "pg_statement_latency_seconds_bucket",
+            &[("target", target), ("datname", db), ("workload", "sleepy")],
+        )
+        .iter()
+        .map(|s| {
+            let le = match s.labels["le"].as_str() {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().unwrap(),
+            };
+            (le, s.value)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The increase of each bucket between two scrapes (what rate() over the run sees).
+fn increase(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    after
+        .iter()
+        .map(|(le, c)| {
+            let was = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, c)| *c);
+            (*le, c - was)
+        })
+        .collect()
+}
+
+/// PromQL's histogram_quantile over cumulative buckets.
+fn histogram_quantile(q: f64, buckets: &[(f64, f64)]) -> f64 {
+    let total = buckets.last().unwrap().1;
+    let rank = q * total;
+    let i = buckets.iter().position(|(_, c)| *c >= rank).unwrap();
+    if buckets[i].0.is_infinite() {
+        return buckets[buckets.len() - 2].0;
+    }
+    let (start, below) = if i == 0 { (0.0, 0.0) } else { buckets[i - 1] };
+    let inside = buckets[i].1 - below;
+    if inside <= 0.0 {
+        return buckets[i].0;
+    }
+    start + (buckets[i].0 - start) * (rank - below) / inside
+}
+
+fn true_quantile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// One server's run: the accuracy table's rows (quantile, truth, window, histogram, estimate),
+/// all in ms, and the statements per second.
+struct Run {
+    major: u32,
+    rows: Vec<(f64, f64, f64, f64, f64)>,
+    per_second: f64,
+    samples: f64,
+}
+
+/// [`CONNECTIONS`] clients running the mix for [`LOAD`]; the durations they measured (ms).
+fn load(cluster: &Cluster, db: &str) -> Vec<f64> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + LOAD;
+        let mut tasks = Vec::new();
+        for c in 0..CONNECTIONS {
+            let client = cluster.client(db).await;
+            tasks.push(tokio::spawn(async move {
+                let sleep = client.prepare("SELECT pg_sleep($1)").await.unwrap();
+                let mut state = 0x2545_f491_4f6c_dd1d_u64 ^ ((c as u64 + 1) * 0x9e37_79b9);
+                let mut ms = Vec::new();
+                while Instant::now() < deadline {
+                    let seconds = mode(&mut state);
+                    let started = Instant::now();
+                    client.query_one(&sleep, &[&seconds]).await.unwrap();
+                    ms.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                ms
+            }));
+        }
+        let mut all = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        all
+    })
+}
+
+fn run(major: u32, bindir: PathBuf) -> Run {
+    let cluster = Cluster::start_with_conf(bindir, &logging_conf("jsonlog", 0.2));
+    let db = database(&cluster, "log_accuracy");
+    let (logged, estimated) = (format!("log{major}"), format!("est{major}"));
+    let with_log = Exporter::start(&config(&logged, &cluster.dsn(&db), &log_statements("path")));
+    let without = Exporter::start(&config(
+        &estimated,
+        &cluster.dsn(&db),
+        &log_statements("off"),
+    ));
+    with_log.wait_for(Duration::from_secs(30), "the log source reading", |m| {
+        m.value(
+            "pg_statement_log_source_status",
+            &[("target", &logged), ("status", "ok")],
+        ) == Some(1.0)
+    });
+    without.wait_more_runs(&estimated, "statements", 1.0);
+    let before = (
+        buckets(&with_log.metrics(), &logged, &db),
+        buckets(&without.metrics(), &estimated, &db),
+    );
+
+    // Halfway through the load, the histogram's shape must come from the log.
+    let (mut measured, midway) = std::thread::scope(|scope| {
+        let midway = scope.spawn(|| {
+            std::thread::sleep(LOAD / 2);
+            with_log.wait_more_runs(&logged, "statements", 1.0)
+        });
+        (load(&cluster, &db), midway.join().unwrap())
+    });
+    measured.sort_by(f64::total_cmp);
+    let n = measured.len() as f64;
+    let per_second = n / LOAD.as_secs_f64();
+    assert!(
+        per_second >= 100.0,
+        "{per_second:.0} statements/s: the test needs >= 100"
+    );
+
+    // Every call counted, then two more polls so that the log's tail is read too.
+    let counted = |exporter: &Exporter, target: &str, was: f64| {
+        exporter.wait_for(Duration::from_secs(30), "every call counted", |m| {
+            hist_count(m, target, &db, "sleepy") >= was + n
+        });
+        exporter.wait_more_runs(target, "statements", 2.0)
+    };
+    let was = |b: &[(f64, f64)]| b.last().map_or(0.0, |(_, c)| *c);
+    let after_log = counted(&with_log, &logged, was(&before.0));
+    let after_est = counted(&without, &estimated, was(&before.1));
+    let workload = [
+        ("target", logged.as_str()),
+        ("datname", &db),
+        ("workload", "sleepy"),
+    ];
+    let mut labels = workload.to_vec();
+    labels.push(("source", "log"));
+    assert_eq!(
+        midway.value("pg_statement_latency_source", &labels),
+        Some(1.0),
+        "{}",
+        midway.text
+    );
+    let samples = after_log
+        .value("pg_statement_latency_window_samples", &workload)
+        .unwrap();
+    let log_hist = increase(&before.0, &buckets(&after_log, &logged, &db));
+    let est_hist = increase(&before.1, &buckets(&after_est, &estimated, &db));
+    assert_eq!(
+        log_hist.last().unwrap().1,
+        n,
+        "_count is pg_stat_statements' exact count"
+    );
+
+    let mut rows = Vec::new();
+    for (q, label) in [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99")] {
+        let truth = true_quantile(&measured, q);
+        let mut labels = workload.to_vec();
+        labels.push(("quantile", label));
+        let window = after_log
+            .value("pg_statement_latency_window_seconds", &labels)
+            .unwrap()
+            * 1000.0;
+        let hist = histogram_quantile(q, &log_hist) * 1000.0;
+        let est = histogram_quantile(q, &est_hist) * 1000.0;
+        rows.push((q, truth, window, hist, est));
+    }
+    drop((with_log, without));
+    Run {
+        major,
+        rows,
+        per_second,
+        samples,
+    }
+}
+
+#[test]
+fn log_source_quantiles_match_client_measured_truth_on_15_and_17() {
+    let pg15 = std::thread::spawn(|| run(15, pg_bindir()));
+    let pg17 = std::thread::spawn(|| run(17, pg_major_bindir(17)));
+    let runs = [pg15.join().unwrap(), pg17.join().unwrap()];
+    let error = |value: f64, truth: f64| (value - truth) / truth * 100.0;
+    let mut failures = Vec::new();
+    for r in &runs {
+        println!(
+            "PostgreSQL {}: {:.0} statements/s for {} s, {} logged durations in the window",
+            r.major,
+            r.per_second,
+            LOAD.as_secs(),
+            r.samples
+        );
+        println!("| quantile | truth (client) | log: window gauge | log: histogram_quantile | estimate (lognormal) |");
+        for (q, truth, window, hist, est) in &r.rows {
+            println!(
+                "| p{} | {truth:.2} ms | {window:.2} ms ({:+.1} %) | {hist:.2} ms ({:+.1} %) | {est:.2} ms ({:+.1} %) |",
+                q * 100.0,
+                error(*window, *truth),
+                error(*hist, *truth),
+                error(*est, *truth),
+            );
+            if error(*window, *truth).abs() > 10.0 {
+                failures.push(format!(
+                    "{}: p{} window gauge {window:.2} vs {truth:.2}",
+                    r.major,
+                    q * 100.0
+                ));
+            }
+            if error(*hist, *truth).abs() > 15.0 {
+                failures.push(format!(
+                    "{}: p{} histogram {hist:.2} vs {truth:.2}",
+                    r.major,
+                    q * 100.0
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
