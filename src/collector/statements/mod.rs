@@ -246,9 +246,6 @@ impl Statements {
         ext: &Extension,
         wanted: &HashSet<(u32, i64)>,
     ) -> Result<(), CollectError> {
-        if !self.rules.needs_text && !self.config.query_text {
-            return Ok(());
-        }
         let refresh = self.config.text_refresh;
         let room = self.config.cache_size.saturating_sub(self.cache.len());
         let mut missing: Vec<(u32, i64)> = Vec::new();
@@ -391,6 +388,24 @@ impl Statements {
         self.log.poll(&session.client, &classify).await;
     }
 
+    /// After a baseline, every (database, workload) with top-level entries gets its histogram
+    /// at zero, so that the next interval's calls show as an increase (rate() does not see the
+    /// first value of a counter that appears above zero).
+    fn seed_histograms(&mut self, reading: &Reading) {
+        let buckets = self.buckets.bounds_ms.len() + 1;
+        let keys: Vec<(u32, usize)> = reading
+            .entries
+            .keys()
+            .filter(|k| k.toplevel)
+            .map(|k| (k.dbid, self.workload(k.dbid, k.queryid)))
+            .collect();
+        for key in keys {
+            self.histograms
+                .entry(key)
+                .or_insert_with(|| Histogram::empty(buckets));
+        }
+    }
+
     /// Adds the interval's executions to the latency histograms per (database, workload).
     fn record_latency(&mut self, step: &Step) {
         let threshold_ms = self.config.slow_threshold.as_secs_f64() * 1000.0;
@@ -444,11 +459,25 @@ impl Statements {
         let step = delta::step(previous.as_ref(), &reading);
         self.totals.advance(&step);
 
-        // Classification needs the text of active top-level statements not seen before.
-        let mut wanted: HashSet<(u32, i64)> = step
-            .executions()
-            .map(|(k, _)| (k.dbid, k.queryid))
-            .collect();
+        // Classification needs the text of active top-level statements not seen before (in a
+        // baseline: of every top-level entry, so that their histograms start at zero). Without
+        // rules on the text only pgkpi's own statements need it, for the `pgkpi` workload.
+        let all_texts = self.rules.needs_text || self.config.query_text;
+        let own = ext.own_role;
+        let mut wanted: HashSet<(u32, i64)> = if step.mode() == Mode::Baseline {
+            reading
+                .entries
+                .keys()
+                .filter(|k| k.toplevel)
+                .filter(|k| all_texts || Some(k.userid) == own)
+                .map(|k| (k.dbid, k.queryid))
+                .collect()
+        } else {
+            step.executions()
+                .filter(|(k, _)| all_texts || Some(k.userid) == own)
+                .map(|(k, _)| (k.dbid, k.queryid))
+                .collect()
+        };
         let (top, omitted) = output::top_statements(&step.deltas, self.config.top_n);
         if self.config.query_text {
             wanted.extend(top.iter().map(|(k, _)| (k.dbid, k.queryid)));
@@ -483,6 +512,9 @@ impl Statements {
 
         self.read_log(session).await;
         self.record_latency(&step);
+        if step.mode() == Mode::Baseline {
+            self.seed_histograms(&reading);
+        }
         self.log.close_interval(Instant::now());
         self.publish_view(step.mode(), &top, &step.deltas, omitted, total_rows);
 

@@ -41,6 +41,8 @@ pub const MAX_WORKLOADS: usize = 20;
 pub const MAX_BUCKETS: usize = 64;
 /// The workload of statements no rule matches.
 pub const DEFAULT_WORKLOAD: &str = "other";
+/// The built-in workload of pgkpi's own statements.
+pub const PGKPI_WORKLOAD: &str = "pgkpi";
 
 /// `[statements]`: latency histograms per workload and top statements from pg_stat_statements.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -258,6 +260,7 @@ impl StatementsConfig {
             names.insert(rule.name.as_str());
         }
         names.remove(DEFAULT_WORKLOAD);
+        names.remove(PGKPI_WORKLOAD);
         if names.len() > MAX_WORKLOADS {
             return Err(format!(
                 "statements.workloads names {} workloads; use at most {MAX_WORKLOADS} \
