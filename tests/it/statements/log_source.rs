@@ -277,3 +277,110 @@ fn log_source_quantiles_match_client_measured_truth_on_15_and_17() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// Rotation, a switch from csvlog to jsonlog, an unreadable log and a server restart, one
+/// after the other under one pgkpi: every execution is logged (rate 1), so the samples must
+/// account for every call except what the loss counter reports; the unreadable log shows as
+/// a status and the histogram falls back to the estimate, and the log source comes back
+/// without a restart of pgkpi.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_source_survives_rotation_format_switch_unreadable_log_and_restart() {
+    let cluster = Cluster::start_with_conf(pg_bindir(), &logging_conf("csvlog", 1.0));
+    let db = database(&cluster, "log_faults");
+    const T: &str = "faults";
+    let exporter = Exporter::start(&config(T, &cluster.dsn(&db), &log_statements("path")));
+    let status_is = |want: &'static str| {
+        exporter.wait_for(Duration::from_secs(30), want, |m| {
+            m.value(
+                "pg_statement_log_source_status",
+                &[("target", T), ("status", want)],
+            ) == Some(1.0)
+        })
+    };
+    let workload = [
+        ("target", T),
+        ("datname", db.as_str()),
+        ("workload", "sleepy"),
+    ];
+    let window = |m: &Metrics| {
+        m.value("pg_statement_latency_window_samples", &workload)
+            .unwrap_or(0.0)
+    };
+    let lost = |m: &Metrics| -> f64 {
+        m.find("pgkpi_statements_log_lost_total", &[("target", T)])
+            .iter()
+            .map(|s| s.value)
+            .sum()
+    };
+    let calls = |n: usize| {
+        let cluster = &cluster;
+        let db = &db;
+        async move {
+            let client = cluster.client(db).await;
+            for _ in 0..n {
+                client
+                    .query_one("SELECT pg_sleep(0.001)", &[])
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    status_is("ok");
+
+    // Rotation in the middle of the calls: the rest of the old file is read, nothing lost.
+    calls(50).await;
+    cluster.psql(&db, "SELECT pg_rotate_logfile()");
+    calls(50).await;
+    let m = exporter.wait_for(Duration::from_secs(30), "100 samples", |m| {
+        window(m) + lost(m) >= 100.0
+    });
+    assert_eq!(window(&m), 100.0, "every call logged once: {}", m.text);
+    assert_eq!(lost(&m), 0.0);
+
+    // csvlog to jsonlog: the new format's file is followed.
+    cluster.psql(&db, "ALTER SYSTEM SET log_destination = 'jsonlog'");
+    cluster.psql(&db, "SELECT pg_reload_conf()");
+    let switched = exporter.wait_for(Duration::from_secs(30), "a jsonlog file", |_| {
+        cluster.psql(&db, "SELECT pg_current_logfile('jsonlog') IS NOT NULL") == "t"
+    });
+    drop(switched);
+    exporter.wait_more_runs(T, "statements", 2.0);
+    calls(50).await;
+    exporter.wait_for(Duration::from_secs(30), "150 samples", |m| {
+        window(m) >= 150.0
+    });
+
+    // Unreadable: the log directory is not where pgkpi looks. A status, and the estimate.
+    let log_dir = cluster.dir.join("data").join("log");
+    let away = cluster.dir.join("data").join("log.away");
+    std::fs::rename(&log_dir, &away).unwrap();
+    let m = status_is("unreadable");
+    let before = hist_count(&m, T, &db, "sleepy");
+    calls(30).await;
+    let m = exporter.wait_for(Duration::from_secs(30), "30 calls counted", |m| {
+        hist_count(m, T, &db, "sleepy") >= before + 30.0
+    });
+    let mut source = workload.to_vec();
+    source.push(("source", "estimate"));
+    assert_eq!(
+        m.value("pg_statement_latency_source", &source),
+        Some(1.0),
+        "{}",
+        m.text
+    );
+    std::fs::rename(&away, &log_dir).unwrap();
+    status_is("ok");
+
+    // A server restart: the collector fails while the server is down, then the log source
+    // reads again.
+    cluster.stop();
+    cluster.resume();
+    status_is("ok");
+    exporter.wait_more_runs(T, "statements", 1.0);
+    let m = exporter.metrics();
+    let was = window(&m);
+    calls(40).await;
+    exporter.wait_for(Duration::from_secs(30), "40 more samples", |m| {
+        window(m) >= was + 40.0
+    });
+}

@@ -57,6 +57,16 @@ pub struct Lost {
     pub incomplete_record: u64,
 }
 
+/// Where a [`Follower::drain`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Eof,
+    /// The poll's budget is spent; the rest is for the next poll.
+    Budget,
+    /// The file is not there (any more).
+    Gone,
+}
+
 /// The file being followed.
 #[derive(Debug, Clone, PartialEq)]
 struct Position {
@@ -90,14 +100,16 @@ impl Follower {
         match self.at.clone() {
             None => {
                 let chunk = reader.read(current, 0, 0).await?;
-                self.start(current, format, chunk.size.unwrap_or(0));
+                let size = chunk.size.ok_or_else(|| missing(current))?;
+                self.start(current, format, size);
                 return Ok(());
             }
             Some(at) if at.name != current || at.format != format => {
                 // Rotation (or a switch of format): the rest of the old file first.
-                let finished = self.drain(reader, &mut budget, &mut record).await?;
-                if !finished {
-                    return Ok(());
+                match self.drain(reader, &mut budget, &mut record).await? {
+                    End::Budget => return Ok(()),
+                    End::Gone => self.lost.rotation_missed += 1,
+                    End::Eof => {}
                 }
                 if !self.carry.is_empty() {
                     self.lost.incomplete_record += 1;
@@ -107,7 +119,12 @@ impl Follower {
             }
             Some(_) => {}
         }
-        self.drain(reader, &mut budget, &mut record).await?;
+        if self.drain(reader, &mut budget, &mut record).await? == End::Gone {
+            // The server's current file itself is not there (a volume not mounted, a wrong
+            // directory): not a missed rotation, the log is unreadable.
+            self.reset();
+            return Err(missing(current));
+        }
         Ok(())
     }
 
@@ -126,25 +143,23 @@ impl Follower {
         self.carry.clear();
     }
 
-    /// Reads the followed file to its end or until the budget is spent; true at the end.
+    /// Reads the followed file to its end or until the budget is spent.
     async fn drain<R: Reader>(
         &mut self,
         reader: &R,
         budget: &mut u64,
         record: &mut impl FnMut(Format, &[u8]),
-    ) -> Result<bool, ReadError> {
+    ) -> Result<End, ReadError> {
         let Some(at) = self.at.as_mut() else {
-            return Ok(true);
+            return Ok(End::Eof);
         };
         loop {
             if *budget == 0 {
-                return Ok(false);
+                return Ok(End::Budget);
             }
             let chunk = reader.read(&at.name, at.offset, CHUNK.min(*budget)).await?;
             let Some(size) = chunk.size else {
-                // Gone (a rotated file removed before its rest was read).
-                self.lost.rotation_missed += 1;
-                return Ok(true);
+                return Ok(End::Gone);
             };
             if size < at.offset {
                 self.lost.truncated += 1;
@@ -156,7 +171,7 @@ impl Follower {
                 continue;
             }
             if chunk.bytes.is_empty() {
-                return Ok(true);
+                return Ok(End::Eof);
             }
             let n = chunk.bytes.len() as u64;
             at.offset += n;
@@ -172,6 +187,12 @@ impl Follower {
             }
         }
     }
+}
+
+fn missing(name: &str) -> ReadError {
+    ReadError::Other(format!(
+        "the server's current log file {name} is not there (check statements.log.directory)"
+    ))
 }
 
 #[cfg(test)]
@@ -273,6 +294,14 @@ mod tests {
         files.set("c.csv", "3\n");
         assert_eq!(poll(&mut f, &files, "c.csv", Format::Csv).await, ["3"]);
         assert_eq!(f.lost.truncated, 1);
+        // The current file itself missing is an error, not a lost rotation; the follower
+        // starts over at the end once it is back.
+        files.remove("c.csv");
+        let gone = f.poll(&files, "c.csv", Format::Csv, |_, _| {}).await;
+        assert!(matches!(gone, Err(ReadError::Other(_))), "{gone:?}");
+        assert_eq!(f.lost.rotation_missed, 1);
+        files.set("c.csv", "3\n");
+        assert!(poll(&mut f, &files, "c.csv", Format::Csv).await.is_empty());
         // A switch of format with the same file name is a new file.
         files.append("c.csv", "4\n");
         files.set("c.json", "5\n");
