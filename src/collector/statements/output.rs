@@ -97,6 +97,10 @@ impl Statements {
                 "entries": entries,
                 "top_omitted": omitted,
                 "top": statements,
+                "latency_log_source": {
+                    "status": self.log.status.label(),
+                    "to_do": self.log.status.hint(),
+                },
             }),
         );
     }

@@ -355,6 +355,11 @@ async fn log_source_survives_rotation_format_switch_unreadable_log_and_restart()
     let away = cluster.dir.join("data").join("log.away");
     std::fs::rename(&log_dir, &away).unwrap();
     let m = status_is("unreadable");
+    let view = exporter.get("/debug/statements").text();
+    assert!(
+        view.contains("\"unreadable\"") && view.contains("statements.log.directory"),
+        "the debug view says what is wrong and what to do: {view}"
+    );
     let before = hist_count(&m, T, &db, "sleepy");
     calls(30).await;
     let m = exporter.wait_for(Duration::from_secs(30), "30 calls counted", |m| {

@@ -88,6 +88,43 @@ impl Status {
     }
 }
 
+/// What the log source needs, for `pgkpi check-config` (which does not connect, so it lists
+/// the requirements rather than checking them; the status metric and `/debug/statements` say
+/// what a running pgkpi found missing).
+pub fn requirements(config: &LogSourceConfig) -> Vec<String> {
+    let mut out = vec![
+        "server: logging_collector = on, log_destination including jsonlog (15+) or csvlog, \
+         log_min_duration_sample = 0 with log_statement_sample_rate > 0 (or \
+         log_min_duration_statement = 0), log_transaction_sample_rate = 0, lc_messages = 'C'"
+            .to_string(),
+    ];
+    match config.access {
+        LogAccess::Off => return Vec::new(),
+        LogAccess::Path => {
+            out.push(
+                "grant: GRANT EXECUTE ON FUNCTION pg_current_logfile(text) TO <monitoring role>"
+                    .into(),
+            );
+            out.push(match &config.directory {
+                Some(dir) => format!(
+                    "files: pgkpi's OS user reads the log files in {}",
+                    dir.display()
+                ),
+                None => "files: pgkpi's OS user reads the server's log_directory (set \
+                         statements.log.directory when it is mounted elsewhere)"
+                    .into(),
+            });
+        }
+        LogAccess::PgReadBinaryFile => out.push(
+            "grant: GRANT EXECUTE ON FUNCTION pg_current_logfile(text), pg_read_binary_file(text, \
+             bigint, bigint, boolean), pg_stat_file(text, boolean) TO <monitoring role> (lets the \
+             role read any file the server can read)"
+                .into(),
+        ),
+    }
+    out
+}
+
 /// Counts the log source exports.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Counts {
@@ -326,4 +363,22 @@ async fn read_settings(
             .map(|data| PathBuf::from(data).join(log_directory))
     };
     Ok((settings, directory))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requirements_name_the_settings_and_the_grants_of_each_access() {
+        let mut config = LogSourceConfig::default();
+        assert!(requirements(&config).is_empty());
+        config.access = LogAccess::Path;
+        let path = requirements(&config).join("\n");
+        assert!(path.contains("log_statement_sample_rate") && path.contains("pg_current_logfile"));
+        assert!(!path.contains("pg_read_binary_file"));
+        config.access = LogAccess::PgReadBinaryFile;
+        let server = requirements(&config).join("\n");
+        assert!(server.contains("pg_read_binary_file") && server.contains("any file"));
+    }
 }
