@@ -274,7 +274,7 @@ impl LogSource {
             LogAccess::Off => return Status::Off,
             LogAccess::Path => {
                 let Some(directory) = self.config.directory.clone().or(directory) else {
-                    return Status::Settings(Missing::StructuredLog).with_directory_hint();
+                    return Status::Unreadable(NO_DIRECTORY.into());
                 };
                 let reader = access::LocalDir { directory };
                 self.follower
@@ -318,16 +318,9 @@ impl LogSource {
     }
 }
 
-impl Status {
-    /// `path` access without a directory: neither configured nor readable from the server.
-    fn with_directory_hint(self) -> Status {
-        Status::Unreadable(
-            "set statements.log.directory (the server's data_directory is hidden from this \
-             role; pg_read_all_settings shows it)"
-                .into(),
-        )
-    }
-}
+/// `path` access without a directory: neither configured nor readable from the server.
+const NO_DIRECTORY: &str = "set statements.log.directory (the server's data_directory is \
+                            hidden from this role; pg_read_all_settings shows it)";
 
 fn is_permission(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
