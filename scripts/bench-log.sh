@@ -53,7 +53,10 @@ for c in $("$BENCH_PGKPI_BIN" metrics-reference | sed -n 's/^## Collector `\(.*\
   case $c in server | statements) ;; *) printf '[collectors.%s]\nenabled = false\n' "$c" >>"$dir/pgkpi.toml" ;; esac
 done
 "$BENCH_PGKPI_BIN" --config.file "$dir/pgkpi.toml" --log.level warn 2>"$dir/pgkpi.log" &
-pids+=("$!")
+pgkpi_pid=$!
+pids+=("$pgkpi_pid")
+# CPU seconds of pgkpi from /proc (process_cpu_seconds_total is in whole seconds).
+cpu_seconds() { awk -v tck="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / tck }' "/proc/$pgkpi_pid/stat"; }
 
 # The sum of the samples of one family (or of the exact series given with its labels).
 metric() { curl -s "http://$http/metrics" | awk -v m="$1" 'index($1, m) == 1 && (length($1) == length(m) || substr($1, length(m) + 1, 1) == "{" || substr(m, length(m)) == "}") { s += $NF } END { printf "%.0f", s }'; }
@@ -81,7 +84,7 @@ awk 'BEGIN {
 block_records=$(wc -l <"$block")
 blocks=$(( (size_mib + 3) / 4 ))
 expected=$(( $(metric pgkpi_statements_log_records_total) + blocks * block_records ))
-cpu0=$(curl -s "http://$http/metrics" | awk '/^process_cpu_seconds_total /{ print $2 }')
+cpu0=$(cpu_seconds)
 rss0=$(curl -s "http://$http/metrics" | awk '/^process_resident_memory_bytes /{ printf "%.1f", $2 / 1048576 }')
 start=$(date +%s.%N)
 # The server's own writes go to the same file meanwhile; records are whole lines either way.
@@ -102,7 +105,7 @@ while :; do
   sleep 0.2
 done
 end=$(date +%s.%N)
-cpu1=$(curl -s "http://$http/metrics" | awk '/^process_cpu_seconds_total /{ print $2 }')
+cpu1=$(cpu_seconds)
 records=$((blocks * block_records))
 wall=$(calc %.1f "$end - $start")
 cpu=$(calc %.2f "$cpu1 - $cpu0")
