@@ -389,3 +389,65 @@ async fn log_source_survives_rotation_format_switch_unreadable_log_and_restart()
         window(m) >= was + 40.0
     });
 }
+
+/// The log over the monitoring connection: a superuser reads it with pg_read_binary_file; a
+/// role without the grants gets the `grant` status naming them, and the estimate.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_source_over_pg_read_binary_file_and_without_its_grant() {
+    let cluster = Cluster::start_with_conf(pg_bindir(), &logging_conf("jsonlog", 1.0));
+    let db = database(&cluster, "log_sql");
+    cluster.psql(
+        &db,
+        "CREATE ROLE plain LOGIN; GRANT pg_monitor TO plain; \
+         GRANT EXECUTE ON FUNCTION pg_current_logfile(text) TO plain",
+    );
+    let statements = log_statements("pg_read_binary_file");
+    let granted = Exporter::start(&config("sql", &cluster.dsn(&db), &statements));
+    let plain_dsn = cluster.dsn(&db).replace("user=postgres", "user=plain");
+    let plain = Exporter::start(&config("plain", &plain_dsn, &statements));
+    let status = |exporter: &Exporter, target: &str, want: &str| {
+        exporter.wait_for(Duration::from_secs(30), want, |m| {
+            m.value(
+                "pg_statement_log_source_status",
+                &[("target", target), ("status", want)],
+            ) == Some(1.0)
+        })
+    };
+    status(&granted, "sql", "ok");
+    status(&plain, "plain", "grant");
+    let view = plain.get("/debug/statements").text();
+    assert!(
+        view.contains("pg_read_binary_file(text, bigint, bigint, boolean)"),
+        "the grant to give: {view}"
+    );
+
+    let client = cluster.client(&db).await;
+    for _ in 0..30 {
+        client
+            .query_one("SELECT pg_sleep(0.001)", &[])
+            .await
+            .unwrap();
+    }
+    let workload = [
+        ("target", "sql"),
+        ("datname", db.as_str()),
+        ("workload", "sleepy"),
+    ];
+    let m = granted.wait_for(Duration::from_secs(30), "30 samples", |m| {
+        m.value("pg_statement_latency_window_samples", &workload) >= Some(30.0)
+    });
+    assert_eq!(
+        m.value("pg_statement_latency_window_samples", &workload),
+        Some(30.0)
+    );
+    let m = plain.wait_for(Duration::from_secs(30), "30 calls counted", |m| {
+        hist_count(m, "plain", &db, "sleepy") >= 30.0
+    });
+    let mut source = vec![
+        ("target", "plain"),
+        ("datname", db.as_str()),
+        ("workload", "sleepy"),
+    ];
+    source.push(("source", "estimate"));
+    assert_eq!(m.value("pg_statement_latency_source", &source), Some(1.0));
+}
