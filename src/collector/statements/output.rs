@@ -97,10 +97,13 @@ impl Statements {
                 "entries": entries,
                 "top_omitted": omitted,
                 "top": statements,
-                "latency_log_source": {
-                    "status": self.log.status.label(),
-                    "to_do": self.log.status.hint(),
-                },
+                "latency_log_source": self.log.status.label(),
+                "to_do": self
+                    .log
+                    .status
+                    .hint()
+                    .map(|hint| vec![format!("latency log source ({}): {hint}", self.log.status.label())])
+                    .unwrap_or_default(),
             }),
         );
     }
