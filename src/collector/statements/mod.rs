@@ -27,11 +27,15 @@
 //! is what defines the columns even when the server was upgraded without
 //! `ALTER EXTENSION ... UPDATE`.
 //!
+//! The histogram's shape comes from the server log's sampled execution durations when
+//! `[statements.log]` is on and the interval has enough of them (`log`), else from the
+//! estimate; its counts are always pg_stat_statements'.
+//!
 //! Layout: `metrics` declares the families; `sql` holds the SQL of each extension release and
 //! decodes its rows; `delta` turns two readings into the interval's increments (pure);
-//! `estimate` fits a latency distribution to an interval, `histogram` bins it; `workloads`
-//! classifies statements; `output` builds the families and the debug view; this file keeps the
-//! state between polls and runs the poll.
+//! `estimate` fits a latency distribution to an interval, `histogram` bins it; `log` reads the
+//! sampled durations from the server log; `workloads` classifies statements; `output` builds
+//! the families and the debug view; this file keeps the state between polls and runs the poll.
 
 mod delta;
 pub mod estimate;
