@@ -396,6 +396,16 @@ async fn log_source_survives_rotation_format_switch_unreadable_log_and_restart()
     exporter.wait_for(Duration::from_secs(30), "40 more samples", |m| {
         window(m) >= was + 40.0
     });
+
+    // The sample rate changes: the window that straddles the change cannot weigh its lines and
+    // starts again (status weights_changed for that interval); the new rate is exported.
+    cluster.psql(&db, "ALTER SYSTEM SET log_statement_sample_rate = 0.5");
+    cluster.psql(&db, "SELECT pg_reload_conf()");
+    let m = exporter.wait_for(Duration::from_secs(30), "the new rate", |m| {
+        m.value("pg_statement_log_sample_rate", &[("target", T)]) == Some(0.5)
+    });
+    assert_eq!(window(&m), 0.0, "the window restarted: {}", m.text);
+    status_is("ok");
 }
 
 /// The log over the monitoring connection: a superuser reads it with pg_read_binary_file; a
