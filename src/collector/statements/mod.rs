@@ -34,12 +34,14 @@
 //! Layout: `metrics` declares the families; `sql` holds the SQL of each extension release and
 //! decodes its rows; `delta` turns two readings into the interval's increments (pure);
 //! `estimate` fits a latency distribution to an interval, `histogram` bins it; `log` reads the
-//! sampled durations from the server log; `workloads` classifies statements; `output` builds
-//! the families and the debug view; this file keeps the state between polls and runs the poll.
+//! sampled durations from the server log; `latency` shapes each interval from one or the
+//! other; `workloads` classifies statements; `output` builds the families and the debug view;
+//! this file keeps the state between polls and runs the poll.
 
 mod delta;
 pub mod estimate;
 pub mod histogram;
+mod latency;
 pub mod log;
 mod metrics;
 mod output;
@@ -52,9 +54,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::delta::{Counters, DeallocStep, Entry, EntryKey, Mode, Reading, StatementKey, Step};
-use self::estimate::Shape;
-use self::histogram::{Buckets, Histogram, Interval};
-use self::log::window::{bucket_weights, share_above};
+use self::histogram::{Buckets, Histogram};
 use self::log::LogSource;
 use self::output::PollFigures;
 use self::settings::StatementsConfig;
@@ -367,91 +367,6 @@ impl Statements {
             server_start: session.server.start_time_seconds,
         };
         Ok((ext, reading, rows.len()))
-    }
-
-    /// Reads the durations logged since the last poll, classified like pg_stat_statements'
-    /// entries: by query_id through the cache, else by the workload rules on the logged text.
-    async fn read_log(&mut self, session: &Session) {
-        if !self.log.enabled() {
-            return;
-        }
-        let by_name: HashMap<&str, u32> = self
-            .databases
-            .iter()
-            .map(|(oid, name)| (name.as_str(), *oid))
-            .collect();
-        let (cache, rules) = (&self.cache, &self.rules);
-        let classify = |dbname: &str, query_id: i64, text: &str| {
-            let dbid = *by_name.get(dbname)?;
-            let workload = match cache.get(&(dbid, query_id)) {
-                Some(cached) => cached.workload,
-                None => rules.classify(query_id, Some(text)),
-            };
-            Some((dbid, workload))
-        };
-        self.log.poll(&session.client, &classify).await;
-    }
-
-    /// After a baseline, every (database, workload) with top-level entries gets its histogram
-    /// at zero, so that the next interval's calls show as an increase (rate() does not see the
-    /// first value of a counter that appears above zero).
-    fn seed_histograms(&mut self, reading: &Reading) {
-        let buckets = self.buckets.bounds_ms.len() + 1;
-        let keys: Vec<(u32, usize)> = reading
-            .entries
-            .keys()
-            .filter(|k| k.toplevel)
-            .map(|k| (k.dbid, self.workload(k.dbid, k.queryid)))
-            .collect();
-        for key in keys {
-            self.histograms
-                .entry(key)
-                .or_insert_with(|| Histogram::empty(buckets));
-        }
-    }
-
-    /// Adds the interval's executions to the latency histograms per (database, workload).
-    fn record_latency(&mut self, step: &Step) {
-        let threshold_ms = self.config.slow_threshold.as_secs_f64() * 1000.0;
-        let mut intervals: BTreeMap<(u32, usize), Interval> = BTreeMap::new();
-        for (key, increment) in step.executions() {
-            let workload = self.workload(key.dbid, key.queryid);
-            let shape = Shape::fit(&increment.moments, self.config.estimator);
-            intervals
-                .entry((key.dbid, workload))
-                .or_insert_with(|| Interval::new(&self.buckets))
-                .add(
-                    &shape,
-                    increment.counters.calls,
-                    increment.counters.exec_ms,
-                    &self.buckets,
-                    threshold_ms,
-                );
-        }
-        let buckets = self.buckets.bounds_ms.len() + 1;
-        let log_usable = self.log.status.usable();
-        for (key, mut interval) in intervals {
-            // The log gives the shape when it has enough durations of this workload.
-            let samples = self.log.samples.get(&key).map_or(&[][..], |s| s.interval());
-            let from_log = log_usable && samples.len() >= self.log.min_samples();
-            if from_log {
-                interval.reshape(
-                    bucket_weights(samples, &self.buckets.bounds_ms),
-                    share_above(samples, threshold_ms),
-                );
-            }
-            self.sources.insert(
-                key,
-                Source {
-                    from_log,
-                    samples: samples.len(),
-                },
-            );
-            self.histograms
-                .entry(key)
-                .or_insert_with(|| Histogram::empty(buckets))
-                .record(&interval);
-        }
     }
 
     async fn poll(&mut self, session: &Session) -> Result<Vec<Family>, CollectError> {
