@@ -156,10 +156,17 @@ def p95_by_workload():
         [(f'histogram_quantile(0.95, sum by (target, datname, workload, le) (rate(pg_statement_latency_seconds_bucket{{{TD}}}[{RI}])))',
           "p95 {{workload}} ({{datname}})"),
          (f'histogram_quantile(0.99, sum by (target, datname, workload, le) (rate(pg_statement_latency_seconds_bucket{{{TD}}}[{RI}])))',
-          "p99 {{workload}} ({{datname}})")],
+          "p99 {{workload}} ({{datname}})"),
+         (f'max by (target, datname, workload) (pg_statement_latency_window_seconds{{{TD}, quantile="0.95"}})',
+          "p95 measured {{workload}} ({{datname}})"),
+         (f'max by (target, datname, workload) (pg_statement_latency_window_seconds{{{TD}, quantile="0.99"}})',
+          "p99 measured {{workload}} ({{datname}})")],
         "s",
-        "Estimated execution-time percentiles per workload from pg_stat_statements deltas "
-        "(moment-matched log-normal, see docs/statements.md). The red line is the KPI target "
+        "Execution-time percentiles per workload. p95/p99: from the histogram, shaped by the "
+        "durations the server logged when the log source is on (see the latency source panel), "
+        "else estimated from pg_stat_statements deltas. p95/p99 measured: the exact percentiles "
+        "of the logged durations over pgkpi's window (statements.log.window), per target and "
+        "database only. See docs/statements.md. The red line is the KPI target "
         "(alerts/kpi.yml, 20 ms by default).",
         threshold=KPI["statement_p95_target_seconds"])
 
@@ -427,8 +434,17 @@ def query_performance():
         row("Latency"),
         p95_by_workload(),
         panel("Median latency by workload",
-              [(f'histogram_quantile(0.5, sum by (target, datname, workload, le) (rate(pg_statement_latency_seconds_bucket{{{W}}}[{RI}])))', "{{workload}} ({{datname}})")],
-              "s", "Estimated median execution time per workload."),
+              [(f'histogram_quantile(0.5, sum by (target, datname, workload, le) (rate(pg_statement_latency_seconds_bucket{{{W}}}[{RI}])))', "{{workload}} ({{datname}})"),
+               (f'max by (target, datname, workload) (pg_statement_latency_window_seconds{{{W}, quantile="0.5"}})', "measured {{workload}} ({{datname}})")],
+              "s", "Median execution time per workload: from the histogram, and measured (the "
+              "exact median of the durations the server logged over pgkpi's window, with the log "
+              "source on)."),
+        panel("Latency source",
+              [(f'max by (target, datname, workload) (pg_statement_latency_source{{{W}, source="log"}})', "from the log {{workload}} ({{datname}})"),
+               (f'max by (target, datname, workload) (pg_statement_latency_interval_samples{{{W}}})', "logged durations per interval {{workload}} ({{datname}})")],
+              "short", "1 when the server log's sampled durations shaped the workload's histogram in "
+              "its last interval (0: estimated from pg_stat_statements), and how many durations "
+              "that interval had. pg_statement_log_source_status says why the log is not used."),
         panel("Mean latency by workload",
               [(f'sum by (target, datname, workload) (rate(pg_statement_latency_seconds_sum{{{W}}}[{RI}])) / '
                 f'sum by (target, datname, workload) (rate(pg_statement_latency_seconds_count{{{W}}}[{RI}]))', "{{workload}} ({{datname}})")],

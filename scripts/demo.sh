@@ -45,6 +45,10 @@ trap cleanup EXIT INT TERM
 cluster_stop "$DEMO_DIR"
 rm -rf "$DEMO_DIR"
 cluster_start "$DEMO_DIR" "$DEMO_PORT"
+# Sampled execution durations in jsonlog for pgkpi's latency log source (needs a restart).
+cat examples/postgresql-demo-logging.conf >>"$DEMO_DIR/data/postgresql.auto.conf"
+cluster_stop "$DEMO_DIR"
+cluster_start "$DEMO_DIR" "$DEMO_PORT"
 # psql -f sends one statement at a time: the migrations use CREATE INDEX CONCURRENTLY, which
 # cannot run inside the single transaction that -c or a one-call batch would open.
 sql() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 \

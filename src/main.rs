@@ -104,6 +104,9 @@ fn main() -> ExitCode {
                 collectors.join(", ")
             );
         }
+        for need in pgkpi::collector::statements::log::requirements(&config.statements.log) {
+            println!("# statements.log needs {need}");
+        }
         if !ignored.is_empty() {
             println!(
                 "# not read (PGKPI_ but not PGKPI_<SECTION>__<KEY>, e.g. Kubernetes service links): {ignored}"

@@ -430,6 +430,13 @@ fn index(site: &Site) -> Response<Full<Bytes>> {
             ));
         }
         html.push_str("</table>");
+        for (view, item) in site.shared.views.to_do(&name) {
+            html.push_str(&format!(
+                "<p class=\"down\">to do ({}): {}</p>",
+                escape(&view),
+                escape(&item)
+            ));
+        }
     }
     html.push_str("</body></html>\n");
     Response::builder()

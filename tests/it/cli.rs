@@ -237,6 +237,31 @@ fn check_config_prints_effective_settings_with_passwords_masked() {
     );
 }
 
+/// check-config cannot see the server, so it lists what the latency log source needs: the
+/// server settings and, per access, the grants (and their risk) and the files.
+#[test]
+fn check_config_lists_what_the_log_source_needs() {
+    let dir = TempDir::new("checklog");
+    let path = file(
+        &dir,
+        "pgkpi.toml",
+        "[statements.log]\naccess = \"pg_read_binary_file\"\n[[targets]]\nname = \"db\"\n\
+         dsn = \"postgresql://app@db.example:5432/app\"\n",
+    );
+    let out = pgkpi(&["--config.file", &path, "check-config"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        text.contains("# statements.log needs server: logging_collector = on"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pg_read_binary_file(text, bigint, bigint, boolean)")
+            && text.contains("any file the server can read"),
+        "{text}"
+    );
+}
+
 #[test]
 fn data_source_name_alone_monitors_one_database() {
     let cluster = Cluster::shared();

@@ -66,6 +66,15 @@ impl Interval {
         self.sum_seconds += exec_ms / 1000.0;
         self.slow += calls * (1.0 - shape.cdf(threshold_ms));
     }
+
+    /// Replaces the estimated shape with a measured one: `weights` per bucket (non-cumulative,
+    /// +Inf last) of logged durations, `slow_share` their weighted share over the threshold.
+    /// The calls and the sum stay pg_stat_statements' exact ones.
+    pub fn reshape(&mut self, weights: Vec<f64>, slow_share: f64) {
+        debug_assert_eq!(weights.len(), self.fractions.len());
+        self.fractions = weights;
+        self.slow = self.calls as f64 * slow_share;
+    }
 }
 
 /// A latency histogram's running state.

@@ -8,6 +8,10 @@ const STATEMENT_LABELS: &[&str] = &["target", "datname", "user", "queryid"];
 const DATABASE_LABELS: &[&str] = &["target", "datname"];
 const WORKLOAD_LABELS: &[&str] = &["target", "datname", "workload"];
 const TARGET_LABELS: &[&str] = &["target"];
+const WINDOW_LABELS: &[&str] = &["target", "datname", "workload", "quantile"];
+const SOURCE_LABELS: &[&str] = &["target", "datname", "workload", "source"];
+const STATUS_LABELS: &[&str] = &["target", "status"];
+const LOST_LABELS: &[&str] = &["target", "reason"];
 
 /// A counter family whose value is one field of [`Counters`].
 pub struct CounterMetric {
@@ -154,6 +158,18 @@ pub const TOTAL_COUNTERS: &[CounterMetric] = &[
 ];
 
 crate::metric::metrics! {
+    pub WINDOW_QUANTILE = gauge("pg_statement_latency_window_seconds", WINDOW_LABELS, "Quantile (0.5, 0.95, 0.99) of the execution time of the top-level statements of the workload over the last statements.log.window, computed exactly from the weighted durations in the server log. Per target and database only: quantiles cannot be averaged or summed across targets, databases or workloads (use pg_statement_latency_seconds for that).");
+    pub WINDOW_SAMPLES = gauge("pg_statement_latency_window_samples", WORKLOAD_LABELS, "Logged durations behind pg_statement_latency_window_seconds (each stands for 1 / log_statement_sample_rate executions, or 1 when over log_min_duration_statement).");
+    pub SOURCE = gauge("pg_statement_latency_source", SOURCE_LABELS, "1 for the source that shaped the workload's histogram in the last interval it ran: log (sampled durations from the server log) or estimate (fitted to pg_stat_statements' moments).");
+    pub INTERVAL_SAMPLES = gauge("pg_statement_latency_interval_samples", WORKLOAD_LABELS, "Logged durations of the workload in the last interval it ran (below statements.log.min_samples the estimate is used).");
+    pub LOG_STATUS = gauge("pg_statement_log_source_status", STATUS_LABELS, "1 for the state of the latency log source: ok, off, settings (a server setting is missing), grant (a privilege is missing), no_logfile, unreadable, weights_changed (the logging settings changed in the interval; its samples are not used). The status page says what to do.");
+    pub LOG_SAMPLE_RATE = gauge("pg_statement_log_sample_rate", TARGET_LABELS, "The server's log_statement_sample_rate: the share of executions over log_min_duration_sample that are logged.");
+    pub LOG_MIN_DURATION_STATEMENT = gauge("pg_statement_log_min_duration_statement_seconds", TARGET_LABELS, "The server's log_min_duration_statement (every execution this long is logged); -1 when off.");
+    pub LOG_MIN_DURATION_SAMPLE = gauge("pg_statement_log_min_duration_sample_seconds", TARGET_LABELS, "The server's log_min_duration_sample (executions this long are sampled at log_statement_sample_rate); -1 when off.");
+    pub LOG_RECORDS = counter("pgkpi_statements_log_records_total", TARGET_LABELS, "Server log records read by the latency log source (all messages, not only durations).");
+    pub LOG_SAMPLES = counter("pgkpi_statements_log_samples_total", TARGET_LABELS, "Execution durations taken from the server log as latency samples.");
+    pub LOG_BYTES = counter("pgkpi_statements_log_bytes_total", TARGET_LABELS, "Bytes of server log read by the latency log source.");
+    pub LOG_LOST = counter("pgkpi_statements_log_lost_total", LOST_LABELS, "What the latency log source could not read, by reason: rotation_missed (a rotated file was gone before its rest was read), truncated (a file shrank under the reader), incomplete_record (a record cut by a rotation or longer than 1 MiB), malformed (a record that did not decode), unweighable (a duration no current logging setting explains).");
     pub TOP_OMITTED = gauge("pg_stat_statements_top_omitted", TARGET_LABELS, "Statements active in the last interval that were not exported per statement (beyond statements.top_n).");
     pub ENTRIES = gauge("pg_stat_statements_entries", TARGET_LABELS, "Entries in pg_stat_statements (all databases).");
     pub MAX = gauge("pg_stat_statements_max", TARGET_LABELS, "pg_stat_statements.max: entries kept before the least used are evicted.");
@@ -190,6 +206,18 @@ pub fn families() -> Vec<FamilyDesc> {
         QUERY_INFO,
         LATENCY,
         SLOW_CALLS,
+        WINDOW_QUANTILE,
+        WINDOW_SAMPLES,
+        SOURCE,
+        INTERVAL_SAMPLES,
+        LOG_STATUS,
+        LOG_SAMPLE_RATE,
+        LOG_MIN_DURATION_STATEMENT,
+        LOG_MIN_DURATION_SAMPLE,
+        LOG_RECORDS,
+        LOG_SAMPLES,
+        LOG_BYTES,
+        LOG_LOST,
     ];
     describe_all(&counters.chain(others).collect::<Vec<_>>())
 }

@@ -27,15 +27,22 @@
 //! is what defines the columns even when the server was upgraded without
 //! `ALTER EXTENSION ... UPDATE`.
 //!
+//! The histogram's shape comes from the server log's sampled execution durations when
+//! `[statements.log]` is on and the interval has enough of them (`log`), else from the
+//! estimate; its counts are always pg_stat_statements'.
+//!
 //! Layout: `metrics` declares the families; `sql` holds the SQL of each extension release and
 //! decodes its rows; `delta` turns two readings into the interval's increments (pure);
-//! `estimate` fits a latency distribution to an interval, `histogram` bins it; `workloads`
-//! classifies statements; `output` builds the families and the debug view; this file keeps the
-//! state between polls and runs the poll.
+//! `estimate` fits a latency distribution to an interval, `histogram` bins it; `log` reads the
+//! sampled durations from the server log; `latency` shapes each interval from one or the
+//! other; `workloads` classifies statements; `output` builds the families and the debug view;
+//! this file keeps the state between polls and runs the poll.
 
 mod delta;
 pub mod estimate;
 pub mod histogram;
+mod latency;
+pub mod log;
 mod metrics;
 mod output;
 pub mod settings;
@@ -47,8 +54,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::delta::{Counters, DeallocStep, Entry, EntryKey, Mode, Reading, StatementKey, Step};
-use self::estimate::Shape;
-use self::histogram::{Buckets, Histogram, Interval};
+use self::histogram::{Buckets, Histogram};
+use self::log::LogSource;
 use self::output::PollFigures;
 use self::settings::StatementsConfig;
 use self::sql::Extension;
@@ -146,6 +153,18 @@ struct Statements {
     text_fetches: u64,
     /// Set after a failed text read: no new attempt before then.
     texts_retry_at: Option<Instant>,
+    /// Sampled durations from the server log (`[statements.log]`).
+    log: LogSource,
+    /// Per (dbid, workload): what shaped the histogram in the last interval the workload ran.
+    sources: BTreeMap<(u32, usize), Source>,
+}
+
+/// What shaped a histogram's interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Source {
+    from_log: bool,
+    /// Logged durations of the interval.
+    samples: usize,
 }
 
 /// Wait after a failed query-text read.
@@ -167,6 +186,8 @@ impl Statements {
             histograms: BTreeMap::new(),
             text_fetches: 0,
             texts_retry_at: None,
+            log: LogSource::new(&config.log),
+            sources: BTreeMap::new(),
         }
     }
 }
@@ -229,9 +250,6 @@ impl Statements {
         ext: &Extension,
         wanted: &HashSet<(u32, i64)>,
     ) -> Result<(), CollectError> {
-        if !self.rules.needs_text && !self.config.query_text {
-            return Ok(());
-        }
         let refresh = self.config.text_refresh;
         let room = self.config.cache_size.saturating_sub(self.cache.len());
         let mut missing: Vec<(u32, i64)> = Vec::new();
@@ -351,33 +369,6 @@ impl Statements {
         Ok((ext, reading, rows.len()))
     }
 
-    /// Adds the interval's executions to the latency histograms per (database, workload).
-    fn record_latency(&mut self, step: &Step) {
-        let threshold_ms = self.config.slow_threshold.as_secs_f64() * 1000.0;
-        let mut intervals: BTreeMap<(u32, usize), Interval> = BTreeMap::new();
-        for (key, increment) in step.executions() {
-            let workload = self.workload(key.dbid, key.queryid);
-            let shape = Shape::fit(&increment.moments, self.config.estimator);
-            intervals
-                .entry((key.dbid, workload))
-                .or_insert_with(|| Interval::new(&self.buckets))
-                .add(
-                    &shape,
-                    increment.counters.calls,
-                    increment.counters.exec_ms,
-                    &self.buckets,
-                    threshold_ms,
-                );
-        }
-        let buckets = self.buckets.bounds_ms.len() + 1;
-        for (key, interval) in intervals {
-            self.histograms
-                .entry(key)
-                .or_insert_with(|| Histogram::empty(buckets))
-                .record(&interval);
-        }
-    }
-
     async fn poll(&mut self, session: &Session) -> Result<Vec<Family>, CollectError> {
         let (ext, reading, total_rows) = self.read(session).await?;
         let hidden = total_rows - reading.entries.len();
@@ -387,11 +378,25 @@ impl Statements {
         let step = delta::step(previous.as_ref(), &reading);
         self.totals.advance(&step);
 
-        // Classification needs the text of active top-level statements not seen before.
-        let mut wanted: HashSet<(u32, i64)> = step
-            .executions()
-            .map(|(k, _)| (k.dbid, k.queryid))
-            .collect();
+        // Classification needs the text of active top-level statements not seen before (in a
+        // baseline: of every top-level entry, so that their histograms start at zero). Without
+        // rules on the text only pgkpi's own statements need it, for the `pgkpi` workload.
+        let all_texts = self.rules.needs_text || self.config.query_text;
+        let own = ext.own_role;
+        let mut wanted: HashSet<(u32, i64)> = if step.mode() == Mode::Baseline {
+            reading
+                .entries
+                .keys()
+                .filter(|k| k.toplevel)
+                .filter(|k| all_texts || Some(k.userid) == own)
+                .map(|k| (k.dbid, k.queryid))
+                .collect()
+        } else {
+            step.executions()
+                .filter(|(k, _)| all_texts || Some(k.userid) == own)
+                .map(|(k, _)| (k.dbid, k.queryid))
+                .collect()
+        };
         let (top, omitted) = output::top_statements(&step.deltas, self.config.top_n);
         if self.config.query_text {
             wanted.extend(top.iter().map(|(k, _)| (k.dbid, k.queryid)));
@@ -424,7 +429,12 @@ impl Statements {
             }
         }
 
+        self.read_log(session).await;
         self.record_latency(&step);
+        if step.mode() == Mode::Baseline {
+            self.seed_histograms(&reading);
+        }
+        self.log.close_interval(Instant::now());
         self.publish_view(step.mode(), &top, &step.deltas, omitted, total_rows);
 
         let stats_reset = reading.stats_reset;

@@ -5,10 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::delta::{Counters, Mode, StatementKey};
 use super::histogram::Histogram;
+use super::log::window::{quantiles, Logged};
+use super::log::Status;
 use super::metrics::{
-    CACHED_STATEMENTS, DEALLOC, ENTRIES, FILL_RATIO, HIDDEN_ENTRIES, LAST_RESET, LATENCY, MAX,
-    QUERY_INFO, SLOW_CALLS, SLOW_THRESHOLD, STATEMENT_COUNTERS, TEXT_FETCHES, TOP_OMITTED,
-    TOTAL_COUNTERS,
+    CACHED_STATEMENTS, DEALLOC, ENTRIES, FILL_RATIO, HIDDEN_ENTRIES, INTERVAL_SAMPLES, LAST_RESET,
+    LATENCY, LOG_BYTES, LOG_LOST, LOG_MIN_DURATION_SAMPLE, LOG_MIN_DURATION_STATEMENT, LOG_RECORDS,
+    LOG_SAMPLES, LOG_SAMPLE_RATE, LOG_STATUS, MAX, QUERY_INFO, SLOW_CALLS, SLOW_THRESHOLD, SOURCE,
+    STATEMENT_COUNTERS, TEXT_FETCHES, TOP_OMITTED, TOTAL_COUNTERS, WINDOW_QUANTILE, WINDOW_SAMPLES,
 };
 use super::sql::Extension;
 use super::Statements;
@@ -94,6 +97,13 @@ impl Statements {
                 "entries": entries,
                 "top_omitted": omitted,
                 "top": statements,
+                "latency_log_source": self.log.status.label(),
+                "to_do": self
+                    .log
+                    .status
+                    .hint()
+                    .map(|hint| vec![format!("latency log source ({}): {hint}", self.log.status.label())])
+                    .unwrap_or_default(),
             }),
         );
     }
@@ -209,6 +219,9 @@ impl Statements {
         }
         out.push(latency);
         out.push(slow);
+        if self.log.enabled() {
+            out.extend(self.log_families());
+        }
 
         // Health of the extension.
         out.push(TOP_OMITTED.family().with(&[], poll.omitted as f64));
@@ -237,6 +250,113 @@ impl Statements {
             out.push(DEALLOC.family().with(&[], self.totals.dealloc));
         }
         out.push(TEXT_FETCHES.family().with(&[], self.text_fetches as f64));
+        out
+    }
+}
+
+/// The quantiles of the window gauges.
+const WINDOW_QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.95, "0.95"), (0.99, "0.99")];
+
+impl Statements {
+    /// The log source's families: window quantiles, which source shaped each histogram, the
+    /// server's logging settings, the reader's status and counts.
+    fn log_families(&self) -> Vec<Family> {
+        let mut out = Vec::new();
+        // Merged by name like the histograms.
+        let mut windows: BTreeMap<(String, &str), Vec<Logged>> = BTreeMap::new();
+        for ((dbid, workload), samples) in &self.log.samples {
+            windows
+                .entry((self.datname(*dbid), self.rules.names[*workload].as_str()))
+                .or_default()
+                .extend(samples.window());
+        }
+        let mut window = WINDOW_QUANTILE.family();
+        let mut window_samples = WINDOW_SAMPLES.family();
+        for ((datname, workload), samples) in &windows {
+            let qs: Vec<f64> = WINDOW_QUANTILES.iter().map(|(q, _)| *q).collect();
+            let Some(values) = quantiles(samples, &qs) else {
+                continue;
+            };
+            for ((_, label), value) in WINDOW_QUANTILES.iter().zip(values) {
+                window.push(
+                    &[
+                        ("datname", datname),
+                        ("workload", workload),
+                        ("quantile", label),
+                    ],
+                    value / 1000.0,
+                );
+            }
+            window_samples.push(
+                &[("datname", datname), ("workload", workload)],
+                samples.len() as f64,
+            );
+        }
+        out.push(window);
+        out.push(window_samples);
+
+        let mut source = SOURCE.family();
+        let mut interval_samples = INTERVAL_SAMPLES.family();
+        for ((dbid, workload), s) in &self.sources {
+            let datname = self.datname(*dbid);
+            let workload = self.rules.names[*workload].as_str();
+            for (name, on) in [("log", s.from_log), ("estimate", !s.from_log)] {
+                source.push(
+                    &[
+                        ("datname", &datname),
+                        ("workload", workload),
+                        ("source", name),
+                    ],
+                    if on { 1.0 } else { 0.0 },
+                );
+            }
+            interval_samples.push(
+                &[("datname", &datname), ("workload", workload)],
+                s.samples as f64,
+            );
+        }
+        out.push(source);
+        out.push(interval_samples);
+
+        let mut status = LOG_STATUS.family();
+        let current = self.log.status.label();
+        for label in Status::LABELS {
+            status.push(
+                &[("status", label)],
+                if label == current { 1.0 } else { 0.0 },
+            );
+        }
+        out.push(status);
+        if let Some(settings) = &self.log.settings {
+            let seconds = |ms: Option<f64>| ms.map_or(-1.0, |ms| ms / 1000.0);
+            out.push(LOG_SAMPLE_RATE.family().with(&[], settings.sample_rate));
+            out.push(
+                LOG_MIN_DURATION_STATEMENT
+                    .family()
+                    .with(&[], seconds(settings.min_duration_statement_ms)),
+            );
+            out.push(
+                LOG_MIN_DURATION_SAMPLE
+                    .family()
+                    .with(&[], seconds(settings.min_duration_sample_ms)),
+            );
+        }
+        let counts = self.log.counts;
+        out.push(LOG_RECORDS.family().with(&[], counts.records as f64));
+        out.push(LOG_SAMPLES.family().with(&[], counts.samples as f64));
+        out.push(LOG_BYTES.family().with(&[], self.log.bytes_read() as f64));
+        let lost = self.log.lost();
+        let mut family = LOG_LOST.family();
+        for (reason, value) in [
+            ("rotation_missed", lost.rotation_missed),
+            ("truncated", lost.truncated),
+            ("incomplete_record", lost.incomplete_record),
+            ("malformed", counts.malformed),
+            ("unweighable", counts.unweighable),
+        ] {
+            family.push(&[("reason", reason)], value as f64);
+        }
+        out.push(family);
         out
     }
 }

@@ -6,10 +6,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration;
 
-/// Default histogram bucket bounds, seconds: 1-2-5 steps from 0.1 ms to 10 s.
+/// Default histogram bucket bounds, seconds: 16 per decade from 1 ms to 1 s (neighbours at
+/// most 1.16 apart, so histogram_quantile's linear interpolation inside a bucket is at most
+/// ~16 % off, usually a few %), 1-2-5 steps outside. 55 bounds: 58 series per (database,
+/// workload) with +Inf, _sum and _count.
 pub const DEFAULT_BUCKETS: &[f64] = &[
-    0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
-    10.0,
+    0.0001, 0.0002, 0.0005, 0.001, 0.00115, 0.00133, 0.00154, 0.00178, 0.00205, 0.00237, 0.00274,
+    0.00316, 0.00365, 0.00422, 0.00487, 0.00562, 0.00649, 0.0075, 0.00866, 0.01, 0.0115, 0.0133,
+    0.0154, 0.0178, 0.0205, 0.0237, 0.0274, 0.0316, 0.0365, 0.0422, 0.0487, 0.0562, 0.0649, 0.075,
+    0.0866, 0.1, 0.115, 0.133, 0.154, 0.178, 0.205, 0.237, 0.274, 0.316, 0.365, 0.422, 0.487,
+    0.562, 0.649, 0.75, 0.866, 1.0, 2.0, 5.0, 10.0,
 ];
 
 /// How interval calls are placed in the buckets.
@@ -32,9 +38,11 @@ pub const MAX_WORKLOAD_RULES: usize = 64;
 /// Most distinct workload names (plus `other`).
 pub const MAX_WORKLOADS: usize = 20;
 /// Most histogram buckets.
-pub const MAX_BUCKETS: usize = 40;
+pub const MAX_BUCKETS: usize = 64;
 /// The workload of statements no rule matches.
 pub const DEFAULT_WORKLOAD: &str = "other";
+/// The built-in workload of pgkpi's own statements.
+pub const PGKPI_WORKLOAD: &str = "pgkpi";
 
 /// `[statements]`: latency histograms per workload and top statements from pg_stat_statements.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -45,7 +53,8 @@ pub struct StatementsConfig {
     /// `pg_stat_statements_top_omitted`.
     pub top_n: usize,
     /// Upper bounds of the latency histogram buckets, seconds, increasing. Empty means the
-    /// default, 1-2-5 steps from 0.0001 (0.1 ms) to 10.
+    /// default: 16 bounds per decade from 0.001 (1 ms) to 1, 1-2-5 steps from 0.0001 to 10
+    /// outside.
     pub buckets: Vec<f64>,
     /// How each interval's calls are spread over the buckets: `lognormal` (moment-matched to the
     /// interval's mean and variance, clipped to the statement's min/max), `beta` (a Beta
@@ -72,6 +81,54 @@ pub struct StatementsConfig {
     /// How long a cached classification is trusted before the text is read again.
     #[serde(with = "duration")]
     pub text_refresh: Duration,
+    /// `[statements.log]`: measured latency from the server log's sampled durations.
+    pub log: LogSourceConfig,
+}
+
+/// How pgkpi reaches the server log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogAccess {
+    /// No log source: the histogram is the estimate from pg_stat_statements.
+    #[default]
+    Off,
+    /// Files in a local directory (pgkpi beside the server, or a sidecar sharing the log
+    /// volume).
+    Path,
+    /// Over the monitoring connection with pg_read_binary_file: needs a grant that also lets
+    /// the role read any other file the server can read.
+    PgReadBinaryFile,
+}
+
+/// `[statements.log]`: latency distributions from the durations the server logs (a random
+/// sample through `log_min_duration_sample` / `log_statement_sample_rate`, and every statement
+/// over `log_min_duration_statement`). See docs/statements.md.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSourceConfig {
+    /// `off`, `path` or `pg_read_binary_file`.
+    pub access: LogAccess,
+    /// With `path`: where the server's log directory is visible to pgkpi. Unset: the server's
+    /// `log_directory` (made absolute with `data_directory`, which needs pg_read_all_settings).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub directory: Option<std::path::PathBuf>,
+    /// The window of the exact quantile gauges (`pg_statement_latency_window_seconds`).
+    #[serde(with = "duration")]
+    pub window: Duration,
+    /// Fewest samples in an interval for a (database, workload) histogram to take its shape
+    /// from the log; with fewer, the estimate is used for that interval.
+    pub min_samples: usize,
+}
+
+impl Default for LogSourceConfig {
+    fn default() -> Self {
+        LogSourceConfig {
+            access: LogAccess::Off,
+            directory: None,
+            window: Duration::from_secs(300),
+            min_samples: 20,
+        }
+    }
 }
 
 impl Default for StatementsConfig {
@@ -86,6 +143,7 @@ impl Default for StatementsConfig {
             query_text_max_length: 200,
             cache_size: 20_000,
             text_refresh: Duration::from_secs(3600),
+            log: LogSourceConfig::default(),
         }
     }
 }
@@ -157,6 +215,15 @@ impl StatementsConfig {
                     .into(),
             );
         }
+        if self.log.window < Duration::from_secs(10) || self.log.window > Duration::from_secs(3600)
+        {
+            return Err(
+                "statements.log.window must be between \"10s\" and \"1h\" (default \"5m\")".into(),
+            );
+        }
+        if self.log.min_samples == 0 {
+            return Err("statements.log.min_samples must be at least 1 (default 20)".into());
+        }
         if self.workloads.len() > MAX_WORKLOAD_RULES {
             return Err(format!(
                 "statements.workloads has {} rules; use at most {MAX_WORKLOAD_RULES}",
@@ -193,6 +260,7 @@ impl StatementsConfig {
             names.insert(rule.name.as_str());
         }
         names.remove(DEFAULT_WORKLOAD);
+        names.remove(PGKPI_WORKLOAD);
         if names.len() > MAX_WORKLOADS {
             return Err(format!(
                 "statements.workloads names {} workloads; use at most {MAX_WORKLOADS} \
@@ -207,6 +275,20 @@ impl StatementsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_buckets_are_fine_between_1ms_and_1s() {
+        let fine: Vec<f64> = DEFAULT_BUCKETS
+            .iter()
+            .copied()
+            .filter(|b| (0.001..=1.0).contains(b))
+            .collect();
+        assert_eq!(fine.len(), 49);
+        for pair in fine.windows(2) {
+            assert!(pair[1] / pair[0] < 1.16, "{pair:?}");
+        }
+        assert!(DEFAULT_BUCKETS.len() <= MAX_BUCKETS);
+    }
 
     #[test]
     fn validation_names_the_key() {

@@ -99,7 +99,8 @@ pub const EXTENSION_SQL: &str =
          WHERE e.extname = 'pg_stat_statements'), \
        (SELECT e.extversion::text FROM pg_extension e WHERE e.extname = 'pg_stat_statements'), \
        current_setting('pg_stat_statements.max', true), \
-       current_setting('pg_stat_statements.track_planning', true)";
+       current_setting('pg_stat_statements.track_planning', true), \
+       (SELECT oid FROM pg_roles WHERE rolname = current_user)";
 
 /// The extension as installed in the target's database.
 pub struct Extension {
@@ -108,6 +109,8 @@ pub struct Extension {
     pub release: Release,
     pub max: Option<f64>,
     pub track_planning: bool,
+    /// The monitoring role's oid: its statements are pgkpi's own.
+    pub own_role: Option<u32>,
 }
 
 impl Extension {
@@ -144,6 +147,7 @@ impl Extension {
                 .get::<_, Option<String>>(3)
                 .and_then(|v| v.parse::<f64>().ok()),
             track_planning: row.get::<_, Option<String>>(4).as_deref() == Some("on"),
+            own_role: row.get(5),
         })
     }
 

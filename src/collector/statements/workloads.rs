@@ -1,12 +1,18 @@
 //! Workloads: the `[[statements.workloads]]` rules compiled, and a statement's workload from
-//! its queryid and (when known) its normalized text. First match wins; unmatched statements
-//! are `other`, always the last workload.
+//! its queryid and (when known) its normalized text. pgkpi's own statements are `pgkpi`,
+//! always the first workload; then the first matching rule wins; unmatched statements are
+//! `other`, always the last workload.
 
 use std::collections::HashSet;
 
 use regex::Regex;
 
-use super::settings::{WorkloadRule, DEFAULT_WORKLOAD};
+use super::settings::{WorkloadRule, DEFAULT_WORKLOAD, PGKPI_WORKLOAD};
+
+/// pgkpi's own statements carry this comment (`/* pgkpi statements: poll */`, ...); they go
+/// to the built-in `pgkpi` workload before any rule is tried, so that the exporter's cost never
+/// shows in an application's latency.
+const PGKPI_COMMENT: &str = r"/\* pgkpi ";
 
 /// Compiled workload rules.
 pub struct Rules {
@@ -15,11 +21,13 @@ pub struct Rules {
     rules: Vec<(usize, Option<Regex>, HashSet<i64>)>,
     /// Some rule matches on the query text, which then has to be read.
     pub needs_text: bool,
+    /// The built-in `pgkpi` workload's index and pattern.
+    pgkpi: (usize, Regex),
 }
 
 impl Rules {
     pub fn new(config: &[WorkloadRule]) -> Rules {
-        let mut names: Vec<String> = Vec::new();
+        let mut names: Vec<String> = vec![PGKPI_WORKLOAD.to_string()];
         let mut rules = Vec::new();
         for rule in config {
             let index = match names.iter().position(|n| *n == rule.name) {
@@ -57,6 +65,7 @@ impl Rules {
             names,
             rules,
             needs_text,
+            pgkpi: (0, Regex::new(PGKPI_COMMENT).expect("a valid pattern")),
         }
     }
 
@@ -66,6 +75,9 @@ impl Rules {
 
     /// First matching rule; `text` is None when it is not known.
     pub fn classify(&self, queryid: i64, text: Option<&str>) -> usize {
+        if text.is_some_and(|t| self.pgkpi.1.is_match(t)) {
+            return self.pgkpi.0;
+        }
         for (index, regex, ids) in &self.rules {
             if ids.contains(&queryid) {
                 return *index;
@@ -115,6 +127,13 @@ mod tests {
         );
         assert_eq!(name(rules.classify(1, Some("SELECT 1"))), "other");
         assert_eq!(name(rules.classify(1, None)), "other");
+        assert_eq!(
+            name(rules.classify(
+                42,
+                Some("SELECT /* pgkpi statements: poll */ chat.messages")
+            )),
+            "pgkpi"
+        );
         assert!(rules.needs_text);
         assert!(!Rules::new(&[]).needs_text);
     }
@@ -133,8 +152,8 @@ mod tests {
                 queryids: vec![],
             },
         ]);
-        assert_eq!(rules.names, vec!["chat".to_string(), "other".to_string()]);
-        assert_eq!(rules.classify(1, Some("SET x = 1")), 1);
-        assert_eq!(rules.classify(1, Some("SELECT chat")), 0);
+        assert_eq!(rules.names, ["pgkpi", "chat", "other"]);
+        assert_eq!(rules.classify(1, Some("SET x = 1")), 2);
+        assert_eq!(rules.classify(1, Some("SELECT chat")), 1);
     }
 }

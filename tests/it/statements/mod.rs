@@ -14,6 +14,7 @@
 
 mod counters;
 mod latency;
+mod log_source;
 mod series;
 mod skips;
 

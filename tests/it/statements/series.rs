@@ -72,15 +72,17 @@ async fn workload_labels_follow_the_rules() {
             && hist_count(m, "rules", &db, "pinned") >= 3.0
             && hist_count(m, "rules", &db, "notifications") >= 4.0
             && hist_count(m, "rules", &db, "other") >= 4.0
+            && hist_count(m, "rules", &db, "pgkpi") > 0.0
     });
     assert_eq!(hist_count(&m, "rules", &db, "chat"), 5.0);
     assert_eq!(hist_count(&m, "rules", &db, "pinned"), 3.0);
     assert_eq!(hist_count(&m, "rules", &db, "notifications"), 4.0);
-    // Only configured workloads and `other` appear.
+    // Only configured workloads, `other` and pgkpi's own statements (the built-in `pgkpi`,
+    // never a user workload) appear.
     for s in m.find("pg_statement_latency_seconds_count", &[("target", "rules")]) {
         let w = s.labels["workload"].as_str();
         assert!(
-            ["chat", "pinned", "notifications", "other"].contains(&w),
+            ["chat", "pinned", "notifications", "other", "pgkpi"].contains(&w),
             "unexpected workload {w}"
         );
     }
@@ -275,4 +277,38 @@ async fn query_text_is_read_once_per_new_statement() {
         m.value("pgkpi_statements_text_fetches_total", &[("target", "text")]),
         Some(fetches() as f64)
     );
+}
+
+/// After the first (baseline) poll a workload whose statements exist is exported at zero, so
+/// that rate() sees the next interval's calls as an increase.
+#[tokio::test(flavor = "multi_thread")]
+async fn histograms_start_at_zero_after_the_baseline() {
+    let cluster = Cluster::shared();
+    let db = database(cluster, "stmt_zero");
+    cluster.psql(
+        &db,
+        "CREATE TABLE zero_t (id int); SELECT count(*) FROM zero_t",
+    );
+    let exporter = Exporter::start(&config(
+        "zero",
+        &cluster.dsn(&db),
+        "[[statements.workloads]]\nname = \"z\"\nquery = 'FROM zero_t'\n",
+    ));
+    let m = wait_runs(&exporter, "zero", 1.0);
+    assert_eq!(
+        m.value(
+            "pg_statement_latency_seconds_count",
+            &[("target", "zero"), ("datname", &db), ("workload", "z")]
+        ),
+        Some(0.0),
+        "exported at zero after the baseline"
+    );
+    let client = cluster.client(&db).await;
+    for _ in 0..3 {
+        one_row(&client, "SELECT count(*) FROM zero_t").await;
+    }
+    let m = exporter.wait_for(Duration::from_secs(20), "the three calls", |m| {
+        hist_count(m, "zero", &db, "z") >= 3.0
+    });
+    assert_eq!(hist_count(&m, "zero", &db, "z"), 3.0);
 }

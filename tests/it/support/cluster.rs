@@ -145,6 +145,11 @@ impl Cluster {
 
     /// A cluster of the test's own from the PostgreSQL build in `bindir` (another major).
     pub fn start_with(bindir: PathBuf) -> Cluster {
+        Cluster::start_with_conf(bindir, "")
+    }
+
+    /// A cluster of the test's own with postgresql.conf lines of its own (e.g. logging).
+    pub fn start_with_conf(bindir: PathBuf, conf: &str) -> Cluster {
         let (dir, ca_cert) = Cluster::prepare_dir();
         let mut initdb = pg_command(&bindir, "initdb");
         initdb.arg("-D").arg(dir.join("data")).args([
@@ -158,7 +163,7 @@ impl Cluster {
             "--no-sync",
         ]);
         run(initdb, "initdb");
-        Cluster::launch(dir, bindir, ca_cert, String::new())
+        Cluster::launch(dir, bindir, ca_cert, conf.to_string())
     }
 
     /// A streaming-replication standby of `primary` (pg_basebackup), stopped and removed when

@@ -25,7 +25,7 @@ pub mod stack;
 mod tls;
 pub mod wait;
 
-pub use cluster::{pg_major_bindir, Cluster};
+pub use cluster::{pg_bindir, pg_major_bindir, Cluster};
 pub use config::ExporterConfig;
 pub use exporter::{http_get, Exporter};
 pub use metrics::Metrics;
