@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod locks;
+mod pgbouncer;
 pub mod queues;
 pub mod registry;
 pub mod relations;
@@ -26,7 +27,7 @@ use self::queues::settings::QueueConfig;
 use self::relations::settings::RelationsConfig;
 use self::statements::settings::StatementsConfig;
 use self::webhooks::settings::WebhooksConfig;
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, TargetKind};
 use crate::metric::{Family, FamilyDesc};
 use crate::target::{describe_with, ServerInfo, PG_MONITOR_HINT};
 use crate::views::Views;
@@ -209,6 +210,8 @@ pub struct Spec {
     pub enabled_by_default: bool,
     /// The connection it runs on; `Lane::Main` unless it must never wait behind others.
     pub lane: Lane,
+    /// The kind of target it speaks to; it is built only for targets of that kind.
+    pub kind: TargetKind,
     pub families: fn() -> Vec<FamilyDesc>,
     /// Builds the instance for one target.
     pub build: fn(&BuildContext) -> Box<dyn Collector>,

@@ -220,11 +220,37 @@ pub struct CollectorConfig {
     pub stale_after: Option<Duration>,
 }
 
+/// What a target's DSN points at: a closed set, because each kind has its own session and
+/// its own collectors.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A PostgreSQL database: the safe read-only session and the PostgreSQL collectors.
+    #[default]
+    Postgres,
+    /// pgBouncer's admin console (database `pgbouncer`): no session settings (it accepts no
+    /// SET), simple-query collectors over its SHOW commands.
+    Pgbouncer,
+}
+
+impl TargetKind {
+    /// The label value (`pgkpi_target_info{kind}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Postgres => "postgres",
+            TargetKind::Pgbouncer => "pgbouncer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Label value identifying this database in every metric (`target="..."`).
     pub name: String,
+    /// What the DSN points at: `postgres` (default) or `pgbouncer` (its admin console).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kind: TargetKind,
     /// libpq connection string or URL.
     pub dsn: String,
     /// File whose first line is the password (e.g. a mounted secret); keeps it out of the DSN.

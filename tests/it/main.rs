@@ -19,6 +19,7 @@ mod faults;
 mod http_limits;
 mod locks;
 mod migrations;
+mod pgbouncer;
 mod queues;
 mod relations;
 mod replication;
