@@ -9,8 +9,8 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 
 use super::{describe, ServerInfo};
 
-/// Reads `SHOW VERSION` ("PgBouncer 1.18.0"; releases before 1.12 answered with a notice and
-/// no row, which this rejects: their SHOW columns are not supported either).
+/// Reads `SHOW VERSION` ("PgBouncer 1.18.0"). Old releases answered with a notice and no
+/// row; they are refused with that reason rather than half-read.
 pub(super) async fn server_info(client: &Client) -> Result<ServerInfo, String> {
     let messages = client
         .simple_query("SHOW VERSION")
@@ -22,7 +22,7 @@ pub(super) async fn server_info(client: &Client) -> Result<ServerInfo, String> {
             SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
             _ => None,
         })
-        .ok_or("SHOW VERSION returned no row: not a pgBouncer admin console, or pgBouncer older than 1.12")?;
+        .ok_or("SHOW VERSION returned no row: not a pgBouncer admin console, or a pgBouncer too old to monitor")?;
     let (version, version_num) = parse_version(&text).ok_or_else(|| {
         format!("SHOW VERSION answered {text:?}, not \"PgBouncer <major>.<minor>.<patch>\"")
     })?;
