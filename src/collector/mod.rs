@@ -5,6 +5,7 @@
 //! that needs memory between runs (deltas, caches) keeps it in `&mut self`.
 
 pub mod activity;
+pub mod backups;
 pub mod locks;
 mod pgbouncer;
 pub mod queues;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use self::backups::settings::BackupsConfig;
 use self::locks::settings::LocksConfig;
 use self::queues::settings::QueueConfig;
 use self::relations::settings::RelationsConfig;
@@ -196,6 +198,8 @@ pub struct BuildContext<'a> {
     pub queues: &'a [QueueConfig],
     pub webhooks: &'a WebhooksConfig,
     pub relations: &'a RelationsConfig,
+    /// `[backups]`, on the one target it applies to (see `app::plan`); None elsewhere.
+    pub backups: Option<&'a BackupsConfig>,
     /// Where the instance may publish JSON debug views (see [`crate::views`]).
     pub views: Arc<Views>,
 }

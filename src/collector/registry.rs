@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::sql::SqlCollector;
-use super::{activity, locks, pgbouncer, queues, relations, server, statements, webhooks};
+use super::{activity, backups, locks, pgbouncer, queues, relations, server, statements, webhooks};
 use super::{BuildContext, Collector, Lane, Spec};
 use crate::config::TargetKind;
 use crate::definition::{self, Definition};
@@ -27,6 +27,7 @@ pub fn builtins() -> Vec<Spec> {
         relations::health_spec(),
         queues::spec(),
         webhooks::spec(),
+        backups::spec(),
         pgbouncer::pools_spec(),
         pgbouncer::stats_spec(),
         pgbouncer::limits_spec(),

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collector::backups::settings::BackupsConfig;
 use crate::collector::locks::settings::LocksConfig;
 use crate::collector::queues::settings::QueueConfig;
 use crate::collector::relations::settings::RelationsConfig;
@@ -69,6 +70,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Options of the `relation_stats`, `relation_sizes` and `index_health` collectors.
     pub relations: RelationsConfig,
+    /// Where full backups land and the restore-test marker (`[backups]`).
+    pub backups: BackupsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -276,6 +279,20 @@ pub struct FlagOverrides {
 }
 
 impl Config {
+    /// The target `[backups]` belongs to: the one it names, else the first PostgreSQL
+    /// target; None when no backup directory is configured.
+    pub fn backups_target(&self) -> Option<&str> {
+        self.backups.directory.as_ref()?;
+        match &self.backups.target {
+            Some(name) => Some(name.as_str()),
+            None => self
+                .targets
+                .iter()
+                .find(|t| t.kind == TargetKind::Postgres)
+                .map(|t| t.name.as_str()),
+        }
+    }
+
     /// The effective session settings of a target.
     pub fn session_for(&self, target: &TargetConfig) -> SessionConfig {
         let o = &target.session;

@@ -110,6 +110,18 @@ impl Config {
         queues::validate(&self.queues).map_err(ConfigError)?;
         self.webhooks.validate().map_err(ConfigError)?;
         self.relations.validate().map_err(ConfigError)?;
+        self.backups.validate().map_err(ConfigError)?;
+        if let Some(name) = &self.backups.target {
+            if !self
+                .targets
+                .iter()
+                .any(|t| &t.name == name && t.kind == TargetKind::Postgres)
+            {
+                return Err(ConfigError(format!(
+                    "backups.target \"{name}\" is not the name of a PostgreSQL target; name one of [[targets]]"
+                )));
+            }
+        }
         Ok(())
     }
 }

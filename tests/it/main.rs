@@ -11,6 +11,7 @@
 
 mod support;
 
+mod backups;
 mod cli;
 mod definitions;
 mod e2e;
