@@ -60,7 +60,10 @@ const ALLOWED_EMPTY: &[(&str, &str)] = &[
 
 /// Metric families that may be absent from a healthy demo server's output, and why.
 const ALLOWED_ABSENT: &[(&str, &str)] = &[
-    ("pg_backup_", "no [backups] directory in the e2e stack (tests/it/backups.rs)"),
+    (
+        "pg_backup_",
+        "no [backups] directory in the e2e stack (tests/it/backups.rs)",
+    ),
     ("pg_stat_io_", "PostgreSQL 16+; the demo stack runs 15"),
     ("pg_replication_", "no standby or replication slot"),
     ("pg_standby_", "primary only"),
