@@ -73,6 +73,7 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
                     queues: &config.queues,
                     webhooks: &config.webhooks,
                     relations: &config.relations,
+                    data_directory: target_config.data_directory.as_deref(),
                     backups: (config.backups_target() == Some(target.name.as_str()))
                         .then_some(&config.backups),
                     views: views.clone(),

@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod backups;
+mod data_volume;
 pub mod locks;
 mod pgbouncer;
 pub mod queues;
@@ -58,6 +59,9 @@ pub enum SkipReason {
     Permission,
     /// A configured application table does not exist.
     MissingTable,
+    /// What the collector reads is on the database host and not visible to pgkpi (or is
+    /// another cluster's).
+    Remote,
 }
 
 impl SkipReason {
@@ -71,6 +75,7 @@ impl SkipReason {
             SkipReason::NotPreloaded => "not_preloaded",
             SkipReason::Permission => "permission",
             SkipReason::MissingTable => "missing_table",
+            SkipReason::Remote => "remote",
         }
     }
 
@@ -79,7 +84,7 @@ impl SkipReason {
     pub fn needs_action(self) -> bool {
         !matches!(
             self,
-            SkipReason::Version | SkipReason::Primary | SkipReason::Standby
+            SkipReason::Version | SkipReason::Primary | SkipReason::Standby | SkipReason::Remote
         )
     }
 }
@@ -198,6 +203,8 @@ pub struct BuildContext<'a> {
     pub queues: &'a [QueueConfig],
     pub webhooks: &'a WebhooksConfig,
     pub relations: &'a RelationsConfig,
+    /// The target's `data_directory` (where pgkpi sees it), if configured.
+    pub data_directory: Option<&'a std::path::Path>,
     /// `[backups]`, on the one target it applies to (see `app::plan`); None elsewhere.
     pub backups: Option<&'a BackupsConfig>,
     /// Where the instance may publish JSON debug views (see [`crate::views`]).

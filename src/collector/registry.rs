@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::sql::SqlCollector;
-use super::{activity, backups, locks, pgbouncer, queues, relations, server, statements, webhooks};
+use super::{
+    activity, backups, data_volume, locks, pgbouncer, queues, relations, server, statements,
+    webhooks,
+};
 use super::{BuildContext, Collector, Lane, Spec};
 use crate::config::TargetKind;
 use crate::definition::{self, Definition};
@@ -28,6 +31,7 @@ pub fn builtins() -> Vec<Spec> {
         queues::spec(),
         webhooks::spec(),
         backups::spec(),
+        data_volume::spec(),
         pgbouncer::pools_spec(),
         pgbouncer::stats_spec(),
         pgbouncer::limits_spec(),

@@ -77,6 +77,7 @@ impl Config {
                 dsn: dsn.clone(),
                 password_file: None,
                 session: SessionOverrides::default(),
+                data_directory: None,
             }];
         }
         cfg.validate()?;

@@ -262,6 +262,10 @@ pub struct TargetConfig {
     /// Session setting overrides for this target.
     #[serde(default, skip_serializing_if = "is_default")]
     pub session: SessionOverrides,
+    /// Where pgkpi sees the server's data directory when it is mounted at another path (a
+    /// shared volume); default: the server's own `data_directory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_directory: Option<PathBuf>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {

@@ -13,6 +13,7 @@ mod support;
 
 mod backups;
 mod cli;
+mod data_volume;
 mod definitions;
 mod e2e;
 mod exporter;
