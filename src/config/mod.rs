@@ -601,6 +601,52 @@ mod tests {
     }
 
     #[test]
+    fn a_pgbouncer_target_must_name_the_admin_console() {
+        let load = |dsn: &str| {
+            let path = write(
+                "pgbouncer.toml",
+                &format!("[[targets]]\nname = \"pooler\"\nkind = \"pgbouncer\"\ndsn = \"{dsn}\"\n"),
+            );
+            Config::load(Some(&path), &env(&[]), &FlagOverrides::default())
+        };
+        let cfg = load("host=h port=6432 user=pgkpi dbname=pgbouncer").unwrap();
+        assert_eq!(cfg.targets[0].kind, TargetKind::Pgbouncer);
+        let err = load("host=h port=6432 user=pgkpi dbname=app")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("dbname=pgbouncer") && err.contains("stats_users"),
+            "{err}"
+        );
+        let err = load("host=h user=pgkpi dbname=pgbouncer options='-c jit=off'")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("options"), "{err}");
+    }
+
+    #[test]
+    fn backups_name_an_existing_postgres_target() {
+        let path = write(
+            "backups.toml",
+            "[backups]\ndirectory = \"/b\"\ntarget = \"nope\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+        );
+        let err = Config::load(Some(&path), &env(&[]), &FlagOverrides::default())
+            .unwrap_err()
+            .0;
+        assert!(err.contains("backups.target \"nope\""), "{err}");
+        let path = write(
+            "backups-default.toml",
+            "[backups]\ndirectory = \"/b\"\n[[targets]]\nname = \"p\"\nkind = \"pgbouncer\"\ndsn = \"host=h dbname=pgbouncer\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+        );
+        let cfg = Config::load(Some(&path), &env(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(
+            cfg.backups_target(),
+            Some("a"),
+            "the first PostgreSQL target"
+        );
+    }
+
+    #[test]
     fn masked_output_hides_passwords() {
         let cfg = Config::load(
             None,
