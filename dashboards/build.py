@@ -543,6 +543,18 @@ def health():
         cache_hit(),
         row("Connection pooling (pgBouncer)"),
         *pooling_panels(),
+        row("Disk and backups"),
+        panel("Free space of the data and WAL file systems",
+              [(f'pg_data_volume_free_bytes{{{T}}} / pg_data_volume_size_bytes{{{T}}}',
+                "{{target}} {{directory}}")],
+              "percentunit", "Share of each file system left (df's Avail over its size), when "
+              "pgkpi sees the data directory. The red line is PostgresVolumeLowFree's threshold.",
+              threshold=KPI["volume_free_ratio_min"]),
+        panel("Newest full backup age",
+              [(f'pg_backup_newest_age_seconds{{{T}}}', "{{target}}")],
+              "s", "Age of the newest file in [backups] directory. The red line is "
+              "PostgresBackupMissing's 26 h.",
+              threshold=KPI["backup_age_max_seconds"]),
         row("Replication"),
         panel("Replication lag (time)",
               [(f'pg_replication_replay_lag_seconds{{{T}}}', "replay {{application_name}}"),

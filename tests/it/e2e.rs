@@ -27,6 +27,10 @@ use crate::support::{
 /// stack, and why.
 const ALLOWED_EMPTY: &[(&str, &str)] = &[
     (
+        "pg_backup_",
+        "no [backups] directory in the e2e stack (tests/it/backups.rs)",
+    ),
+    (
         "pg_stat_io_",
         "pg_stat_io is PostgreSQL 16+; the demo stack runs 15",
     ),
