@@ -271,6 +271,20 @@ async fn a_refused_user_and_a_restart_are_survived() {
                 .is_some()
     });
 
+    // One connection per target: pgkpi is one client of the console, however many
+    // collectors it runs.
+    let monitoring_clients = bouncer
+        .admin("SHOW CLIENTS")
+        .iter()
+        .filter(|row| row.split('|').nth(1) == Some("pgkpi"))
+        .count();
+    assert_eq!(
+        monitoring_clients,
+        1,
+        "{:#?}",
+        bouncer.admin("SHOW CLIENTS")
+    );
+
     bouncer.stop();
     // Served throughout (every scrape is a 200); the target and its collectors say down.
     exporter.wait_for(
