@@ -513,12 +513,64 @@ def locks():
                      panels, variables())
 
 
+def pooling_panels():
+    """pgBouncer targets (kind = "pgbouncer"): read next to the database's own connections."""
+    pool = f'{T}, database!="pgbouncer"'
+    return [
+        panel("Pool clients waiting for a server",
+              [(f'sum by (target, database, user) (pgbouncer_pool_client_connections{{{pool}, state="waiting"}})',
+                "{{database}}/{{user}}")],
+              "short", "Clients queued in pgBouncer for a server connection, per pool. Any "
+              "lasting queue adds its wait to every query; see the longest wait beside it.",
+              width=8),
+        panel("Longest client wait per pool",
+              [(f'pgbouncer_pool_max_wait_seconds{{{pool}}}', "{{database}}/{{user}}")],
+              "s", "How long the oldest waiting client of each pool has waited. The red line is "
+              "the PgbouncerClientsWaiting threshold.",
+              threshold=KPI["pool_wait_max_seconds"], width=8),
+        panel("Wait share of transaction time",
+              [(f'rate(pgbouncer_client_wait_seconds_total{{{pool}}}[{RI}]) / '
+                f'clamp_min(rate(pgbouncer_transaction_seconds_total{{{pool}}}[{RI}]), 1e-9)',
+                "{{database}}")],
+              "percentunit", "Share of the time clients spent in transactions through pgBouncer "
+              "that was queueing for a server (pgBouncer 1.18 counts the wait inside the "
+              "transaction time). Near 0 the pool is large enough.", width=8),
+        panel("Server utilization per pool",
+              [(f'max without (state) (pgbouncer_pool_server_connections{{{pool}, state="active"}}) '
+                f'/ on (instance, job, target, database) group_left () '
+                f'clamp_min(pgbouncer_database_pool_size{{{pool}}}, 1)', "{{database}}/{{user}}")],
+              "percentunit", "Active server connections of each pool over its pool size. At "
+              "100% with clients waiting the pool is saturated (PgbouncerPoolSaturated).",
+              threshold=1),
+        panel("Pooler client connections / max_client_conn",
+              [(f'pgbouncer_client_connections{{{T}}} / pgbouncer_config_max_client_conn{{{T}}}',
+                "{{target}}")],
+              "percentunit", "Client connections pgBouncer holds over max_client_conn; past "
+              "100% it refuses new clients.",
+              threshold=KPI["pooler_client_conn_ratio_max"]),
+    ]
+
+
 def health():
     panels = [
         row("Activity"),
         *db_panels(),
         connections(),
         cache_hit(),
+        row("Connection pooling (pgBouncer)"),
+        *pooling_panels(),
+        row("Disk and backups"),
+        panel("Free space of the data and WAL file systems",
+              [(f'pg_data_volume_free_bytes{{{T}}} / pg_data_volume_size_bytes{{{T}}}',
+                "{{target}} {{directory}}")],
+              "percentunit", "Share of each file system left (df's Avail over its size), when "
+              "pgkpi sees the data directory. The red line is PostgresVolumeLowFree's threshold.",
+              threshold=KPI["volume_free_ratio_min"]),
+        panel("Newest full backup age",
+              [(f'pg_backup_newest_age_seconds{{{T}}}', "{{target}}")],
+              "s", "Age of the newest file in [backups] directory. The red line is "
+              "PostgresBackupMissing's 26 h.",
+              threshold=KPI["backup_age_max_seconds"]),
         row("Replication"),
         panel("Replication lag (time)",
               [(f'pg_replication_replay_lag_seconds{{{T}}}', "replay {{application_name}}"),

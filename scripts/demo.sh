@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The demo, on a fresh Debian 12 machine with Rust: a throwaway PostgreSQL 15 with
 # pg_stat_statements, the audited application database `app` (fixtures/baseline.sql, seed,
-# migrations/001..009, seed again), pgkpi-load driving traffic against it in the background,
-# pgkpi polling it, Prometheus scraping pgkpi with the rules of alerts/, and Alertmanager with
+# migrations/001..009, seed again), pgBouncer in transaction mode in front of it, pgkpi-load
+# driving traffic through pgBouncer in the background, one pg_dump backup in a directory,
+# pgkpi polling the database, the pooler and the backups, Prometheus scraping pgkpi with the
+# rules of alerts/, and Alertmanager with
 # alerts/alertmanager.yml: the docker-compose stack without Docker (and without Grafana; import
 # dashboards/*.json into any Grafana pointed at this Prometheus). Prints the URLs and runs
 # until Ctrl-C.
 #   DEMO_DIR   where the cluster lives (default /tmp/pgkpi-demo; removed on exit)
 #   DEMO_PORT  PostgreSQL port (default 55432)
+#   PGBOUNCER_PORT pgBouncer port (default 56432)
 #   PGKPI_PORT pgkpi port (default 9188)
 #   DEMO_SCALE seed scale (default 0.2: a few seconds to load; 1 = the test fixture's size)
 #   DEMO_RATE  pgkpi-load operations per second (default 50)
@@ -20,6 +23,7 @@ ensure_packages "${PGKPI_BASE_PACKAGES[@]}"
 
 DEMO_DIR=${DEMO_DIR:-/tmp/pgkpi-demo}
 DEMO_PORT=${DEMO_PORT:-55432}
+PGBOUNCER_PORT=${PGBOUNCER_PORT:-56432}
 PGKPI_PORT=${PGKPI_PORT:-9188}
 DEMO_SCALE=${DEMO_SCALE:-0.2}
 DEMO_RATE=${DEMO_RATE:-50}
@@ -35,6 +39,8 @@ pids=()
 cleanup() {
   trap - EXIT INT TERM
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  # pgBouncer runs as postgres under runuser: stop it by the pid it wrote.
+  [ -f "$DEMO_DIR/pgbouncer/pgbouncer.pid" ] && kill "$(cat "$DEMO_DIR/pgbouncer/pgbouncer.pid")" 2>/dev/null || true
   wait 2>/dev/null || true
   cluster_stop "$DEMO_DIR"
   rm -rf "$DEMO_DIR"
@@ -62,16 +68,65 @@ for migration in migrations/0*.sql; do sql -d app -f "$migration"; done
 sql -d app -v scale="$DEMO_SCALE" -f fixtures/seed.sql
 
 APP_DSN="host=127.0.0.1 port=$DEMO_PORT user=postgres dbname=app sslmode=disable"
+
+# The roadmap's daily full backup, once: pgkpi watches the directory ([backups]).
+mkdir -p "$DEMO_DIR/backups"
+pg_dump -h 127.0.0.1 -p "$DEMO_PORT" -U postgres -Fc -Z 6 \
+  -f "$DEMO_DIR/backups/app_full_$(date -u +%Y%m%d).dump" app
+
+# pgBouncer in transaction mode in front of app (it refuses to run as root). The application
+# (pgkpi-load) connects through it; pgkpi reads its admin console as the stats user pgkpi.
+pgb="$DEMO_DIR/pgbouncer"
+mkdir -p "$pgb"
+printf '"postgres" ""\n"pgkpi" ""\n' >"$pgb/userlist.txt"
+cat >"$pgb/pgbouncer.ini" <<INI
+[databases]
+app = host=127.0.0.1 port=$DEMO_PORT dbname=app
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+auth_type = trust
+auth_file = $pgb/userlist.txt
+admin_users = postgres
+stats_users = pgkpi
+pool_mode = transaction
+default_pool_size = 10
+max_client_conn = 200
+logfile = $pgb/pgbouncer.log
+pidfile = $pgb/pgbouncer.pid
+INI
+[ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$pgb"
+as_postgres /usr/sbin/pgbouncer -d "$pgb/pgbouncer.ini"
+POOLED_DSN="host=127.0.0.1 port=$PGBOUNCER_PORT user=postgres dbname=app sslmode=disable"
+
 # Bounded (24 h at most; it also stops with the demo) and loopback-only by construction.
-./target/release/pgkpi-load --dsn "$APP_DSN" --duration 24h --rate "$DEMO_RATE" \
+./target/release/pgkpi-load --dsn "$POOLED_DSN" --pooled --duration 24h --rate "$DEMO_RATE" \
   --lock-contention --report-every 60s >"$DEMO_DIR/load.log" 2>&1 &
 pids+=($!)
 
-# The demo configuration adds the application KPIs (queue, webhooks) to the built-ins.
-config=()
-[ -f examples/pgkpi-demo.toml ] && config=(--config.file examples/pgkpi-demo.toml)
-DATA_SOURCE_NAME="$APP_DSN" PGKPI_TARGET_NAME=app \
-  ./target/release/pgkpi "${config[@]}" --web.listen-address "127.0.0.1:$PGKPI_PORT" &
+# The demo configuration adds the application KPIs (queue, webhooks) to the built-ins; the
+# targets (database and pooler) and the backup directory are this run's.
+{
+  cat examples/pgkpi-demo.toml
+  cat <<TOML
+
+[backups]
+directory = "$DEMO_DIR/backups"
+pattern = "app_full_*.dump"
+retention = "30d"
+
+[[targets]]
+name = "app"
+dsn = "$APP_DSN"
+
+[[targets]]
+name = "pooler"
+kind = "pgbouncer"
+dsn = "host=127.0.0.1 port=$PGBOUNCER_PORT user=pgkpi dbname=pgbouncer sslmode=disable"
+TOML
+} >"$DEMO_DIR/pgkpi.toml"
+./target/release/pgkpi --config.file "$DEMO_DIR/pgkpi.toml" --web.listen-address "127.0.0.1:$PGKPI_PORT" &
 pids+=($!)
 
 # Alertmanager and Prometheus, on loopback, their data inside DEMO_DIR.
@@ -108,7 +163,9 @@ pgkpi demo is running.
   prometheus:   http://127.0.0.1:$PROMETHEUS_PORT/alerts   (pgkpi's rules loaded)
   alertmanager: http://127.0.0.1:$ALERTMANAGER_PORT/
   postgres: psql -h 127.0.0.1 -p $DEMO_PORT -U postgres -d app
-  workload: pgkpi-load (application_name pgkpi-load/<class>), log in $DEMO_DIR/load.log
+  pgbouncer: psql -h 127.0.0.1 -p $PGBOUNCER_PORT -U postgres pgbouncer -c 'SHOW POOLS'
+  workload: pgkpi-load through pgBouncer (application_name pgkpi-load/<class>), log in $DEMO_DIR/load.log
+  backups:  $DEMO_DIR/backups (one pg_dump)
 Press Ctrl-C to stop (the cluster in $DEMO_DIR is removed).
 MSG
 wait

@@ -42,7 +42,7 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
     for target_config in &config.targets {
         let target = Target::from_config(config, target_config).map_err(ConfigError)?;
         let mut collectors = Vec::new();
-        for entry in &entries {
+        for entry in entries.iter().filter(|e| e.kind == target.kind) {
             let settings = config
                 .collectors
                 .get(&entry.name)
@@ -73,6 +73,9 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
                     queues: &config.queues,
                     webhooks: &config.webhooks,
                     relations: &config.relations,
+                    data_directory: target_config.data_directory.as_deref(),
+                    backups: (config.backups_target() == Some(target.name.as_str()))
+                        .then_some(&config.backups),
                     views: views.clone(),
                 }),
             });

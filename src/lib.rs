@@ -28,7 +28,8 @@
 //! * `logging`: the tracing subscriber from `[log]`.
 //!
 //! The data path:
-//! * `target`: one database; opens the safe, read-only monitoring session.
+//! * `target`: one target; opens a database's safe, read-only monitoring session, or a
+//!   pgBouncer admin console's session (`target::pgbouncer`), by the target's kind.
 //! * `definition`: the collector definition format (built-ins in `collectors/*.toml`).
 //! * `collector`: the interface every collector implements (`Collector`, `Spec`, `Lane`,
 //!   `BuildContext`, `CollectError`, `SkipReason`), the Rust collectors (one module or
@@ -48,10 +49,11 @@
 //!   job), declaring its families as `Metric` constants and its `Spec`; add the spec to
 //!   `registry::builtins`. Its options go in `<name>/settings.rs`, a field of `config::Config`
 //!   and a field of `BuildContext` filled in `app::plan`.
-//! * A target kind (e.g. a connection pooler's admin console): its connection and session in
-//!   `target` (a module per kind once there are two), the collectors that speak to it beside
-//!   the others with the kind they need in their `Spec`; the poller and everything above it
-//!   stay unchanged because they only see a `Session`.
+//! * A target kind (as `pgbouncer`, a connection pooler's admin console): a `TargetKind`
+//!   variant in `config`, its session setup in a module of `target`, the collectors that speak
+//!   to it beside the others with the kind they need in their `Spec` (`app::plan` builds only
+//!   those of the target's kind); the poller and everything above it stay unchanged because
+//!   they only see a `Session`.
 //! * An HTTP endpoint: a route in `http`, reading what it serves from `shared` (a collector
 //!   publishes what the endpoint shows, as `/debug/<name>` does through `views`).
 

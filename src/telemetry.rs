@@ -12,6 +12,7 @@ use prometheus::{
 pub struct Telemetry {
     registry: Registry,
     pub pg_up: GaugeVec,
+    pub target_info: GaugeVec,
     pub connection_attempts: IntCounterVec,
     pub connection_errors: IntCounterVec,
     pub connection_attempts_overdue: GaugeVec,
@@ -56,6 +57,7 @@ impl Telemetry {
         let tc = &["target", "collector"];
         let telemetry = Telemetry {
             pg_up: gauge("pg_up", "1 when pgkpi holds a working session to the target, 0 when it cannot connect or the session broke.", &["target"]),
+            target_info: gauge("pgkpi_target_info", "Always 1; what the target is (kind: postgres, pgbouncer) as a label, to tell a pooler's pg_up from a database's.", &["target", "kind"]),
             connection_attempts: counter("pgkpi_target_connection_attempts_total", "Connection attempts to the target, successful or not.", &["target"]),
             connection_errors: counter("pgkpi_target_connection_errors_total", "Connection attempts to the target that failed; an attempt that outlives its timeout counts when it does.", &["target"]),
             connection_attempts_overdue: gauge("pgkpi_target_connection_attempts_overdue", "Connection attempts to the target past their timeout that pgkpi still waits on instead of starting another (their backend is on the server, e.g. waiting for a lock); at most one per connection of the target.", &["target"]),
@@ -117,6 +119,7 @@ impl Telemetry {
         let t = Telemetry::new();
         // Touch every labelled metric once so that `gather` returns it with its label names.
         t.pg_up.with_label_values(&["t"]);
+        t.target_info.with_label_values(&["t", "k"]);
         t.connection_attempts_overdue.with_label_values(&["t"]);
         for v in [
             &t.collector_up,

@@ -30,6 +30,7 @@ ensure_packages() {
   fi
 }
 
-# Packages every pgkpi command needs: PostgreSQL 15 (server, contrib, psql) and openssl for
+# Packages every pgkpi command needs: PostgreSQL 15 (server, contrib, psql), pgBouncer (the
+# pooler in front of the demo database and of the pooling tests) and openssl for
 # the test certificates.
-PGKPI_BASE_PACKAGES=(postgresql-15 postgresql-client-15 openssl ca-certificates curl prometheus prometheus-alertmanager docker-compose)
+PGKPI_BASE_PACKAGES=(postgresql-15 postgresql-client-15 pgbouncer openssl ca-certificates curl prometheus prometheus-alertmanager docker-compose)

@@ -47,6 +47,7 @@ pub fn spec() -> Spec {
         default_interval: DEFAULT_INTERVAL,
         enabled_by_default: true,
         lane: super::Lane::Sampler,
+        kind: crate::config::TargetKind::Postgres,
         families,
         build: |ctx: &BuildContext| {
             Box::new(ActivitySampler::new(

@@ -5,7 +5,10 @@
 //! that needs memory between runs (deltas, caches) keeps it in `&mut self`.
 
 pub mod activity;
+pub mod backups;
+mod data_volume;
 pub mod locks;
+mod pgbouncer;
 pub mod queues;
 pub mod registry;
 pub mod relations;
@@ -21,12 +24,13 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
+use self::backups::settings::BackupsConfig;
 use self::locks::settings::LocksConfig;
 use self::queues::settings::QueueConfig;
 use self::relations::settings::RelationsConfig;
 use self::statements::settings::StatementsConfig;
 use self::webhooks::settings::WebhooksConfig;
-use crate::config::SessionConfig;
+use crate::config::{SessionConfig, TargetKind};
 use crate::metric::{Family, FamilyDesc};
 use crate::target::{describe_with, ServerInfo, PG_MONITOR_HINT};
 use crate::views::Views;
@@ -55,6 +59,9 @@ pub enum SkipReason {
     Permission,
     /// A configured application table does not exist.
     MissingTable,
+    /// What the collector reads is on the database host and not visible to pgkpi (or is
+    /// another cluster's).
+    Remote,
 }
 
 impl SkipReason {
@@ -68,6 +75,7 @@ impl SkipReason {
             SkipReason::NotPreloaded => "not_preloaded",
             SkipReason::Permission => "permission",
             SkipReason::MissingTable => "missing_table",
+            SkipReason::Remote => "remote",
         }
     }
 
@@ -76,7 +84,7 @@ impl SkipReason {
     pub fn needs_action(self) -> bool {
         !matches!(
             self,
-            SkipReason::Version | SkipReason::Primary | SkipReason::Standby
+            SkipReason::Version | SkipReason::Primary | SkipReason::Standby | SkipReason::Remote
         )
     }
 }
@@ -195,6 +203,10 @@ pub struct BuildContext<'a> {
     pub queues: &'a [QueueConfig],
     pub webhooks: &'a WebhooksConfig,
     pub relations: &'a RelationsConfig,
+    /// The target's `data_directory` (where pgkpi sees it), if configured.
+    pub data_directory: Option<&'a std::path::Path>,
+    /// `[backups]`, on the one target it applies to (see `app::plan`); None elsewhere.
+    pub backups: Option<&'a BackupsConfig>,
     /// Where the instance may publish JSON debug views (see [`crate::views`]).
     pub views: Arc<Views>,
 }
@@ -209,6 +221,8 @@ pub struct Spec {
     pub enabled_by_default: bool,
     /// The connection it runs on; `Lane::Main` unless it must never wait behind others.
     pub lane: Lane,
+    /// The kind of target it speaks to; it is built only for targets of that kind.
+    pub kind: TargetKind,
     pub families: fn() -> Vec<FamilyDesc>,
     /// Builds the instance for one target.
     pub build: fn(&BuildContext) -> Box<dyn Collector>,

@@ -8,8 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::sql::SqlCollector;
-use super::{activity, locks, queues, relations, server, statements, webhooks};
+use super::{
+    activity, backups, data_volume, locks, pgbouncer, queues, relations, server, statements,
+    webhooks,
+};
 use super::{BuildContext, Collector, Lane, Spec};
+use crate::config::TargetKind;
 use crate::definition::{self, Definition};
 use crate::metric::FamilyDesc;
 use crate::telemetry::Telemetry;
@@ -26,6 +30,11 @@ pub fn builtins() -> Vec<Spec> {
         relations::health_spec(),
         queues::spec(),
         webhooks::spec(),
+        backups::spec(),
+        data_volume::spec(),
+        pgbouncer::pools_spec(),
+        pgbouncer::stats_spec(),
+        pgbouncer::limits_spec(),
     ]
 }
 
@@ -41,6 +50,8 @@ pub struct Entry {
     pub default_timeout: Option<Duration>,
     pub enabled_by_default: bool,
     pub lane: Lane,
+    /// The kind of target it is built for (definition files: PostgreSQL).
+    pub kind: TargetKind,
     pub families: Vec<FamilyDesc>,
     factory: Factory,
 }
@@ -71,11 +82,15 @@ pub fn load(user_paths: &[PathBuf]) -> Result<Vec<Entry>, String> {
             description: spec.description.to_string(),
             origin: "built in (Rust)".to_string(),
             // Rust collectors pick their SQL at run time; every one runs in the version matrix.
-            versions: "13–18".to_string(),
+            versions: match spec.kind {
+                TargetKind::Postgres => "13–18".to_string(),
+                TargetKind::Pgbouncer => "pgBouncer 1.18".to_string(),
+            },
             default_interval: spec.default_interval,
             default_timeout: None,
             enabled_by_default: spec.enabled_by_default,
             lane: spec.lane,
+            kind: spec.kind,
             families: (spec.families)(),
             factory: Factory::Native(spec.build),
         })
@@ -94,6 +109,7 @@ pub fn load(user_paths: &[PathBuf]) -> Result<Vec<Entry>, String> {
             default_timeout: d.timeout,
             enabled_by_default: d.enabled,
             lane: Lane::Main,
+            kind: TargetKind::Postgres,
             families: d.families(),
             factory: Factory::Definition(Arc::new(d)),
         });

@@ -15,6 +15,7 @@ pub fn spec() -> Spec {
         default_interval: Duration::from_secs(15),
         enabled_by_default: true,
         lane: super::Lane::Main,
+        kind: crate::config::TargetKind::Postgres,
         families,
         build: |_| Box::new(Server),
     }

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{
-    Config, ConfigError, FlagOverrides, SessionOverrides, TargetConfig, DEFAULT_TARGET_NAME,
-    DSN_ENV_VARS,
+    Config, ConfigError, FlagOverrides, SessionOverrides, TargetConfig, TargetKind,
+    DEFAULT_TARGET_NAME, DSN_ENV_VARS,
 };
 
 impl Config {
@@ -73,9 +73,11 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_TARGET_NAME.to_string());
             cfg.targets = vec![TargetConfig {
                 name,
+                kind: TargetKind::Postgres,
                 dsn: dsn.clone(),
                 password_file: None,
                 session: SessionOverrides::default(),
+                data_directory: None,
             }];
         }
         cfg.validate()?;

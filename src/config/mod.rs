@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::collector::backups::settings::BackupsConfig;
 use crate::collector::locks::settings::LocksConfig;
 use crate::collector::queues::settings::QueueConfig;
 use crate::collector::relations::settings::RelationsConfig;
@@ -69,6 +70,8 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Options of the `relation_stats`, `relation_sizes` and `index_health` collectors.
     pub relations: RelationsConfig,
+    /// Where full backups land and the restore-test marker (`[backups]`).
+    pub backups: BackupsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -220,11 +223,37 @@ pub struct CollectorConfig {
     pub stale_after: Option<Duration>,
 }
 
+/// What a target's DSN points at: a closed set, because each kind has its own session and
+/// its own collectors.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// A PostgreSQL database: the safe read-only session and the PostgreSQL collectors.
+    #[default]
+    Postgres,
+    /// pgBouncer's admin console (database `pgbouncer`): no session settings (it accepts no
+    /// SET), simple-query collectors over its SHOW commands.
+    Pgbouncer,
+}
+
+impl TargetKind {
+    /// The label value (`pgkpi_target_info{kind}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetKind::Postgres => "postgres",
+            TargetKind::Pgbouncer => "pgbouncer",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     /// Label value identifying this database in every metric (`target="..."`).
     pub name: String,
+    /// What the DSN points at: `postgres` (default) or `pgbouncer` (its admin console).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub kind: TargetKind,
     /// libpq connection string or URL.
     pub dsn: String,
     /// File whose first line is the password (e.g. a mounted secret); keeps it out of the DSN.
@@ -233,6 +262,10 @@ pub struct TargetConfig {
     /// Session setting overrides for this target.
     #[serde(default, skip_serializing_if = "is_default")]
     pub session: SessionOverrides,
+    /// Where pgkpi sees the server's data directory when it is mounted at another path (a
+    /// shared volume); default: the server's own `data_directory`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_directory: Option<PathBuf>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -250,6 +283,20 @@ pub struct FlagOverrides {
 }
 
 impl Config {
+    /// The target `[backups]` belongs to: the one it names, else the first PostgreSQL
+    /// target; None when no backup directory is configured.
+    pub fn backups_target(&self) -> Option<&str> {
+        self.backups.directory.as_ref()?;
+        match &self.backups.target {
+            Some(name) => Some(name.as_str()),
+            None => self
+                .targets
+                .iter()
+                .find(|t| t.kind == TargetKind::Postgres)
+                .map(|t| t.name.as_str()),
+        }
+    }
+
     /// The effective session settings of a target.
     pub fn session_for(&self, target: &TargetConfig) -> SessionConfig {
         let o = &target.session;
@@ -551,6 +598,52 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn a_pgbouncer_target_must_name_the_admin_console() {
+        let load = |dsn: &str| {
+            let path = write(
+                "pgbouncer.toml",
+                &format!("[[targets]]\nname = \"pooler\"\nkind = \"pgbouncer\"\ndsn = \"{dsn}\"\n"),
+            );
+            Config::load(Some(&path), &env(&[]), &FlagOverrides::default())
+        };
+        let cfg = load("host=h port=6432 user=pgkpi dbname=pgbouncer").unwrap();
+        assert_eq!(cfg.targets[0].kind, TargetKind::Pgbouncer);
+        let err = load("host=h port=6432 user=pgkpi dbname=app")
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("dbname=pgbouncer") && err.contains("stats_users"),
+            "{err}"
+        );
+        let err = load("host=h user=pgkpi dbname=pgbouncer options='-c jit=off'")
+            .unwrap_err()
+            .0;
+        assert!(err.contains("options"), "{err}");
+    }
+
+    #[test]
+    fn backups_name_an_existing_postgres_target() {
+        let path = write(
+            "backups.toml",
+            "[backups]\ndirectory = \"/b\"\ntarget = \"nope\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+        );
+        let err = Config::load(Some(&path), &env(&[]), &FlagOverrides::default())
+            .unwrap_err()
+            .0;
+        assert!(err.contains("backups.target \"nope\""), "{err}");
+        let path = write(
+            "backups-default.toml",
+            "[backups]\ndirectory = \"/b\"\n[[targets]]\nname = \"p\"\nkind = \"pgbouncer\"\ndsn = \"host=h dbname=pgbouncer\"\n[[targets]]\nname = \"a\"\ndsn = \"host=h\"\n",
+        );
+        let cfg = Config::load(Some(&path), &env(&[]), &FlagOverrides::default()).unwrap();
+        assert_eq!(
+            cfg.backups_target(),
+            Some("a"),
+            "the first PostgreSQL target"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use super::{Config, ConfigError};
+use super::{Config, ConfigError, TargetKind};
 use crate::collector::queues::settings as queues;
 use crate::dsn;
 
@@ -61,7 +61,22 @@ impl Config {
                     "{where_}: duplicate target name; each target needs its own name"
                 )));
             }
-            dsn::parse(&target.dsn).map_err(|e| ConfigError(format!("{where_}: dsn: {e}")))?;
+            let parsed =
+                dsn::parse(&target.dsn).map_err(|e| ConfigError(format!("{where_}: dsn: {e}")))?;
+            if target.kind == TargetKind::Pgbouncer {
+                // The admin console is the database named pgbouncer; any other name is a pool,
+                // which would forward the SHOW commands to PostgreSQL and fail obscurely.
+                if parsed.pg.get_dbname() != Some("pgbouncer") {
+                    return Err(ConfigError(format!(
+                        "{where_}: a pgbouncer target's dsn must name the admin console, dbname=pgbouncer, with a user listed in pgBouncer's stats_users or admin_users"
+                    )));
+                }
+                if parsed.pg.get_options().is_some() {
+                    return Err(ConfigError(format!(
+                        "{where_}: pgBouncer's admin console rejects the options startup parameter; remove options from the dsn"
+                    )));
+                }
+            }
             let session = self.session_for(target);
             for (key, value) in [
                 ("statement_timeout", session.statement_timeout),
@@ -95,6 +110,18 @@ impl Config {
         queues::validate(&self.queues).map_err(ConfigError)?;
         self.webhooks.validate().map_err(ConfigError)?;
         self.relations.validate().map_err(ConfigError)?;
+        self.backups.validate().map_err(ConfigError)?;
+        if let Some(name) = &self.backups.target {
+            if !self
+                .targets
+                .iter()
+                .any(|t| &t.name == name && t.kind == TargetKind::Postgres)
+            {
+                return Err(ConfigError(format!(
+                    "backups.target \"{name}\" is not the name of a PostgreSQL target; name one of [[targets]]"
+                )));
+            }
+        }
         Ok(())
     }
 }

@@ -85,6 +85,11 @@ pub fn spawn_target(
         .pg_up
         .with_label_values(&[&target.name])
         .set(0.0);
+    shared
+        .telemetry
+        .target_info
+        .with_label_values(&[&target.name, target.kind.as_str()])
+        .set(1.0);
     // Counters start at 0 so that the first failure is an increase rate() can see.
     let t = &shared.telemetry;
     t.connection_attempts.with_label_values(&[&target.name]);

@@ -1,8 +1,11 @@
 //! End to end, on loopback: PostgreSQL with the baseline schema, the migrations and the
-//! workload generator; pgkpi; Prometheus loading alerts/*.yml and scraping pgkpi; Alertmanager
-//! with alerts/alertmanager.yml. Then:
+//! workload generator; pgBouncer in front of it (pool size 2); pgkpi monitoring both;
+//! Prometheus loading alerts/*.yml and scraping pgkpi; Alertmanager with
+//! alerts/alertmanager.yml. Then:
 //! (c) a lock-contention scenario makes PostgresLockWaits fire in Prometheus, reach
-//!     Alertmanager, and resolve once the lock is released; while the lock is held,
+//!     Alertmanager, and resolve once the lock is released; at the same time 10 clients in
+//!     pg_sleep through the pool of 2 make PgbouncerPoolSaturated fire and reach Alertmanager;
+//!     while the lock is held,
 //! (a) every dashboard panel expression and every rule evaluates without error and returns
 //!     data, except the panels listed in ALLOWED_EMPTY with the reason, and
 //! (b) every metric name a dashboard or rule references is one pgkpi defines and serves.
@@ -12,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::library::defined_families;
+use crate::support::pgbouncer::Pgbouncer;
 use crate::support::schema::{apply_migration, migration_files};
 use crate::support::stack::{self, query, Service};
 use crate::support::{
@@ -22,6 +26,10 @@ use crate::support::{
 /// Expressions (by a fragment of their text) that legitimately return nothing on the demo
 /// stack, and why.
 const ALLOWED_EMPTY: &[(&str, &str)] = &[
+    (
+        "pg_backup_",
+        "no [backups] directory in the e2e stack (tests/it/backups.rs)",
+    ),
     (
         "pg_stat_io_",
         "pg_stat_io is PostgreSQL 16+; the demo stack runs 15",
@@ -56,6 +64,10 @@ const ALLOWED_EMPTY: &[(&str, &str)] = &[
 
 /// Metric families that may be absent from a healthy demo server's output, and why.
 const ALLOWED_ABSENT: &[(&str, &str)] = &[
+    (
+        "pg_backup_",
+        "no [backups] directory in the e2e stack (tests/it/backups.rs)",
+    ),
     ("pg_stat_io_", "PostgreSQL 16+; the demo stack runs 15"),
     ("pg_replication_", "no standby or replication slot"),
     ("pg_standby_", "primary only"),
@@ -137,6 +149,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
         if start_ok
             && (expr[i..].starts_with("pg_")
                 || expr[i..].starts_with("pgkpi_")
+                || expr[i..].starts_with("pgbouncer_")
                 || expr[i..].starts_with("app_"))
         {
             let end = expr[i..]
@@ -216,9 +229,16 @@ fn full_stack_dashboards_rules_and_lock_alert() {
             .spawn()
             .unwrap(),
     );
+    let bouncer = Pgbouncer::start(&cluster, "app", 2, true);
     let config = ExporterConfig::new("app", &cluster.dsn("app"))
         .raw(&std::fs::read_to_string(repo_path("examples/pgkpi-demo.toml")).unwrap())
+        .raw(&format!(
+            "[[targets]]\nname = \"pooler\"\nkind = \"pgbouncer\"\ndsn = \"{}\"\n",
+            bouncer.admin_dsn("pgkpi")
+        ))
         .interval("locks", "2s")
+        .interval("pgbouncer_pools", "2s")
+        .interval("pgbouncer_stats", "2s")
         .interval("database_size", "5s");
     let exporter = Exporter::start(&config.build());
     let alertmanager = stack::alertmanager(&repo_path("alerts/alertmanager.yml"));
@@ -251,6 +271,21 @@ fn full_stack_dashboards_rules_and_lock_alert() {
         "lock alert firing before the scenario"
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
+    // Pool saturation: 10 clients in pg_sleep through the pool of 2, 8 of them waiting.
+    assert!(!firing(&prometheus, "PgbouncerPoolSaturated"));
+    let pool_clients: Vec<_> = (0..10)
+        .map(|_| {
+            let dsn = bouncer.pool_dsn();
+            rt.spawn(async move {
+                let (client, connection) = tokio_postgres::connect(&dsn, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                let _ = client.simple_query("SELECT pg_sleep(120)").await;
+            })
+        })
+        .collect();
+    let saturation = Instant::now();
     let (holder, waiters) = rt.block_on(async {
         let holder = cluster.client("app").await;
         holder
@@ -284,6 +319,12 @@ fn full_stack_dashboards_rules_and_lock_alert() {
         || in_alertmanager(&alertmanager, "PostgresLockWaits"),
     );
     let received_after = contention.elapsed();
+    wait_until(
+        Duration::from_secs(120),
+        "PgbouncerPoolSaturated received by Alertmanager",
+        || in_alertmanager(&alertmanager, "PgbouncerPoolSaturated"),
+    );
+    let pool_alert_after = saturation.elapsed();
     // While sessions wait on the lock, the lock panels have something to show.
     // (a) every dashboard expression and every rule.
     let served: BTreeSet<String> = exporter
@@ -378,6 +419,17 @@ fn full_stack_dashboards_rules_and_lock_alert() {
         "{alert}"
     );
 
+    let alert = alertmanager.json(&format!(
+        "/api/v2/alerts?filter={}",
+        stack::encode("alertname=\"PgbouncerPoolSaturated\"")
+    ));
+    assert_eq!(alert[0]["labels"]["target"], "pooler", "{alert}");
+    assert_eq!(alert[0]["labels"]["database"], "app", "{alert}");
+    assert_eq!(alert[0]["labels"]["severity"], "page", "{alert}");
+    for client in pool_clients {
+        client.abort();
+    }
+
     rt.block_on(async {
         holder.batch_execute("COMMIT").await.unwrap();
         for waiter in waiters {
@@ -409,7 +461,8 @@ fn full_stack_dashboards_rules_and_lock_alert() {
     assert!(log_bytes > 0.0, "the demo's log source read nothing");
     println!(
         "e2e timings: database setup {setup:?}, stack warm-up {warmup:?}, alert firing after \
-         {fired_after:?}, in Alertmanager after {received_after:?}, resolved {:?} after release",
+         {fired_after:?}, in Alertmanager after {received_after:?}, resolved {:?} after release; \
+         PgbouncerPoolSaturated in Alertmanager {pool_alert_after:?} after the pool filled",
         released.elapsed()
     );
     drop(rt);

@@ -11,7 +11,9 @@
 
 mod support;
 
+mod backups;
 mod cli;
+mod data_volume;
 mod definitions;
 mod e2e;
 mod exporter;
@@ -19,6 +21,7 @@ mod faults;
 mod http_limits;
 mod locks;
 mod migrations;
+mod pgbouncer;
 mod queues;
 mod relations;
 mod replication;

@@ -98,8 +98,11 @@ pub struct Catalog {
 }
 
 pub async fn catalog(client: &Client) -> Result<Catalog> {
+    // query_typed: one round trip with an unnamed statement, so setup also works through a
+    // transaction-mode pooler (a named statement may be prepared on one server connection and
+    // executed on another).
     let row = client
-        .query_one(
+        .query_typed(
             "SELECT to_regprocedure('core.claim_notifications(text,integer,interval)') IS NOT NULL,
                     to_regclass('core.analytics_events') IS NOT NULL
                     AND to_regclass('core.listing_views') IS NOT NULL
@@ -111,7 +114,10 @@ pub async fn catalog(client: &Client) -> Result<Catalog> {
             &[],
         )
         .await
-        .context("cannot inspect the schema")?;
+        .context("cannot inspect the schema")?
+        .into_iter()
+        .next()
+        .context("the schema inspection returned no row")?;
     if !row.get::<_, bool>(2) {
         bail!(
             "the application schema is missing (chat.messages, core.bookings, \
@@ -152,7 +158,7 @@ pub struct Samples {
 
 pub async fn samples(client: &Client) -> Result<Samples> {
     let conversations: Vec<Conversation> = client
-        .query(
+        .query_typed(
             "SELECT id, client_user_id, owner_user_id FROM chat.conversations ORDER BY id LIMIT 20000",
             &[],
         )
@@ -165,7 +171,7 @@ pub async fn samples(client: &Client) -> Result<Samples> {
         })
         .collect();
     let bookings: Vec<BookingParties> = client
-        .query(
+        .query_typed(
             "SELECT listing_id, host_user_id, guest_user_id FROM core.bookings ORDER BY id LIMIT 20000",
             &[],
         )
@@ -178,7 +184,7 @@ pub async fn samples(client: &Client) -> Result<Samples> {
         })
         .collect();
     let webhooks: Vec<i64> = client
-        .query(
+        .query_typed(
             "SELECT id FROM public.webhooks WHERE active ORDER BY id LIMIT 20000",
             &[],
         )
@@ -187,9 +193,10 @@ pub async fn samples(client: &Client) -> Result<Samples> {
         .map(|r| r.get(0))
         .collect();
     let hot_booking: Option<i64> = client
-        .query_one("SELECT min(id) FROM core.bookings", &[])
+        .query_typed("SELECT min(id) FROM core.bookings", &[])
         .await?
-        .get(0);
+        .first()
+        .and_then(|r| r.get(0));
     if conversations.is_empty() || bookings.is_empty() || webhooks.is_empty() {
         bail!(
             "the database has no conversations, bookings or active webhooks to pick from; \

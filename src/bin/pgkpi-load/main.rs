@@ -128,6 +128,14 @@ struct Cli {
     /// Allow a non-loopback host. The generator writes; only use it on a throwaway copy.
     #[arg(long)]
     allow_remote: bool,
+    /// The DSN is a transaction-mode pooler (pgBouncer): no statement cache; each statement
+    /// is prepared, run and closed inside a transaction (its own one when the operation has
+    /// none), so that it never moves between server connections. Costs round trips, which
+    /// the recorded latencies include. Session settings do not survive a transaction-mode
+    /// pooler: the lock waiter's lock_timeout is lost, so its waits last until the holder
+    /// commits.
+    #[arg(long)]
+    pooled: bool,
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -288,6 +296,7 @@ async fn run(cli: Cli) -> Result<bool> {
             lease: cli.lease,
             lock_hold: cli.lock_hold,
             max_ops: cli.max_ops,
+            pooled: cli.pooled,
         },
         deadline: started + cli.duration,
     });

@@ -57,6 +57,7 @@ pub fn spec() -> Spec {
         default_interval: Duration::from_secs(5),
         enabled_by_default: true,
         lane: super::Lane::Main,
+        kind: crate::config::TargetKind::Postgres,
         families,
         build: |ctx: &BuildContext| {
             Box::new(Locks {

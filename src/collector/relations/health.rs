@@ -19,6 +19,7 @@ pub fn spec() -> Spec {
         default_interval: Duration::from_secs(300),
         enabled_by_default: true,
         lane: Lane::Main,
+        kind: crate::config::TargetKind::Postgres,
         families,
         build: |ctx: &BuildContext| {
             Box::new(IndexHealth {

@@ -79,6 +79,7 @@ pub fn spec() -> Spec {
         default_interval: Duration::from_secs(300),
         enabled_by_default: true,
         lane: Lane::Main,
+        kind: crate::config::TargetKind::Postgres,
         families: || super::columns::describe(&[TABLE_SIZES, INDEX_SIZES]),
         build: |ctx: &BuildContext| {
             Box::new(RelationSizes {

@@ -119,6 +119,7 @@ pub fn spec() -> Spec {
         default_interval: Duration::from_secs(60),
         enabled_by_default: true,
         lane: Lane::Main,
+        kind: crate::config::TargetKind::Postgres,
         families: || super::columns::describe(&[TABLE_STATS, INDEX_STATS]),
         build: |ctx: &BuildContext| {
             Box::new(RelationStats {

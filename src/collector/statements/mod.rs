@@ -72,6 +72,7 @@ pub fn spec() -> Spec {
         default_interval: Duration::from_secs(15),
         enabled_by_default: true,
         lane: super::Lane::Main,
+        kind: crate::config::TargetKind::Postgres,
         families: metrics::families,
         build: |ctx: &BuildContext| {
             Box::new(Statements::new(

@@ -32,6 +32,7 @@ pub fn spec() -> Spec {
         default_interval: Duration::from_secs(30),
         enabled_by_default: true,
         lane: super::Lane::Main,
+        kind: crate::config::TargetKind::Postgres,
         families,
         build: |ctx: &BuildContext| {
             let config = ctx.webhooks;

@@ -18,6 +18,8 @@ use toml::{Table, Value};
 pub struct ExporterConfig {
     target: String,
     dsn: String,
+    /// The target's `kind`, when not the default (PostgreSQL).
+    kind: Option<String>,
     doc: Table,
 }
 
@@ -27,8 +29,15 @@ impl ExporterConfig {
         ExporterConfig {
             target: target.to_string(),
             dsn: dsn.to_string(),
+            kind: None,
             doc: Table::new(),
         }
+    }
+
+    /// The target's `kind` (`"pgbouncer"`).
+    pub fn kind(mut self, kind: &str) -> ExporterConfig {
+        self.kind = Some(kind.to_string());
+        self
     }
 
     /// `key = value` in the table at the dotted `path` (`"session"`, `"collectors.locks"`).
@@ -106,10 +115,13 @@ impl ExporterConfig {
                 Value::Table(Table::from_iter([("interval".to_string(), "1s".into())])),
             );
         }
-        let target = Table::from_iter([
+        let mut target = Table::from_iter([
             ("name".to_string(), Value::from(self.target.as_str())),
             ("dsn".to_string(), Value::from(self.dsn.as_str())),
         ]);
+        if let Some(kind) = &self.kind {
+            target.insert("kind".to_string(), Value::from(kind.as_str()));
+        }
         merge(
             &mut doc,
             Table::from_iter([(

@@ -3,11 +3,13 @@
 
 use std::collections::BTreeSet;
 
-/// Names of the built-in collectors (Rust ones and built-in definitions).
+/// Names of the built-in collectors of PostgreSQL targets (Rust ones and built-in
+/// definitions); a pgBouncer target's are `pgbouncer_*`.
 pub fn builtin_collectors() -> Vec<String> {
     pgkpi::collector::registry::load(&[])
         .unwrap()
         .into_iter()
+        .filter(|e| e.kind == pgkpi::config::TargetKind::Postgres)
         .map(|e| e.name)
         .collect()
 }

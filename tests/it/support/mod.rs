@@ -12,7 +12,7 @@
 //! process removes them if the test process is killed.
 //!
 //! [`Cluster`] and the PostgreSQL binaries are in `cluster.rs`, the TLS certificates in
-//! `tls.rs`; this module keeps the helpers for repository files, temporary directories,
+//! `tls.rs`, a pgBouncer in front of it in `pgbouncer.rs`; this module keeps the helpers for repository files, temporary directories,
 //! processes and the pgkpi binary.
 
 mod cluster;
@@ -20,6 +20,7 @@ pub mod config;
 pub mod exporter;
 pub mod library;
 pub mod metrics;
+pub mod pgbouncer;
 pub mod schema;
 pub mod stack;
 mod tls;

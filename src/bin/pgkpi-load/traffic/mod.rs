@@ -53,6 +53,8 @@ pub struct Knobs {
     pub lease: Duration,
     pub lock_hold: Duration,
     pub max_ops: u64,
+    /// Behind a transaction-mode pooler: see `--pooled`.
+    pub pooled: bool,
 }
 
 /// State shared by all tasks (read-only apart from the stats).
@@ -83,6 +85,8 @@ pub struct Worker {
     pub rng: StdRng,
     /// Connections opened so far (a crashed consumer comes back as a new process).
     generation: u32,
+    /// Between BEGIN and COMMIT/ROLLBACK of an operation (pooled mode needs to know).
+    in_transaction: bool,
 }
 
 impl Worker {
@@ -116,6 +120,7 @@ impl Worker {
             stop,
             rng: StdRng::seed_from_u64(seed ^ class_hash.rotate_left(17) ^ index as u64),
             generation: 0,
+            in_transaction: false,
         }
     }
 
@@ -188,6 +193,7 @@ impl Worker {
             }
         }
         self.generation += 1;
+        self.in_transaction = false;
         self.client = Some(client);
         true
     }
@@ -209,6 +215,11 @@ impl Worker {
         if !self.ensure_client().await {
             return None;
         }
+        if self.shared.knobs.pooled {
+            let started = std::time::Instant::now();
+            let result = self.pooled_query(sql, params).await;
+            return self.outcome(kind, started, result);
+        }
         let client = self.client.as_ref().expect("connected");
         let statement = match self.statements.get(sql) {
             Some(s) => s.clone(),
@@ -229,7 +240,18 @@ impl Worker {
             },
         };
         let started = std::time::Instant::now();
-        match client.query(&statement, params).await {
+        let result = client.query(&statement, params).await;
+        self.outcome(kind, started, result)
+    }
+
+    /// Records a statement's result under `kind`.
+    fn outcome(
+        &self,
+        kind: &'static str,
+        started: std::time::Instant,
+        result: Result<Vec<Row>, tokio_postgres::Error>,
+    ) -> Option<Vec<Row>> {
+        match result {
             Ok(rows) => {
                 self.record(kind, started, Outcome::Ok);
                 Some(rows)
@@ -247,6 +269,31 @@ impl Worker {
         }
     }
 
+    /// One statement through a transaction-mode pooler: prepared, run and closed within one
+    /// transaction, so the pooler keeps it on one server connection; the Close (sent when the
+    /// statement is dropped) precedes COMMIT on the same connection, so no prepared statement
+    /// is left behind on a server another client gets next.
+    async fn pooled_query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let client = self.client.as_ref().expect("connected");
+        let own = !self.in_transaction;
+        if own {
+            client.batch_execute("BEGIN").await?;
+        }
+        let result = match client.prepare(sql).await {
+            Ok(statement) => client.query(&statement, params).await,
+            Err(e) => Err(e),
+        };
+        if own {
+            let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            client.batch_execute(end).await?;
+        }
+        result
+    }
+
     /// Runs transaction control (BEGIN/COMMIT/ROLLBACK); an error is unexpected.
     pub async fn control(&mut self, sql: &'static str) -> bool {
         if !self.ensure_client().await {
@@ -254,7 +301,10 @@ impl Worker {
         }
         let client = self.client.as_ref().expect("connected");
         match client.batch_execute(sql).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.in_transaction = sql.starts_with("BEGIN");
+                true
+            }
             Err(e) => {
                 self.record(
                     "transaction",
@@ -267,6 +317,7 @@ impl Worker {
     }
 
     pub async fn rollback(&mut self) {
+        self.in_transaction = false;
         if let Some(client) = &self.client {
             let _ = client.batch_execute("ROLLBACK").await;
         }

@@ -1,8 +1,11 @@
-//! One monitored database: how to reach it and the session it gets.
+//! One monitored target: how to reach it and the session it gets.
 //!
-//! [`Target::connect`] opens the single connection the poller keeps per target, applies the
-//! safety settings (timeouts, read-only, application_name) and reads what collectors need to
-//! know about the server (version, recovery state).
+//! [`Target::connect`] opens the single connection the poller keeps per target. For a
+//! PostgreSQL target it applies the safety settings (timeouts, read-only, application_name)
+//! and reads what collectors need to know about the server (version, recovery state); a
+//! pgBouncer admin console gets none of that (see [`pgbouncer`]).
+
+mod pgbouncer;
 
 use std::fmt;
 use std::time::Duration;
@@ -10,7 +13,7 @@ use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::config::{Config, SessionConfig, TargetConfig};
+use crate::config::{Config, SessionConfig, TargetConfig, TargetKind};
 use crate::dsn::{self, Dsn};
 use crate::tls;
 
@@ -20,6 +23,7 @@ const DEFAULT_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 /// A target ready to connect: parsed DSN, TLS connector, session settings.
 pub struct Target {
     pub name: String,
+    pub kind: TargetKind,
     /// `user@host:port/dbname`, safe to log.
     pub endpoint: String,
     dsn: Dsn,
@@ -27,12 +31,15 @@ pub struct Target {
     pub session: SessionConfig,
 }
 
-/// What the poller learns about the server on each (re)connection.
+/// What the poller learns about the server on each (re)connection. For a pgBouncer target:
+/// its version (`SHOW VERSION`), never in recovery, start time unknown (0).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerInfo {
-    /// `server_version_num`, e.g. 150018.
+    /// `server_version_num`, e.g. 150018; for pgBouncer major*10000 + minor*100 + patch,
+    /// e.g. 11800.
     pub version_num: i32,
-    /// `server_version`, e.g. "15.18 (Debian 15.18-0+deb12u1)" cut to its first word.
+    /// `server_version`, e.g. "15.18 (Debian 15.18-0+deb12u1)" cut to its first word; for
+    /// pgBouncer e.g. "1.18.0".
     pub version: String,
     pub in_recovery: bool,
     /// Unix time the postmaster started.
@@ -77,6 +84,9 @@ impl Target {
                 .password(text.lines().next().unwrap_or("").trim_end());
         }
         let session = config.session_for(target);
+        // pgBouncer tracks application_name (SHOW CLIENTS shows it), so it is sent to both
+        // kinds; tokio-postgres sends no other startup parameter pgBouncer would reject
+        // besides `options`, which validation refuses for a pgbouncer target.
         dsn.pg.application_name(&session.application_name);
         dsn.pg.connect_timeout(session.connect_timeout);
         // An attempt is awaited to its end (see `connect`), so a peer gone silent must be
@@ -95,6 +105,7 @@ impl Target {
         dsn.pg.ssl_mode(tls.mode);
         Ok(Target {
             name: target.name.clone(),
+            kind: target.kind,
             endpoint: endpoint(&dsn),
             dsn,
             tls,
@@ -143,6 +154,23 @@ impl Target {
                 tracing::debug!(error = %describe(&e), "connection ended");
             }
         });
+        if self.kind == TargetKind::Pgbouncer {
+            let budget = self.session.statement_timeout + Duration::from_secs(1);
+            let info = patiently(budget, pgbouncer::server_info(&client), || {
+                overdue(&fail(format!(
+                    "SHOW VERSION timed out after {}; waiting for it to end before another attempt",
+                    humantime::format_duration(budget)
+                )))
+            })
+            .await;
+            return match info {
+                Ok(info) => Ok((client, info, driver)),
+                Err(message) => {
+                    driver.abort();
+                    Err(fail(message))
+                }
+            };
+        }
         let setup = async {
             client.batch_execute(&self.session_sql()).await?;
             client
