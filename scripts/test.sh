@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine with Rust: installs what it needs, then
 # checks that the dashboards match dashboards/build.py, formatting and lints, and runs every
-# test against real PostgreSQL clusters it starts: the suite on PostgreSQL 15, and every collector
-# on each major 13 to 18.
+# test against real PostgreSQL clusters it starts: the suite on PostgreSQL 15, every collector
+# on each major 13 to 18, and the Debian package installed, run and removed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
@@ -22,3 +22,5 @@ echo "== cargo test"
 cargo test --locked -- --color never --skip definitions::every_builtin_collector_runs_on_postgresql_
 echo "== version matrix: every collector on PostgreSQL 13 to 18"
 bash scripts/test-matrix.sh
+echo "== Debian package: build, install, verify, run, remove, purge"
+bash scripts/test-package.sh
