@@ -6,8 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
-# python3 runs dashboards/build.py --check below (stdlib only).
-ensure_packages "${PGKPI_BASE_PACKAGES[@]}" python3
+# python3 runs dashboards/build.py --check below (stdlib only);
+# binutils: objdump, for the libraries the container image must provide (stack_files.rs).
+ensure_packages "${PGKPI_BASE_PACKAGES[@]}" python3 binutils
 
 echo "== dashboards match dashboards/build.py"
 python3 dashboards/build.py --check
