@@ -152,9 +152,14 @@ for _ in $(seq 1 60); do
 done
 grep '^pg_up{' <<<"$metrics" || true
 grep -q '^pg_up{target="default"} 1$' <<<"$metrics" || { cat "$work/pgkpi.log"; fail "no pg_up 1 within 30 s"; }
-runs_as=$(ps -o user= -p "$exporter_pid")
-[ "$runs_as" = pgkpi ] || fail "the exporter runs as $runs_as, not pgkpi"
-echo "/usr/bin/pgkpi (pid $exporter_pid, user $runs_as) serves pg_up 1 on 127.0.0.1:$http_port"
+# The process itself, from /proc (procps may not be installed): the package's user, and the
+# unit's NoNewPrivileges and empty capability bounding set.
+status_of() { awk -v key="$1:" '$1 == key {print $2}' "/proc/$exporter_pid/status"; }
+[ "$(readlink "/proc/$exporter_pid/exe")" = /usr/bin/pgkpi ] || fail "pid $exporter_pid is not /usr/bin/pgkpi"
+[ "$(status_of Uid)" = "$(id -u pgkpi)" ] || fail "the exporter runs as uid $(status_of Uid), not pgkpi"
+[ "$(status_of NoNewPrivs)" = 1 ] || fail "the exporter may gain privileges"
+[ "$(status_of CapBnd)" = 0000000000000000 ] || fail "capability bounding set $(status_of CapBnd)"
+echo "/usr/bin/pgkpi (pid $exporter_pid, user pgkpi, NoNewPrivs 1, no capabilities) serves pg_up 1 on 127.0.0.1:$http_port"
 kill -TERM "$exporter_pid"
 status=0
 wait "$exporter_pid" || status=$?
