@@ -3,7 +3,8 @@
 # tests): build it from the binary the tests built, install it with dpkg -i, check the unit
 # with systemd-analyze (verify, and security with a score threshold), the man page and the
 # completions, run the installed binary as the service would against a throwaway PostgreSQL
-# until it serves pg_up 1, then remove and purge it and check what each step leaves behind.
+# until it serves pg_up 1, reinstall it over itself (the edited conffile must stay), then
+# remove and purge it and check what each step leaves behind.
 #
 # No systemd runs as PID 1 here (CI runs in a container), so the service is not started by
 # systemctl. Its command line is run directly, taken from the installed unit: User=, the
@@ -166,6 +167,13 @@ wait "$exporter_pid" || status=$?
 exporter_pid=""
 [ "$status" -eq 0 ] || { cat "$work/pgkpi.log"; fail "pgkpi exited with $status on SIGTERM"; }
 cluster_stop "$work/pg"
+
+step "reinstall (the upgrade path): the administrator's /etc/default/pgkpi stays"
+edited=$(cat /etc/default/pgkpi)
+dpkg_ -i "$deb" || fail "dpkg -i over the installed package"
+[ "$(cat /etc/default/pgkpi)" = "$edited" ] || fail "reinstalling replaced the edited /etc/default/pgkpi"
+[ "$(package_state)" = installed ] || fail "state after reinstall: $(package_state)"
+echo "reinstalled; the edited conffile kept"
 
 step "remove: dpkg -r keeps the configuration and the user"
 dpkg_ -r pgkpi || fail "dpkg -r"
