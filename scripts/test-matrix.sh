@@ -18,7 +18,8 @@ filters=()
 for major in "${majors[@]}"; do
   # 15 is Debian's (postgresql-15 above); the tests find the others through TEST_PG<major>_BINDIR.
   if [ "$major" != 15 ]; then
-    export "TEST_PG${major}_BINDIR=$(install_pg_major "$major")"
+    bindir=$(install_pg_major "$major") # on its own line, so that a failed install stops here
+    export "TEST_PG${major}_BINDIR=$bindir"
   fi
   filters+=("definitions::every_builtin_collector_runs_on_postgresql_$major")
 done
