@@ -1,10 +1,13 @@
 //! Command line: parse flags, load the configuration, run; map errors to exit codes
-//! (0 fine, 1 runtime failure, 2 configuration problem).
+//! (0 fine, 1 runtime failure, 2 configuration problem). The man page and the shell
+//! completions are generated from this definition (`pgkpi generate`, hidden), so they cannot
+//! drift from the flags.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use pgkpi::config::{Config, FlagOverrides};
 
@@ -12,7 +15,12 @@ use pgkpi::config::{Config, FlagOverrides};
 #[command(
     name = "pgkpi",
     version,
-    about = "PostgreSQL health and KPI exporter for Prometheus"
+    about = "PostgreSQL health and KPI exporter for Prometheus",
+    long_about = "PostgreSQL health and KPI exporter for Prometheus.\n\n\
+        pgkpi polls each configured database on its own schedule, over one read-only \
+        connection per target, and serves the latest results on /metrics: a scrape never \
+        touches the database. Settings are layered: built-in defaults < configuration file \
+        < environment < flags."
 )]
 struct Cli {
     /// Configuration file (TOML, or YAML when named *.yaml / *.yml).
@@ -44,13 +52,132 @@ enum Command {
     CheckConfig,
     /// Print the metric reference as Markdown.
     MetricsReference,
+    /// Print the man page or a shell completion script (for packagers).
+    #[command(hide = true)]
+    Generate {
+        #[command(subcommand)]
+        what: Generated,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generated {
+    /// The man page pgkpi(1), in roff.
+    Man,
+    /// A completion script for bash, zsh, fish, elvish or powershell.
+    Completion { shell: clap_complete::Shell },
+}
+
+/// Writes the man page: clap_mangen's sections for the synopsis and the flags, then the
+/// commands (as entries of this page, not as pages of their own), the environment, files and
+/// exit status, which the flags cannot describe.
+fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    use roff::{bold, italic, roman, Roff};
+    let cli = Cli::command();
+    let man = clap_mangen::Man::new(cli.clone());
+    man.render_title(out)?;
+    man.render_name_section(out)?;
+    man.render_synopsis_section(out)?;
+    man.render_description_section(out)?;
+    man.render_options_section(out)?;
+
+    fn entry(page: &mut Roff, term: Vec<roff::Inline>, text: &str) {
+        page.control("TP", []).text(term).text([roman(text)]);
+    }
+    let mut page = Roff::new();
+    page.control("SH", ["COMMANDS"]).text([roman(
+        "Without a command, pgkpi runs the exporter until SIGINT or SIGTERM.",
+    )]);
+    for command in cli.get_subcommands() {
+        if command.is_hide_set() || command.get_name() == "help" {
+            continue;
+        }
+        let about = command
+            .get_about()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        entry(
+            &mut page,
+            vec![bold(format!("pgkpi {}", command.get_name()))],
+            &about,
+        );
+    }
+    page.control("SH", ["ENVIRONMENT"]);
+    for (name, text) in [
+        ("DATA_SOURCE_NAME, PGKPI_DSN", "One database to monitor, a libpq key=value string or a postgresql:// URL; replaces the targets of the configuration file."),
+        ("PGKPI_TARGET_NAME", "The target label of that database (default: default)."),
+        ("PGKPI_CONFIG_FILE", "The configuration file when --config.file is not given."),
+    ] {
+        entry(&mut page, vec![bold(name)], text);
+    }
+    entry(
+        &mut page,
+        vec![bold("PGKPI_"), italic("SECTION"), bold("__"), italic("KEY")],
+        "Any scalar key of the configuration file, e.g. PGKPI_WEB__LISTEN_ADDRESS.",
+    );
+    page.control("SH", ["FILES"]);
+    for (path, text) in [
+        (
+            "/etc/default/pgkpi",
+            "DATA_SOURCE_NAME and ARGS (the command line) of the Debian package's pgkpi.service.",
+        ),
+        (
+            "/etc/pgkpi/pgkpi.toml",
+            "The configuration file of that service.",
+        ),
+    ] {
+        entry(&mut page, vec![italic(path)], text);
+    }
+    page.control("SH", ["EXIT STATUS"]).text([roman(
+        "0 on success, 1 on a runtime failure (e.g. the listen address is taken), 2 on a \
+         configuration problem, with a message naming the file, line or key and the fix.",
+    )]);
+    page.control("SH", ["SEE ALSO"]).text([roman(
+        "The configuration reference, docs/configuration.md in the pgkpi sources, and the \
+         metric reference printed by pgkpi metrics-reference.",
+    )]);
+    page.to_writer(out)?;
+    man.render_version_section(out)
+}
+
+/// The command line as users see it. clap_complete would offer hidden commands (`generate`)
+/// too, so the completions are generated from a copy without them.
+fn public_command() -> clap::Command {
+    let cli = Cli::command();
+    clap::Command::new("pgkpi")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about(cli.get_about().cloned().unwrap_or_default())
+        .args(cli.get_arguments().cloned())
+        .subcommands(cli.get_subcommands().filter(|c| !c.is_hide_set()).cloned())
+}
+
+fn generate(what: Generated) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    let written = match what {
+        Generated::Man => write_man_page(&mut out),
+        Generated::Completion { shell } => {
+            clap_complete::generate(shell, &mut public_command(), "pgkpi", &mut out);
+            Ok(())
+        }
+    };
+    match written.and_then(|()| out.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pgkpi: cannot write: {error}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::MetricsReference) = cli.command {
-        print!("{}", pgkpi::reference::markdown());
-        return ExitCode::SUCCESS;
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        Some(Command::MetricsReference) => {
+            print!("{}", pgkpi::reference::markdown());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Generate { what }) => return generate(what),
+        other => cli.command = other,
     }
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
     let config_file = cli

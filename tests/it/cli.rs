@@ -1,5 +1,5 @@
 //! The command line: exit codes and messages for bad configuration, check-config, the
-//! DATA_SOURCE_NAME shortcut, and the generated metric reference.
+//! DATA_SOURCE_NAME shortcut, the generated metric reference, man page and completions.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -313,6 +313,48 @@ fn metric_reference_is_up_to_date() {
         assert!(
             generated.contains(&format!("`{name}`")),
             "{name} missing from the reference"
+        );
+    }
+}
+
+/// The man page and the completions are generated from the clap definition: every public flag
+/// and command is in them, the hidden `generate` command is not.
+#[test]
+fn man_page_and_completions_cover_the_public_command_line() {
+    let stdout = |args: &[&str]| {
+        let out = pgkpi(args, &[]);
+        assert!(out.status.success(), "pgkpi {args:?}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let help = stdout(&["--help"]);
+    let mut public: Vec<&str> = help
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .collect();
+    assert!(public.contains(&"--web.listen-address"), "{help}");
+    public.extend(["check-config", "metrics-reference"]);
+    // roff escapes each hyphen.
+    let man = stdout(&["generate", "man"]).replace("\\-", "-");
+    for word in public.iter().chain(&["DATA_SOURCE_NAME", "EXIT STATUS"]) {
+        assert!(man.contains(word), "the man page lacks {word}");
+    }
+    assert!(
+        !man.contains("generate"),
+        "the man page shows the hidden command"
+    );
+    for shell in ["bash", "zsh", "fish"] {
+        let script = stdout(&["generate", "completion", shell]);
+        for word in &public {
+            // fish names long options without their dashes: `-l config.file`.
+            let word = match shell {
+                "fish" => word.trim_start_matches('-'),
+                _ => word,
+            };
+            assert!(script.contains(word), "{shell} completion lacks {word}");
+        }
+        assert!(
+            !script.contains("generate"),
+            "{shell} completion offers the hidden command"
         );
     }
 }

@@ -67,6 +67,45 @@ fn compose_file_is_valid_and_everything_it_mounts_exists() {
     }
 }
 
+/// The image's runtime stage (Dockerfile: distroless cc-debian12) has glibc and libgcc and no
+/// other shared library, so the binaries it receives may link nothing else. Checked here
+/// because this machine cannot build the image.
+#[test]
+fn binaries_link_only_what_the_image_base_has() {
+    const IN_BASE_IMAGE: &[&str] = &[
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "ld-linux-x86-64.so.2",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+    ];
+    let dockerfile = std::fs::read_to_string(repo_path("Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("FROM gcr.io/distroless/cc-debian12:nonroot"),
+        "the runtime base changed: update IN_BASE_IMAGE"
+    );
+    for binary in [
+        env!("CARGO_BIN_EXE_pgkpi"),
+        env!("CARGO_BIN_EXE_pgkpi-load"),
+    ] {
+        let headers = tool_output("objdump", &["-p", binary]);
+        let needed: Vec<&str> = headers
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("NEEDED"))
+            .map(str::trim)
+            .collect();
+        assert!(needed.contains(&"libc.so.6"), "{binary}: {needed:?}");
+        for library in &needed {
+            assert!(
+                IN_BASE_IMAGE.contains(library),
+                "{binary} needs {library}, which the image's base does not have"
+            );
+        }
+    }
+}
+
 #[test]
 fn compose_prometheus_loads_every_rule_file_and_nothing_else() {
     tool_output("promtool", &["check", "config", "docker/prometheus.yml"]);
