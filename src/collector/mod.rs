@@ -119,14 +119,15 @@ impl CollectError {
 }
 
 /// What to do when a collector that reads other users' sessions runs without pg_monitor.
-pub const PG_MONITOR_NEEDED: &str = "needs pg_monitor; run GRANT pg_monitor TO <monitoring role>";
+pub const PG_MONITOR_NEEDED: &str =
+    "needs pg_monitor (at least its pg_read_all_stats); run GRANT pg_monitor TO <monitoring role>";
 
 /// The session's role, as two columns: superuser, and has the privileges of pg_monitor. One
 /// text for every collector that checks it (see [`require_pg_monitor`], the definitions'
 /// `privilege` requirement).
 pub const ROLE_COLUMNS: &str =
     "coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false), \
-     pg_has_role(current_user, 'pg_monitor', 'USAGE')";
+     pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')";
 
 /// The one decision on pg_monitor: a superuser or a member passes, anyone else is skipped
 /// (reason `permission`) with what to grant.

@@ -6,6 +6,7 @@
 //! The scenarios that lock catalogs, stop, freeze or crash the server run on a cluster of their
 //! own; the privilege scenario works in a database of the shared cluster.
 
+mod dsn;
 mod privilege;
 mod server;
 mod storm;

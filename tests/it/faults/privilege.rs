@@ -11,7 +11,8 @@ const PRIV_ROLE: &str = "pgkpi_priv_lost";
 /// `backend_type` in pg_stat_activity, and the activity definition's filters dropped them, so
 /// `pg_idle_in_transaction_sessions` read 0 while one was open. Now the collector declares the
 /// privilege: after REVOKE it is skipped with reason `permission` within a few intervals and
-/// its families are absent (never 0); after GRANT the value comes back without a restart.
+/// its families are absent (never 0); after GRANT (of pg_read_all_stats alone) the value
+/// comes back without a restart.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_privilege_is_reported_not_read_as_zero() {
     const T: &str = "priv";
@@ -23,7 +24,10 @@ async fn a_lost_privilege_is_reported_not_read_as_zero() {
              EXCEPTION WHEN duplicate_object THEN NULL; END $$"
         ),
     );
-    cluster.psql("postgres", &format!("GRANT pg_monitor TO {PRIV_ROLE}"));
+    cluster.psql(
+        "postgres",
+        &format!("GRANT pg_monitor TO {PRIV_ROLE}; REVOKE pg_read_all_stats FROM {PRIV_ROLE}"),
+    );
     let dsn = cluster
         .dsn(&db)
         .replace("user=postgres", &format!("user={PRIV_ROLE}"));
@@ -68,7 +72,12 @@ async fn a_lost_privilege_is_reported_not_read_as_zero() {
     assert_eq!(skipped(&later), Some(1.0), "{}", later.text);
     assert_eq!(idle(&later), None, "{}", later.text);
 
-    cluster.psql("postgres", &format!("GRANT pg_monitor TO {PRIV_ROLE}"));
+    // The part of pg_monitor these collectors need is pg_read_all_stats: granting only that
+    // brings the value back, without a restart.
+    cluster.psql(
+        "postgres",
+        &format!("GRANT pg_read_all_stats TO {PRIV_ROLE}"),
+    );
     exporter.wait_for(Duration::from_secs(20), "the value back after GRANT", |m| {
         idle(m).is_some_and(|v| v >= 1.0) && skipped(m) != Some(1.0)
     });
