@@ -83,5 +83,13 @@ mod tests {
             .unwrap_err()
             .contains("relations.max_indexes"));
         assert!(RelationsConfig::default().validate().is_ok());
+        let config = RelationsConfig {
+            full_pass_interval: Duration::from_secs(10),
+            ..Default::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("relations.full_pass_interval"));
     }
 }
