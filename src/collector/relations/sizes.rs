@@ -145,12 +145,6 @@ const MEASURE_TABLES_SQL: &str = "
                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.oid = ANY($1::oid[])
-    ), w AS (
-        SELECT s.schemaname, s.tablename, sum((1 - s.null_frac) * s.avg_width) AS width,
-               bool_or(s.null_frac > 0) AS nulls, count(*) AS ncols
-        FROM pg_stats s
-        WHERE NOT s.inherited AND (s.schemaname, s.tablename) IN (SELECT schemaname, relname FROM t)
-        GROUP BY 1, 2
     )
     SELECT t.relid, pg_table_size(t.relid)::float8 AS table_bytes,
            CASE WHEN t.reltoastrelid <> 0
@@ -162,7 +156,16 @@ const MEASURE_TABLES_SQL: &str = "
                             + w.width) / 8.0) * 8 + 4)), 1)), 0)
                * current_setting('block_size')::int
            END)::float8 AS bloat_bytes
-    FROM t LEFT JOIN w ON w.schemaname = t.schemaname AND w.tablename = t.relname";
+    FROM t
+    -- Per table, by name: pg_stats (a view checking column privileges on every row it reads)
+    -- is then read through the catalog indexes for these tables only, not scanned whole for
+    -- every chunk.
+    LEFT JOIN LATERAL (
+        SELECT sum((1 - s.null_frac) * s.avg_width) AS width, bool_or(s.null_frac > 0) AS nulls,
+               count(*) AS ncols
+        FROM pg_stats s
+        WHERE NOT s.inherited AND s.schemaname = t.schemaname AND s.tablename = t.relname
+    ) w ON true";
 
 /// B-tree bloat estimate: leaf pages needed = entries (reltuples) / entries per page, where an
 /// entry is an 8-byte IndexTuple header plus the key and INCLUDE columns' average widths
@@ -196,11 +199,17 @@ const MEASURE_INDEXES_SQL: &str = "
         JOIN pg_class ic ON ic.oid = cols.indexrelid
         LEFT JOIN pg_attribute ta ON cols.attnum <> 0 AND ta.attrelid = x.indrelid AND ta.attnum = cols.attnum
         LEFT JOIN pg_attribute ia ON cols.attnum = 0 AND ia.attrelid = cols.indexrelid AND ia.attnum = cols.pos
-        -- Two equi-joins rather than one OR: they hash-join over pg_stats.
-        LEFT JOIN pg_stats st ON NOT st.inherited AND st.schemaname = tn.nspname
-             AND st.tablename = tc.relname AND st.attname = ta.attname
-        LEFT JOIN pg_stats se ON NOT se.inherited AND se.schemaname = tn.nspname
-             AND se.tablename = ic.relname AND se.attname = ia.attname
+        -- Per column, by name, through the catalog indexes (see MEASURE_TABLES_SQL).
+        LEFT JOIN LATERAL (
+            SELECT s.avg_width, s.null_frac FROM pg_stats s
+            WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = tc.relname
+              AND s.attname = ta.attname
+        ) st ON true
+        LEFT JOIN LATERAL (
+            SELECT s.avg_width, s.null_frac FROM pg_stats s
+            WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = ic.relname
+              AND s.attname = ia.attname
+        ) se ON true
         GROUP BY cols.indexrelid
     )
     SELECT i.indrelid AS relid, i.indexrelid, pg_relation_size(i.indexrelid)::float8 AS index_bytes,
