@@ -16,6 +16,7 @@
 # Usage: scripts/bench-catalog.sh [SCALES...]   (default: 1000 10000 50000)
 #   BENCH_SECONDS   measured period per scale (default 600: the backends' memory after 10 minutes)
 #   BENCH_PGKPI_BIN a pgkpi binary to use instead of building the release one
+#   BENCH_TOP       also print each exporter's N costliest statements (calls, total and max ms)
 # Starts its own throwaway PostgreSQL cluster; installs postgres_exporter from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -127,6 +128,13 @@ for n in "${scales[@]}"; do
       "$([ "$who" = pgkpi ] && echo pgkpi || echo postgres_exporter)" "$(median "$dir/$who-times")" \
       "$series" "$peak" "$db_ms" "$slowest" "$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') ($count)" \
       "$errors"
+    if [ -n "${BENCH_TOP:-}" ]; then
+      psql_ -d "$db" -F ' | ' -c "
+        SELECT calls, round(total_exec_time::numeric), round(max_exec_time::numeric),
+               left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+        FROM pg_stat_statements WHERE userid = '$role'::regrole
+        ORDER BY total_exec_time DESC LIMIT $BENCH_TOP" | sed 's/^/    /'
+    fi
   done
   kill "$pgkpi_pid" "$anchor_pid"
   wait "$pgkpi_pid" "$anchor_pid" 2>/dev/null || true
