@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::schema::app_database;
-use crate::support::{Cluster, Exporter, ExporterConfig, Metrics};
+use crate::support::{retry, Cluster, Exporter, ExporterConfig, Metrics};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -497,4 +497,57 @@ fn other_counters_do_not_step_down_when_the_largest_table_changes() {
         other >= 50.0 && other <= 50.0 + plain_sum,
         "(other) = {other}: it stepped down from 50 (t_big alone has {plain_sum} scans)"
     );
+}
+
+/// `relation_sizes` re-measures only the tables changed since its previous run and carries the
+/// others: a table written after a full pass shows its new size within one run of the
+/// statistics seeing the write, and an untouched one keeps its (still right) size.
+#[test]
+fn a_written_table_is_re_measured_and_an_untouched_one_keeps_its_size() {
+    let (cluster, db) = Cluster::shared_database("resize");
+    cluster.psql(
+        &db,
+        "CREATE TABLE written (id int PRIMARY KEY, note text); \
+         CREATE TABLE untouched (id int PRIMARY KEY, note text); \
+         INSERT INTO written SELECT g, 'n' FROM generate_series(1, 10) g; \
+         INSERT INTO untouched SELECT g, 'n' FROM generate_series(1, 10) g; \
+         ANALYZE written, untouched",
+    );
+    let exporter = Exporter::start(&config("resize", &cluster.dsn(&db), ""));
+    let size = |m: &Metrics, table: &str| {
+        m.value(
+            "pg_table_size_bytes",
+            &[("target", "resize"), ("relname", table)],
+        )
+    };
+    let actual =
+        |table: &str| cluster.number(&db, &format!("SELECT pg_total_relation_size('{table}')"));
+    let (written_before, untouched_before) = (actual("written"), actual("untouched"));
+    exporter.wait_for(WAIT, "sizes of the first (full) pass", |m| {
+        size(m, "written") == Some(written_before) && size(m, "untouched") == Some(untouched_before)
+    });
+    cluster.psql(
+        &db,
+        "INSERT INTO written SELECT g, repeat('x', 200) FROM generate_series(11, 5000) g",
+    );
+    let written_after = actual("written");
+    assert!(written_after > written_before);
+    // Once the statistics show the write (they are flushed within a second of the commit),
+    // the next run that starts measures it.
+    retry(WAIT, Duration::from_millis(100), || {
+        let seen = cluster.number(
+            &db,
+            "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'written'",
+        );
+        if seen >= 5000.0 {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    })
+    .expect("the statistics never showed the insert");
+    let m = exporter.wait_more_runs("resize", "relation_sizes", 2.0);
+    assert_eq!(size(&m, "written"), Some(written_after));
+    assert_eq!(size(&m, "untouched"), Some(untouched_before));
+    assert_eq!(actual("untouched"), untouched_before);
 }

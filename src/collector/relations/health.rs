@@ -69,10 +69,16 @@ const UNUSED_SQL: &str = "
         WHERE s.schemaname !~ '^pg_temp_'
     ), z AS (
         SELECT idx FROM s GROUP BY idx HAVING sum(idx_scan) = 0
+    ), d AS (
+        -- Droppable trees only (valid, enforcing nothing), before any file is stat'ed: on a
+        -- big catalog most never-scanned indexes are primary keys and unique ones.
+        SELECT z.idx FROM z JOIN pg_index x ON x.indexrelid = z.idx
+        WHERE x.indisvalid AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
+          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = z.idx)
     ), g AS (
-        -- Sizes (a stat per file) only for the never-scanned trees.
-        SELECT z.idx, 0 AS scans, sum(pg_relation_size(s.indexrelid)) AS bytes
-        FROM z JOIN s ON s.idx = z.idx GROUP BY z.idx
+        -- Sizes (a stat per file) only for the droppable never-scanned trees.
+        SELECT d.idx, sum(pg_relation_size(s.indexrelid)) AS bytes
+        FROM d JOIN s ON s.idx = d.idx GROUP BY d.idx
     )
     SELECT n.nspname::text AS schemaname, t.relname::text AS relname,
            ic.relname::text AS indexrelname, g.bytes::float8 AS bytes
@@ -81,10 +87,7 @@ const UNUSED_SQL: &str = "
     JOIN pg_class ic ON ic.oid = g.idx
     JOIN pg_class t ON t.oid = x.indrelid
     JOIN pg_namespace n ON n.oid = ic.relnamespace
-    WHERE g.scans = 0 AND x.indisvalid
-      AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
-      AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = g.idx)
-      AND g.bytes >= $1::int8
+    WHERE g.bytes >= $1::int8
     ORDER BY g.bytes DESC, 1, 2, 3";
 
 const STATS_AGE_SQL: &str = "

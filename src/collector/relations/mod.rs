@@ -4,8 +4,8 @@
 //! * `relation_stats` (every 60s): scan and row counters per table and per index
 //!   (`pg_stat_user_tables`, `pg_stat_user_indexes`); catalog reads only, cheap.
 //! * `relation_sizes` (every 5m): heap, TOAST, index and total sizes plus bloat estimates. Size
-//!   functions stat every file of every relation, which is not free on a big catalog, hence the
-//!   slower interval of their own.
+//!   functions stat files, which is not free on a big catalog, hence the slower interval of
+//!   their own; only the tables changed since the previous run are measured again (`sizes`).
 //! * `index_health` (every 5m): unused, invalid and duplicate indexes.
 //!
 //! Partitioned tables are the `partitions` definition (`collectors/partitions.toml`).

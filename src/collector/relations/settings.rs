@@ -1,6 +1,10 @@
 //! The `[relations]` configuration: the caps and thresholds of the relation collectors.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+
+use crate::duration;
 
 /// `[relations]`: options of the `relation_stats`, `relation_sizes` and `index_health`
 /// collectors.
@@ -20,6 +24,11 @@ pub struct RelationsConfig {
     /// Export partitions as tables of their own (with a `parent` label) instead of rolling
     /// them up into their partitioned root. Costs a series per partition and per index.
     pub partition_children: bool,
+    /// `relation_sizes` re-measures only the tables written, vacuumed, analyzed or rewritten
+    /// since its previous run (and their indexes) and carries the other sizes; every
+    /// `full_pass_interval` it measures everything again.
+    #[serde(with = "duration")]
+    pub full_pass_interval: Duration,
 }
 
 impl Default for RelationsConfig {
@@ -30,6 +39,7 @@ impl Default for RelationsConfig {
             max_listed: 50,
             unused_min_bytes: 1024 * 1024,
             partition_children: false,
+            full_pass_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -47,6 +57,12 @@ impl RelationsConfig {
                     "relations.{key} = {value}: use 1 to 10000 series (default {default})"
                 ));
             }
+        }
+        if self.full_pass_interval < Duration::from_secs(60) {
+            return Err(format!(
+                "relations.full_pass_interval = {:?}: use at least 60s (default 1h)",
+                self.full_pass_interval
+            ));
         }
         Ok(())
     }
@@ -67,5 +83,13 @@ mod tests {
             .unwrap_err()
             .contains("relations.max_indexes"));
         assert!(RelationsConfig::default().validate().is_ok());
+        let config = RelationsConfig {
+            full_pass_interval: Duration::from_secs(10),
+            ..Default::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .contains("relations.full_pass_interval"));
     }
 }

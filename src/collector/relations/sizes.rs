@@ -1,13 +1,24 @@
 //! `relation_sizes` (every 5m): heap, TOAST, index and total sizes per table and index, plus
-//! bloat estimates (explained in docs/relations.md). Size functions stat every file of every
-//! relation, which is not free on a big catalog, hence the slower interval of their own.
+//! bloat estimates (explained in docs/relations.md).
+//!
+//! Work proportional to change, not to the catalog: size functions stat every file and the
+//! estimates join `pg_stats`, both costly on tens of thousands of relations, while a size or an
+//! estimate only changes when its table is written, vacuumed, analyzed, truncated or
+//! rewritten. So a run (1) reads a fingerprint per table from the catalog and the statistics
+//! counters (no file is touched), (2) measures only the tables whose fingerprint changed, with
+//! their indexes, in chunks of [`CHUNK`] tables per statement, and carries the others' values
+//! from the previous run ([`Measured`]), then (3) reports all of them through the rollup and the
+//! caps in one catalog-only query fed with the values as arrays. Every `full_pass_interval`
+//! everything is measured again. Each file is stat'ed once per measure: a table's index total
+//! is the sum of its indexes' sizes, not a second `pg_indexes_size`.
 
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use super::columns::{Col, INDEX, INDEX_LABELS, OUT_INDEX, OUT_TABLE, ROLLUP, TABLE, TABLE_LABELS};
 use super::rollup::{aggs, cap, families, read};
 use super::settings::RelationsConfig;
-use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
+use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
 
 const TABLE_SIZES: &[Col] = &[
@@ -75,7 +86,7 @@ const INDEX_SIZES: &[Col] = &[
 pub fn spec() -> Spec {
     Spec {
         name: "relation_sizes",
-        description: "Heap, TOAST, index and total sizes and bloat estimates per table and index, on a slow interval (size functions stat files).",
+        description: "Heap, TOAST, index and total sizes and bloat estimates per table and index; re-measures only the tables changed since the previous run, everything every full_pass_interval.",
         default_interval: Duration::from_secs(300),
         enabled_by_default: true,
         lane: Lane::Main,
@@ -85,48 +96,141 @@ pub fn spec() -> Spec {
             Box::new(RelationSizes {
                 config: ctx.relations.clone(),
                 dropped: 0,
+                measured: HashMap::new(),
+                last_full_pass: None,
             })
         },
     }
 }
 
+/// Tables measured per statement, so that no statement grows with the catalog.
+const CHUNK: usize = 500;
+
+/// The tables of the database (ordinary, materialized, partitioned; system schemas excluded)
+/// with a fingerprint of everything their sizes and estimates depend on: the files
+/// (relfilenode of the table, its TOAST table and indexes, which a TRUNCATE, VACUUM FULL,
+/// CLUSTER or REINDEX replace), the row counters of the statistics (inserts, updates and
+/// deletes, aborted ones included, grow the files), VACUUM (truncates, creates the free space
+/// and visibility maps) and ANALYZE (relpages, reltuples, pg_stats) counts, and the shape
+/// (columns, options, the set of indexes). Catalog and statistics only: no file is opened.
+const FINGERPRINTS_SQL: &str = "
+    SELECT c.oid AS relid,
+           hashtextextended(concat_ws(',', c.relfilenode, c.relpages, c.reltuples, c.relnatts,
+               c.reloptions::text, tc.relfilenode,
+               pg_stat_get_tuples_inserted(c.oid), pg_stat_get_tuples_updated(c.oid),
+               pg_stat_get_tuples_deleted(c.oid), pg_stat_get_vacuum_count(c.oid),
+               pg_stat_get_autovacuum_count(c.oid), pg_stat_get_analyze_count(c.oid),
+               pg_stat_get_autoanalyze_count(c.oid),
+               (SELECT string_agg(concat_ws(':', ci.oid, ci.relfilenode, ci.relpages, ci.reloptions::text),
+                                  ',' ORDER BY ci.oid)
+                FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
+                WHERE x.indrelid = c.oid)), 0) AS fingerprint
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
+    WHERE c.relkind IN ('r', 'm', 'p')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname !~ '^pg_(toast|temp_)'";
+
 /// Heap bloat estimate: pages the table has (relpages) minus pages its rows need. A row needs
 /// the MAXALIGNed header (23 bytes + null bitmap) and data (sum of avg_width × non-null
 /// share over its columns, from pg_stats), MAXALIGNed, plus a 4-byte line pointer; a page
-/// offers (block_size - 24) × fillfactor. NULL when a column lacks statistics.
-fn table_sizes_sql() -> String {
+/// offers (block_size - 24) × fillfactor. NULL when a column lacks statistics. Only the
+/// tables of `$1` are measured (and only their rows of pg_stats read).
+const MEASURE_TABLES_SQL: &str = "
+    WITH t AS (
+        SELECT c.oid AS relid, n.nspname AS schemaname, c.relname, c.relkind, c.relpages,
+               c.reltuples, c.reltoastrelid,
+               coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
+                         FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 100) AS fillfactor,
+               (SELECT count(*) FROM pg_attribute a
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = ANY($1::oid[])
+    )
+    SELECT t.relid, pg_table_size(t.relid)::float8 AS table_bytes,
+           CASE WHEN t.reltoastrelid <> 0
+                THEN pg_total_relation_size(t.reltoastrelid)::float8 ELSE 0 END AS toast_bytes,
+           (CASE WHEN t.relkind <> 'p' AND t.reltuples >= 0 AND w.ncols = t.natts THEN
+               greatest(t.relpages - ceil(t.reltuples / greatest(floor(
+                   (current_setting('block_size')::int - 24) * t.fillfactor / 100.0
+                   / (ceil((ceil((23 + CASE WHEN w.nulls THEN ceil(t.natts / 8.0) ELSE 0 END) / 8.0) * 8
+                            + w.width) / 8.0) * 8 + 4)), 1)), 0)
+               * current_setting('block_size')::int
+           END)::float8 AS bloat_bytes
+    FROM t
+    -- Per table, by name: pg_stats (a view checking column privileges on every row it reads)
+    -- is then read through the catalog indexes for these tables only, not scanned whole for
+    -- every chunk.
+    LEFT JOIN LATERAL (
+        SELECT sum((1 - s.null_frac) * s.avg_width) AS width, bool_or(s.null_frac > 0) AS nulls,
+               count(*) AS ncols
+        FROM pg_stats s
+        WHERE NOT s.inherited AND s.schemaname = t.schemaname AND s.tablename = t.relname
+    ) w ON true";
+
+/// B-tree bloat estimate: leaf pages needed = entries (reltuples) / entries per page, where an
+/// entry is an 8-byte IndexTuple header plus the key and INCLUDE columns' average widths
+/// (table column statistics, or the index's own for expressions), MAXALIGNed, plus a 4-byte
+/// line pointer, and a page offers (block_size - 24 - 16) × fillfactor (default 90); plus the
+/// metapage. Internal pages are ignored (under 1% for typical fan-outs). Only the indexes
+/// (with storage) of the tables of `$1`.
+const MEASURE_INDEXES_SQL: &str = "
+    WITH i AS (
+        SELECT x.indexrelid, x.indrelid, ci.relpages, ci.reltuples, am.amname,
+               coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
+                         FROM unnest(ci.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor,
+               x.indkey::int2[] AS indkey
+        FROM pg_index x
+        JOIN pg_class ci ON ci.oid = x.indexrelid
+        JOIN pg_am am ON am.oid = ci.relam
+        WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'
+    ), cols AS (
+        SELECT i.indexrelid, k.attnum, k.pos
+        FROM i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
+        WHERE i.amname = 'btree'
+    ), widths AS (
+        SELECT cols.indexrelid, count(coalesce(st.avg_width, se.avg_width)) AS known,
+               count(*) AS total,
+               sum((1 - coalesce(st.null_frac, se.null_frac))
+                   * coalesce(st.avg_width, se.avg_width)) AS width
+        FROM cols
+        JOIN pg_index x ON x.indexrelid = cols.indexrelid
+        JOIN pg_class tc ON tc.oid = x.indrelid
+        JOIN pg_namespace tn ON tn.oid = tc.relnamespace
+        JOIN pg_class ic ON ic.oid = cols.indexrelid
+        LEFT JOIN pg_attribute ta ON cols.attnum <> 0 AND ta.attrelid = x.indrelid AND ta.attnum = cols.attnum
+        LEFT JOIN pg_attribute ia ON cols.attnum = 0 AND ia.attrelid = cols.indexrelid AND ia.attnum = cols.pos
+        -- Per column, by name, through the catalog indexes (see MEASURE_TABLES_SQL).
+        LEFT JOIN LATERAL (
+            SELECT s.avg_width, s.null_frac FROM pg_stats s
+            WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = tc.relname
+              AND s.attname = ta.attname
+        ) st ON true
+        LEFT JOIN LATERAL (
+            SELECT s.avg_width, s.null_frac FROM pg_stats s
+            WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = ic.relname
+              AND s.attname = ia.attname
+        ) se ON true
+        GROUP BY cols.indexrelid
+    )
+    SELECT i.indrelid AS relid, i.indexrelid, pg_relation_size(i.indexrelid)::float8 AS index_bytes,
+           (CASE WHEN i.amname = 'btree' AND i.reltuples >= 0 AND w.known = w.total THEN
+               greatest(i.relpages - 1 - ceil(i.reltuples / greatest(floor(
+                   (current_setting('block_size')::int - 40) * i.fillfactor / 100.0
+                   / (ceil((8 + w.width) / 8.0) * 8 + 4)), 1)), 0)
+               * current_setting('block_size')::int
+           END)::float8 AS bloat_bytes
+    FROM i LEFT JOIN widths w ON w.indexrelid = i.indexrelid";
+
+/// Every table's values ($2..$6, measured or carried) under its labels, rolled up and ranked.
+fn report_tables_sql() -> String {
     format!(
-        "WITH t AS (
-            SELECT c.oid AS relid, n.nspname::text AS schemaname, c.relname::text AS relname,
-                   c.relispartition, c.relkind, c.relpages, c.reltuples, c.reltoastrelid,
-                   coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
-                             FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 100) AS fillfactor,
-                   (SELECT count(*) FROM pg_attribute a
-                    WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'm', 'p')
-              AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-              AND n.nspname !~ '^pg_(toast|temp_)'
-        ), w AS (
-            SELECT s.schemaname::text AS schemaname, s.tablename::text AS tablename,
-                   sum((1 - s.null_frac) * s.avg_width) AS width,
-                   bool_or(s.null_frac > 0) AS nulls, count(*) AS ncols
-            FROM pg_stats s
-            WHERE NOT s.inherited AND s.schemaname NOT IN ('pg_catalog', 'information_schema')
-            GROUP BY 1, 2
-        ), x AS (
-            SELECT t.*, pg_table_size(t.relid)::float8 AS table_bytes,
-                   pg_indexes_size(t.relid)::float8 AS index_bytes,
-                   CASE WHEN t.reltoastrelid <> 0
-                        THEN pg_total_relation_size(t.reltoastrelid)::float8 ELSE 0 END AS toast_bytes,
-                   CASE WHEN t.relkind <> 'p' AND t.reltuples >= 0 AND w.ncols = t.natts THEN
-                       greatest(t.relpages - ceil(t.reltuples / greatest(floor(
-                           (current_setting('block_size')::int - 24) * t.fillfactor / 100.0
-                           / (ceil((ceil((23 + CASE WHEN w.nulls THEN ceil(t.natts / 8.0) ELSE 0 END) / 8.0) * 8
-                                    + w.width) / 8.0) * 8 + 4)), 1)), 0)
-                       * current_setting('block_size')::int
-                   END AS bloat_bytes
-            FROM t LEFT JOIN w ON w.schemaname = t.schemaname AND w.tablename = t.relname
+        "WITH x AS (
+            SELECT m.*, n.nspname::text AS schemaname, c.relname::text AS relname, c.relispartition
+            FROM unnest($2::oid[], $3::float8[], $4::float8[], $5::float8[], $6::float8[])
+                 AS m(relid, table_bytes, index_bytes, toast_bytes, bloat_bytes)
+            JOIN pg_class c ON c.oid = m.relid
+            JOIN pg_namespace n ON n.oid = c.relnamespace
         )
         SELECT {OUT_TABLE},
                sum(x.table_bytes + x.index_bytes)::float8 AS total_bytes,
@@ -142,62 +246,17 @@ fn table_sizes_sql() -> String {
     )
 }
 
-/// B-tree bloat estimate: leaf pages needed = entries (reltuples) / entries per page, where an
-/// entry is an 8-byte IndexTuple header plus the key and INCLUDE columns' average widths
-/// (table column statistics, or the index's own for expressions), MAXALIGNed, plus a 4-byte
-/// line pointer, and a page offers (block_size - 24 - 16) × fillfactor (default 90); plus the
-/// metapage. Internal pages are ignored (under 1% for typical fan-outs).
-fn index_sizes_sql() -> String {
+/// Every index's values ($2..$4, measured or carried) under its labels, rolled up and ranked.
+fn report_indexes_sql() -> String {
     format!(
-        "WITH i AS (
-            SELECT x.indexrelid, x.indrelid, ci.relpages, ci.reltuples, am.amname,
-                   coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
-                             FROM unnest(ci.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor,
-                   x.indkey::int2[] AS indkey
-            FROM pg_index x
-            JOIN pg_class ci ON ci.oid = x.indexrelid
-            JOIN pg_am am ON am.oid = ci.relam
-            JOIN pg_namespace n ON n.oid = ci.relnamespace
-            WHERE ci.relkind = 'i' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-              AND n.nspname !~ '^pg_(toast|temp_)'
-        ), cols AS (
-            SELECT i.indexrelid, k.attnum, k.pos
-            FROM i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
-            WHERE i.amname = 'btree'
-        ), widths AS (
-            SELECT cols.indexrelid, count(coalesce(st.avg_width, se.avg_width)) AS known,
-                   count(*) AS total,
-                   sum((1 - coalesce(st.null_frac, se.null_frac))
-                       * coalesce(st.avg_width, se.avg_width)) AS width
-            FROM cols
-            JOIN pg_index x ON x.indexrelid = cols.indexrelid
-            JOIN pg_class tc ON tc.oid = x.indrelid
-            JOIN pg_namespace tn ON tn.oid = tc.relnamespace
-            JOIN pg_class ic ON ic.oid = cols.indexrelid
-            LEFT JOIN pg_attribute ta ON cols.attnum <> 0 AND ta.attrelid = x.indrelid AND ta.attnum = cols.attnum
-            LEFT JOIN pg_attribute ia ON cols.attnum = 0 AND ia.attrelid = cols.indexrelid AND ia.attnum = cols.pos
-            -- Two equi-joins rather than one OR: they hash-join over pg_stats.
-            LEFT JOIN pg_stats st ON NOT st.inherited AND st.schemaname = tn.nspname
-                 AND st.tablename = tc.relname AND st.attname = ta.attname
-            LEFT JOIN pg_stats se ON NOT se.inherited AND se.schemaname = tn.nspname
-                 AND se.tablename = ic.relname AND se.attname = ia.attname
-            GROUP BY cols.indexrelid
-        ), x AS (
+        "WITH x AS (
             SELECT s.relid, s.indexrelid, s.schemaname::text AS schemaname, s.relname::text AS relname,
                    s.indexrelname::text AS indexrelname, ct.relispartition,
-                   ci.relispartition AS index_is_partition, s.idx_scan,
-                   pg_relation_size(s.indexrelid)::float8 AS index_bytes,
-                   CASE WHEN i.amname = 'btree' AND i.reltuples >= 0 AND w.known = w.total THEN
-                       greatest(i.relpages - 1 - ceil(i.reltuples / greatest(floor(
-                           (current_setting('block_size')::int - 40) * i.fillfactor / 100.0
-                           / (ceil((8 + w.width) / 8.0) * 8 + 4)), 1)), 0)
-                       * current_setting('block_size')::int
-                   END AS bloat_bytes
-            FROM pg_stat_user_indexes s
+                   ci.relispartition AS index_is_partition, s.idx_scan, m.index_bytes, m.bloat_bytes
+            FROM unnest($2::oid[], $3::float8[], $4::float8[]) AS m(indexrelid, index_bytes, bloat_bytes)
+            JOIN pg_stat_user_indexes s ON s.indexrelid = m.indexrelid
             JOIN pg_class ci ON ci.oid = s.indexrelid
             JOIN pg_class ct ON ct.oid = s.relid
-            JOIN i ON i.indexrelid = s.indexrelid
-            LEFT JOIN widths w ON w.indexrelid = s.indexrelid
         )
         SELECT {OUT_TABLE}, {OUT_INDEX},
                sum(x.index_bytes)::float8 AS index_bytes, sum(x.bloat_bytes)::float8 AS bloat_bytes,
@@ -207,36 +266,158 @@ fn index_sizes_sql() -> String {
     )
 }
 
+/// What a table measured to, kept until its fingerprint changes.
+#[derive(Debug, Clone, PartialEq)]
+struct Measured {
+    fingerprint: i64,
+    table_bytes: f64,
+    toast_bytes: f64,
+    bloat_bytes: Option<f64>,
+    indexes: Vec<MeasuredIndex>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct MeasuredIndex {
+    oid: u32,
+    bytes: f64,
+    bloat_bytes: Option<f64>,
+}
+
+impl Measured {
+    /// Every file of the table's indexes, stat'ed once by the index measure.
+    fn index_bytes(&self) -> f64 {
+        self.indexes.iter().map(|i| i.bytes).sum()
+    }
+}
+
+/// The tables to measure: those new, changed (fingerprint), or all of them on a full pass.
+fn stale(fingerprints: &[(u32, i64)], measured: &HashMap<u32, Measured>) -> Vec<u32> {
+    fingerprints
+        .iter()
+        .filter(|(oid, fp)| measured.get(oid).map(|m| m.fingerprint) != Some(*fp))
+        .map(|(oid, _)| *oid)
+        .collect()
+}
+
 struct RelationSizes {
     config: RelationsConfig,
     dropped: u64,
+    /// Per table (oid): its last measure, carried while its fingerprint stays the same.
+    measured: HashMap<u32, Measured>,
+    last_full_pass: Option<Instant>,
+}
+
+impl RelationSizes {
+    /// Steps (1) and (2) of the module comment: fingerprints, then the changed tables measured
+    /// in chunks; tables gone from the catalog are forgotten.
+    async fn refresh(&mut self, session: &Session) -> Result<(), CollectError> {
+        let full = self
+            .last_full_pass
+            .is_none_or(|at| at.elapsed() >= self.config.full_pass_interval);
+        if full {
+            self.measured.clear();
+            self.last_full_pass = Some(Instant::now());
+        }
+        let fingerprints: Vec<(u32, i64)> = session
+            .client
+            .query(FINGERPRINTS_SQL, &[])
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()?;
+        let present: HashSet<u32> = fingerprints.iter().map(|(oid, _)| *oid).collect();
+        self.measured.retain(|oid, _| present.contains(oid));
+        let fingerprint: HashMap<u32, i64> = fingerprints.iter().copied().collect();
+        for chunk in stale(&fingerprints, &self.measured).chunks(CHUNK) {
+            let chunk = chunk.to_vec();
+            let mut indexes: HashMap<u32, Vec<MeasuredIndex>> = HashMap::new();
+            for row in session.client.query(MEASURE_INDEXES_SQL, &[&chunk]).await? {
+                indexes
+                    .entry(row.try_get("relid")?)
+                    .or_default()
+                    .push(MeasuredIndex {
+                        oid: row.try_get("indexrelid")?,
+                        bytes: row.try_get::<_, Option<f64>>("index_bytes")?.unwrap_or(0.0),
+                        bloat_bytes: row.try_get("bloat_bytes")?,
+                    });
+            }
+            for row in session.client.query(MEASURE_TABLES_SQL, &[&chunk]).await? {
+                let oid: u32 = row.try_get("relid")?;
+                let Some(&fingerprint) = fingerprint.get(&oid) else {
+                    continue;
+                };
+                self.measured.insert(
+                    oid,
+                    Measured {
+                        fingerprint,
+                        table_bytes: row.try_get::<_, Option<f64>>("table_bytes")?.unwrap_or(0.0),
+                        toast_bytes: row.try_get::<_, Option<f64>>("toast_bytes")?.unwrap_or(0.0),
+                        bloat_bytes: row.try_get("bloat_bytes")?,
+                        indexes: indexes.remove(&oid).unwrap_or_default(),
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Collector for RelationSizes {
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a> {
         Box::pin(async move {
+            self.refresh(session).await?;
             let children = self.config.partition_children;
+            let tables = self.measured.iter();
+            let oids: Vec<u32> = tables.clone().map(|(oid, _)| *oid).collect();
+            let table_bytes: Vec<f64> = tables.clone().map(|(_, m)| m.table_bytes).collect();
+            let index_bytes: Vec<f64> = tables.clone().map(|(_, m)| m.index_bytes()).collect();
+            let toast_bytes: Vec<f64> = tables.clone().map(|(_, m)| m.toast_bytes).collect();
+            let bloat_bytes: Vec<Option<f64>> = tables.map(|(_, m)| m.bloat_bytes).collect();
+            let table_rows = session
+                .client
+                .query(
+                    &report_tables_sql(),
+                    &[
+                        &children,
+                        &oids,
+                        &table_bytes,
+                        &index_bytes,
+                        &toast_bytes,
+                        &bloat_bytes,
+                    ],
+                )
+                .await?;
+            let indexes = self.measured.values().flat_map(|m| &m.indexes);
+            let index_oids: Vec<u32> = indexes.clone().map(|i| i.oid).collect();
+            let index_sizes: Vec<f64> = indexes.clone().map(|i| i.bytes).collect();
+            let index_bloat: Vec<Option<f64>> = indexes.map(|i| i.bloat_bytes).collect();
+            let index_rows = session
+                .client
+                .query(
+                    &report_indexes_sql(),
+                    &[&children, &index_oids, &index_sizes, &index_bloat],
+                )
+                .await?;
             let mut out = Vec::new();
             let mut dropped = 0;
             // Tables, then indexes: each query's rows capped at its own limit.
-            for (sql, labels, cols, max, per_table) in [
+            for (rows, labels, cols, max, per_table) in [
                 (
-                    table_sizes_sql(),
+                    &table_rows,
                     TABLE_LABELS,
                     TABLE_SIZES,
                     self.config.max_tables,
                     false,
                 ),
                 (
-                    index_sizes_sql(),
+                    &index_rows,
                     INDEX_LABELS,
                     INDEX_SIZES,
                     self.config.max_indexes,
                     true,
                 ),
             ] {
-                let rows = session.client.query(&sql, &[&children]).await?;
-                let (series, cut) = cap(read(&rows, labels, cols)?, max, per_table, &aggs(cols));
+                let (series, cut) = cap(read(rows, labels, cols)?, max, per_table, &aggs(cols));
                 dropped += cut;
                 out.extend(families(&series, labels, cols));
             }
@@ -247,5 +428,44 @@ impl Collector for RelationSizes {
 
     fn dropped_series(&self) -> Option<u64> {
         Some(self.dropped)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn measured(fingerprint: i64) -> Measured {
+        Measured {
+            fingerprint,
+            table_bytes: 8192.0,
+            toast_bytes: 0.0,
+            bloat_bytes: None,
+            indexes: vec![
+                MeasuredIndex {
+                    oid: 10,
+                    bytes: 16384.0,
+                    bloat_bytes: Some(0.0),
+                },
+                MeasuredIndex {
+                    oid: 11,
+                    bytes: 8192.0,
+                    bloat_bytes: None,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn only_new_and_changed_tables_are_measured() {
+        let known = HashMap::from([(1, measured(100)), (2, measured(200))]);
+        // 1 unchanged, 2 written since, 3 new.
+        assert_eq!(stale(&[(1, 100), (2, 201), (3, 300)], &known), vec![2, 3]);
+        assert!(stale(&[(1, 100), (2, 200)], &known).is_empty());
+    }
+
+    #[test]
+    fn a_table_s_index_total_is_the_sum_of_its_indexes() {
+        assert_eq!(measured(1).index_bytes(), 24576.0);
     }
 }

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Side by side on one database: the cost of pgkpi (defaults) and of postgres_exporter 0.11.1
+# (its default collectors plus its example queries) as the catalogue grows. For each scale, a
+# fresh database with N tables (primary key and two secondary indexes, 10 analyzed rows each)
+# plus 10 partitioned tables of 12 monthly partitions and a DEFAULT each; both exporters run at
+# the same time, each as its own role (pg_monitor), and both are scraped every 15 s for
+# BENCH_SECONDS. Prints per exporter:
+#   * /metrics median: wall time of its scrapes (curl), median over the run;
+#   * series: samples in the last scrape;
+#   * peak RSS: the process's VmHWM at the end of the run;
+#   * db ms/min: server time of the role's statements (pg_stat_statements, top level, executed
+#     and planned) per minute of the run, startup included; "slowest" is the longest single
+#     statement execution (max_exec_time);
+#   * backends MB: private memory (RssAnon) of the role's backends at the end of the run, summed
+#     (and how many backends).
+# Usage: scripts/bench-catalog.sh [SCALES...]   (default: 1000 10000 50000)
+#   BENCH_SECONDS   measured period per scale (default 600: the backends' memory after 10 minutes)
+#   BENCH_PGKPI_BIN a pgkpi binary to use instead of building the release one
+#   BENCH_TOP       also print each exporter's N costliest statements (calls, total and max ms)
+# Starts its own throwaway PostgreSQL cluster; installs postgres_exporter from Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib/packages.sh
+. scripts/lib/cluster.sh
+ensure_packages "${PGKPI_BASE_PACKAGES[@]}" prometheus-postgres-exporter
+scales=("$@")
+[ ${#scales[@]} -eq 0 ] && scales=(1000 10000 50000)
+seconds=${BENCH_SECONDS:-600}
+if [ -z "${BENCH_PGKPI_BIN:-}" ]; then
+  cargo build --release -q
+  BENCH_PGKPI_BIN=${CARGO_TARGET_DIR:-target}/release/pgkpi
+fi
+anchor=/usr/bin/prometheus-postgres-exporter
+queries=/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml
+
+bench_setup catalog
+# The anchor's example queries read pg_stat_statements; both roles read statistics via pg_monitor.
+psql_ -d postgres -c "CREATE ROLE bench_pgkpi LOGIN IN ROLE pg_monitor" \
+  -c "CREATE ROLE bench_anchor LOGIN IN ROLE pg_monitor"
+
+# Private memory (RssAnon, kB) of a role's backends: "total_kB count".
+backend_memory() {
+  local pids p total=0 count=0 kb
+  pids=$(psql_ -d postgres -c "SELECT pid FROM pg_stat_activity WHERE usename = '$1'")
+  for p in $pids; do
+    kb=$(awk '/^RssAnon:/ { print $2 }' "/proc/$p/status" 2>/dev/null || true)
+    [ -n "$kb" ] || continue
+    total=$((total + kb))
+    count=$((count + 1))
+  done
+  echo "$total $count"
+}
+
+median() { sort -n "$1" | awk '{ t[NR] = $1 } END { if (NR) printf "%.2f", t[int((NR + 1) / 2)] * 1000 }'; }
+
+printf '%-7s %-17s %10s %8s %10s %10s %10s %14s %7s\n' \
+  tables exporter "median ms" series "peak MiB" "db ms/min" "slowest ms" "backends MB" errors
+for n in "${scales[@]}"; do
+  db="bench_$n"
+  psql_ -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  psql_ -d "$db" -c "CREATE EXTENSION pg_stat_statements"
+  # Tables in batches of 250 per transaction (max_locks_per_transaction).
+  for ((from = 1; from <= n; from += 250)); do
+    to=$((from + 249 < n ? from + 249 : n))
+    psql_ -d "$db" -c "DO \$\$ BEGIN FOR i IN $from..$to LOOP
+      EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, code int, at timestamptz, note text)', i);
+      EXECUTE format('CREATE INDEX t%s_code_idx ON t%s (code)', i, i);
+      EXECUTE format('CREATE INDEX t%s_at_idx ON t%s (at)', i, i);
+      EXECUTE format('INSERT INTO t%s SELECT g, g %% 3, now(), ''n'' FROM generate_series(1, 10) g', i);
+    END LOOP; END \$\$"
+  done
+  psql_ -d "$db" -c "DO \$\$ BEGIN FOR p IN 1..10 LOOP
+      EXECUTE format('CREATE TABLE h%s (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)', p);
+      EXECUTE format('CREATE INDEX h%s_at_idx ON h%s (at)', p, p);
+      EXECUTE format('CREATE TABLE h%s_default PARTITION OF h%s DEFAULT', p, p);
+      FOR m IN 0..11 LOOP
+        EXECUTE format('CREATE TABLE h%s_m%s PARTITION OF h%s FOR VALUES FROM (%L) TO (%L)', p, m, p,
+          date_trunc('month', now()) + make_interval(months => m - 6),
+          date_trunc('month', now()) + make_interval(months => m - 5));
+      END LOOP;
+    END LOOP; END \$\$"
+  psql_ -d "$db" -c "VACUUM ANALYZE"
+  psql_ -d "$db" -c "CHECKPOINT"
+
+  pgkpi_web=$(free_port)
+  anchor_web=$(free_port)
+  printf '[[targets]]\nname = "bench"\ndsn = "host=127.0.0.1 port=%s user=bench_pgkpi dbname=%s sslmode=disable"\n' \
+    "$port" "$db" >"$dir/pgkpi.toml"
+  psql_ -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
+  "$BENCH_PGKPI_BIN" --config.file "$dir/pgkpi.toml" --web.listen-address "127.0.0.1:$pgkpi_web" \
+    --log.level warn 2>"$dir/pgkpi-$n.log" &
+  pgkpi_pid=$!
+  DATA_SOURCE_NAME="host=127.0.0.1 port=$port user=bench_anchor dbname=$db sslmode=disable" \
+    "$anchor" --web.listen-address "127.0.0.1:$anchor_web" --extend.query-path "$queries" \
+    --log.level warn 2>"$dir/anchor-$n.log" &
+  anchor_pid=$!
+  pids+=("$pgkpi_pid" "$anchor_pid")
+  : >"$dir/pgkpi-times" && : >"$dir/anchor-times"
+  start=$(date +%s)
+  while :; do
+    tick=$(date +%s)
+    curl -s -o "$dir/pgkpi-body" -w '%{time_total}\n' "http://127.0.0.1:$pgkpi_web/metrics" >>"$dir/pgkpi-times" &
+    scrape_pgkpi=$!
+    curl -s -o "$dir/anchor-body" -w '%{time_total}\n' "http://127.0.0.1:$anchor_web/metrics" >>"$dir/anchor-times" &
+    scrape_anchor=$!
+    wait "$scrape_pgkpi" "$scrape_anchor" || true
+    [ $((tick + 15 - start)) -ge "$seconds" ] && break
+    sleep $((tick + 15 - $(date +%s) > 0 ? tick + 15 - $(date +%s) : 0))
+  done
+  sleep $((start + seconds - $(date +%s) > 0 ? start + seconds - $(date +%s) : 0))
+  minutes=$(awk -v s="$(($(date +%s) - start))" 'BEGIN { print s / 60 }')
+  for who in pgkpi anchor; do
+    if [ "$who" = pgkpi ]; then pid=$pgkpi_pid role=bench_pgkpi; else pid=$anchor_pid role=bench_anchor; fi
+    series=$(grep -cv '^#' "$dir/$who-body" || true)
+    kill -0 "$pid" 2>/dev/null || { echo "$who exited early, see $dir/$who-$n.log" >&2; exit 1; }
+    peak=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")
+    read -r db_ms slowest < <(psql_ -d "$db" -F ' ' -c "
+      SELECT round((coalesce(sum(total_exec_time + total_plan_time), 0) / $minutes)::numeric),
+             round(coalesce(max(max_exec_time), 0)::numeric)
+      FROM pg_stat_statements WHERE userid = '$role'::regrole")
+    read -r kb count < <(backend_memory "$role")
+    if [ "$who" = pgkpi ]; then
+      errors=$(awk '/^pgkpi_collector_errors_total/ { s += $2 } END { print s + 0 }' "$dir/pgkpi-body")
+    else
+      errors=$(grep -c 'level=error' "$dir/anchor-$n.log" || true)
+    fi
+    printf '%-7s %-17s %10s %8s %10s %10s %10s %14s %7s\n' "$n" \
+      "$([ "$who" = pgkpi ] && echo pgkpi || echo postgres_exporter)" "$(median "$dir/$who-times")" \
+      "$series" "$peak" "$db_ms" "$slowest" "$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') ($count)" \
+      "$errors"
+    if [ -n "${BENCH_TOP:-}" ]; then
+      psql_ -d "$db" -F ' | ' -c "
+        SELECT calls, round(total_exec_time::numeric), round(max_exec_time::numeric),
+               left(regexp_replace(query, '\s+', ' ', 'g'), 90)
+        FROM pg_stat_statements WHERE userid = '$role'::regrole
+        ORDER BY total_exec_time DESC LIMIT $BENCH_TOP" | sed 's/^/    /'
+    fi
+  done
+  kill "$pgkpi_pid" "$anchor_pid"
+  wait "$pgkpi_pid" "$anchor_pid" 2>/dev/null || true
+  psql_ -d postgres -c "DROP DATABASE $db"
+done
