@@ -262,3 +262,95 @@ fn a_slow_user_kpi_is_cut_by_the_timeout_and_the_others_keep_running() {
         Some(1.0)
     );
 }
+
+/// Issue 13: a monitoring role that loses SELECT on the deliveries table while pgkpi runs.
+/// The collector is skipped with reason `permission` and the grant to give in the log; its
+/// KPIs are absent (at most the last value is served until the skip is seen), never 0; after
+/// the GRANT they come back without a restart.
+#[test]
+fn a_revoked_table_makes_the_kpis_unknown_never_zero() {
+    const ROLE: &str = "pgkpi_whrevoke";
+    let cluster = Cluster::shared();
+    let db = webhook_database(cluster, "whrevoke");
+    cluster.psql(&db, SCENARIO);
+    cluster.psql(
+        &db,
+        &format!(
+            "DO $$ BEGIN CREATE ROLE {ROLE} LOGIN; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$; \
+             GRANT USAGE ON SCHEMA public TO {ROLE}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {ROLE};"
+        ),
+    );
+    let dsn = cluster
+        .dsn(&db)
+        .replace("user=postgres", &format!("user={ROLE}"));
+    let config = ExporterConfig::new(T, &dsn)
+        .only_builtin(&["webhooks"])
+        .interval("webhooks", "1s")
+        .raw(
+            "[webhooks]\n\
+             deliveries_table = \"public.webhook_deliveries\"\nevents_table = \"public.webhook_event_logs\"\n\
+             window = \"1h\"\n",
+        );
+    let exporter = Exporter::start(&config.build());
+    let attempts = |m: &Metrics| get(m, "app_webhook_first_attempts", &[]);
+    exporter.wait_for(Duration::from_secs(20), "the KPI read", |m| {
+        attempts(m) == Some(1000.0)
+    });
+
+    cluster.psql(
+        &db,
+        &format!("REVOKE SELECT ON public.webhook_deliveries FROM {ROLE}"),
+    );
+    // From the REVOKE on, every scrape serves the last value or nothing: never 0.
+    let mut seen = Vec::new();
+    let gone = crate::support::retry(Duration::from_secs(30), Duration::from_millis(100), || {
+        let m = exporter.metrics();
+        let value = attempts(&m);
+        seen.push(value);
+        let failed = m.of(
+            T,
+            "pgkpi_collector_skipped",
+            &[("collector", "webhooks"), ("reason", "permission")],
+        ) == Some(1.0);
+        if failed && value.is_none() {
+            Ok(m)
+        } else {
+            Err(m
+                .text
+                .lines()
+                .filter(|l| l.contains("webhooks"))
+                .map(str::to_string)
+                .collect::<Vec<_>>())
+        }
+    });
+    if let Err(lines) = &gone {
+        panic!("the KPI was not dropped: {seen:?}\n{lines:#?}");
+    }
+    assert!(
+        seen.iter().all(|v| v.is_none() || *v == Some(1000.0)),
+        "an unknown KPI was served as another value: {seen:?}"
+    );
+    let logs = exporter.logs();
+    assert!(
+        logs.lines().any(
+            |l| l.contains("permission denied for table webhook_deliveries")
+                && l.contains("grant the monitoring role SELECT")
+        ),
+        "no log line names the table and the grant:\n{logs}"
+    );
+
+    cluster.psql(
+        &db,
+        &format!("GRANT SELECT ON public.webhook_deliveries TO {ROLE}"),
+    );
+    exporter.wait_for(Duration::from_secs(20), "the KPI back after GRANT", |m| {
+        attempts(m) == Some(1000.0)
+            && m.of(
+                T,
+                "pgkpi_collector_skipped",
+                &[("collector", "webhooks"), ("reason", "permission")],
+            ) != Some(1.0)
+    });
+}
