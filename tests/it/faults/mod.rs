@@ -23,15 +23,11 @@ pub fn postmaster_pid(cluster: &Cluster) -> u32 {
     text.lines().next().unwrap().trim().parse().unwrap()
 }
 
-/// Backends of `role` on the server, counted from the process titles of the postmaster's
-/// children (`postgres: <role> <db> <host>(<port>) <state>`). Unlike `pg_stat_activity`, this
-/// needs no catalog access and sees backends still in startup (waiting for a lock before they
-/// report in the statistics views) as well as backends whose client has gone.
-pub fn backends_of(postmaster: u32, role: &str) -> Vec<String> {
-    let prefix = format!("postgres: {role} ");
+/// The pids of the postmaster's children, read from `/proc` (processes that exit meanwhile
+/// are left out).
+pub fn children_of(postmaster: u32) -> Vec<u32> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("read /proc") {
-        let Ok(entry) = entry else { continue };
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -48,20 +44,31 @@ pub fn backends_of(postmaster: u32, role: &str) -> Vec<String> {
             .rsplit_once(')')
             .and_then(|(_, rest)| rest.split_whitespace().nth(1))
             .and_then(|s| s.parse::<u32>().ok());
-        if ppid != Some(postmaster) {
-            continue;
-        }
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let title = String::from_utf8_lossy(&cmdline)
-            .trim_end_matches('\0')
-            .to_string();
-        if title.starts_with(&prefix) {
-            found.push(format!("{pid}: {title}"));
+        if ppid == Some(postmaster) {
+            found.push(pid);
         }
     }
     found
+}
+
+/// Backends of `role` on the server, counted from the process titles of the postmaster's
+/// children (`postgres: <role> <db> <host>(<port>) <state>`). Unlike `pg_stat_activity`, this
+/// needs no catalog access and sees backends still in startup (waiting for a lock before they
+/// report in the statistics views) as well as backends whose client has gone.
+pub fn backends_of(postmaster: u32, role: &str) -> Vec<String> {
+    let prefix = format!("postgres: {role} ");
+    children_of(postmaster)
+        .into_iter()
+        .filter_map(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let title = String::from_utf8_lossy(&cmdline)
+                .trim_end_matches('\0')
+                .to_string();
+            title
+                .starts_with(&prefix)
+                .then(|| format!("{pid}: {title}"))
+        })
+        .collect()
 }
 
 /// A configuration for `cluster` as `ROLE`: both lanes in use (the activity sampler runs), a

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{backends_of, both_lanes_up, postmaster_pid, storm_config, ROLE};
+use super::{backends_of, both_lanes_up, children_of, postmaster_pid, storm_config, ROLE};
 use crate::support::{Cluster, Exporter, ExporterConfig, Frozen};
 
 /// Seconds since midnight of a log line's timestamp (`2026-12-04T17:39:42.261453Z ...`).
@@ -70,27 +70,10 @@ async fn after_a_restart_both_connections_come_back_together() {
 /// The postmaster and every process it started: the whole server, to freeze or to crash.
 fn server_processes(cluster: &Cluster) -> Vec<i32> {
     let postmaster = postmaster_pid(cluster);
-    let mut pids = vec![postmaster as i32];
-    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|s| s.parse::<u32>().ok());
-        if ppid == Some(postmaster) {
-            pids.push(pid);
-        }
-    }
-    pids
+    std::iter::once(postmaster)
+        .chain(children_of(postmaster))
+        .map(|pid| pid as i32)
+        .collect()
 }
 
 /// A scrape's wall time; panics on anything but 200.
