@@ -4,7 +4,8 @@
 //! memory (and /proc for process metrics), never the database.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Handles to every self-metric. Cheap to clone (the vectors are reference counted).
@@ -21,6 +22,7 @@ pub struct Telemetry {
     pub collector_skipped: GaugeVec,
     pub collector_dropped: GaugeVec,
     pub collector_duration: GaugeVec,
+    pub collector_busy: CounterVec,
     pub collector_last_success: GaugeVec,
     pub collector_runs: IntCounterVec,
     pub collector_errors: IntCounterVec,
@@ -66,6 +68,7 @@ impl Telemetry {
             collector_skipped: gauge("pgkpi_collector_skipped", "1 when the collector does not run on this target by design (reason: extension_missing, version, permission, standby, primary, ...); see the log line or / for what to do.", &["target", "collector", "reason"]),
             collector_dropped: gauge("pgkpi_collector_dropped_series", "Rows (series) the collector's last run left out because of its cardinality cap (max_series / top N).", tc),
             collector_duration: gauge("pgkpi_collector_last_duration_seconds", "Wall time of the collector's last run, including database time.", tc),
+            collector_busy: register(&registry, CounterVec::new(Opts::new("pgkpi_collector_duration_seconds_total", "Wall time of all the collector's runs, their statements' round trips on the session included: rate() is the share of a database session the collector takes, and rate() * 60 its database time per minute (an upper bound)."), tc)),
             collector_last_success: gauge("pgkpi_collector_last_success_timestamp_seconds", "Unix time of the collector's last successful run.", tc),
             collector_runs: counter("pgkpi_collector_runs_total", "Completed runs of the collector, successful or not; counted once the run's outcome is published.", tc),
             collector_errors: counter("pgkpi_collector_errors_total", "Runs of the collector that failed (error, timeout or target down).", tc),
@@ -132,6 +135,7 @@ impl Telemetry {
         for v in [&t.collector_runs, &t.collector_errors] {
             v.with_label_values(&["t", "c"]);
         }
+        t.collector_busy.with_label_values(&["t", "c"]);
         for v in [&t.connection_attempts, &t.connection_errors] {
             v.with_label_values(&["t"]);
         }

@@ -177,6 +177,22 @@ pub trait Collector: Send {
     fn dropped_series(&self) -> Option<u64> {
         None
     }
+
+    /// True when the last run stopped at its time budget with work left (a catalog pass
+    /// spread over runs): the schedule runs it again after a pause as long as the run took,
+    /// instead of a whole interval, so the pass completes without a long statement and
+    /// without taking more than half of the session's time.
+    fn has_pending_work(&self) -> bool {
+        false
+    }
+
+    /// True when the last run opened so many relations that the server session now holds
+    /// their cache entries (a relation cache entry per table and index, kept for the
+    /// session's life): the session is closed after the run and a fresh one opened, which
+    /// gives that memory back to the server.
+    fn wants_fresh_session(&self) -> bool {
+        false
+    }
 }
 
 /// Which connection of a target a collector uses. Collectors on one connection run one query

@@ -40,6 +40,9 @@ impl Backoff {
     }
 }
 
+/// How long a session being replaced may take to finish the runs still using it.
+const RECYCLE_GRACE: Duration = Duration::from_secs(30);
+
 /// What a lane reports about its connection: log lines, and for the main lane `pg_up` and the
 /// status page; every lane publishes its state to its collectors.
 struct Report<'a> {
@@ -194,12 +197,25 @@ pub(super) async fn supervise(
                 let live = Arc::new(Live {
                     session: Session { client, server },
                     broken: Notify::new(),
+                    recycle: Notify::new(),
                     turn: tokio::sync::Mutex::new(()),
                 });
                 tx.send_replace(Conn::Up(live.clone()));
                 let reason = tokio::select! {
                     _ = &mut driver => "connection closed".to_string(),
                     _ = live.broken.notified() => "session unusable (timeout or closed connection)".to_string(),
+                    _ = live.recycle.notified() => {
+                        // Collectors see Connecting and wait; the old backend ends (the
+                        // client sends Terminate when the last run using it drops it) before
+                        // the new one starts, so the lane never holds two.
+                        tracing::debug!(target = name, ?lane, "replacing the session to release its server memory");
+                        tx.send_replace(Conn::Connecting);
+                        drop(live);
+                        if tokio::time::timeout(RECYCLE_GRACE, &mut driver).await.is_err() {
+                            driver.abort();
+                        }
+                        continue;
+                    }
                     _ = shutdown.changed() => {
                         driver.abort();
                         return;

@@ -57,6 +57,10 @@ struct Live {
     /// Notified by a collector that timed out or found the connection closed; the supervisor
     /// then drops the session and reconnects.
     broken: Notify,
+    /// Notified by a collector whose run filled the server session's caches (see
+    /// `Collector::wants_fresh_session`): the supervisor closes the session once no collector
+    /// uses it and opens a fresh one, without counting an error or lowering pg_up.
+    recycle: Notify,
     /// Collectors on one connection take turns. The server runs one statement at a time per
     /// connection anyway; taking turns here makes each collector's timeout (and its measured
     /// duration) cover its own statements, not the wait behind a slow neighbour, which would
@@ -100,6 +104,7 @@ pub fn spawn_target(
         let labels = [target.name.as_str(), c.name.as_str()];
         t.collector_runs.with_label_values(&labels);
         t.collector_errors.with_label_values(&labels);
+        t.collector_busy.with_label_values(&labels);
     }
     let target = Arc::new(target);
     let mut lanes: std::collections::BTreeMap<Lane, Vec<Scheduled>> = Default::default();

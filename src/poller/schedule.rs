@@ -3,7 +3,7 @@
 //! status page and the exporter's own metrics.
 
 use std::collections::BTreeSet;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -30,23 +30,50 @@ pub(super) async fn run_collector(
     }
     let mut next = tokio::time::Instant::now();
     let mut state = RunState::default();
+    // Set while the lane is down: its return is worth a run at once.
+    let mut was_down = false;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next) => {}
+            _ = tokio::time::sleep_until(next) => {
+                // A session being replaced (see `wants_fresh_session`) is back within a
+                // round trip: wait for it rather than record a failed run.
+                let replaced = tokio::time::timeout(
+                    scheduled.timeout,
+                    conn.wait_for(|c| !matches!(c, Conn::Connecting)),
+                );
+                tokio::select! {
+                    waited = replaced => if matches!(waited, Ok(Err(_))) { return },
+                    _ = shutdown.changed() => return,
+                }
+            }
             changed = conn.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                // Run at once when the target comes back; otherwise keep the schedule.
-                if !matches!(*conn.borrow_and_update(), Conn::Up(_)) {
-                    continue;
+                // Run at once when the target comes back from an outage; a session replaced
+                // on purpose keeps the schedule.
+                match &*conn.borrow_and_update() {
+                    Conn::Down(_) => {
+                        was_down = true;
+                        continue;
+                    }
+                    Conn::Up(_) if was_down => {}
+                    Conn::Up(_) | Conn::Connecting => continue,
                 }
             }
             _ = shutdown.changed() => return,
         }
-        next = tokio::time::Instant::now() + scheduled.interval;
+        was_down = false;
+        let started = tokio::time::Instant::now();
         let current = conn.borrow_and_update().clone();
         run_once(&target, &mut scheduled, current, &shared, &mut state).await;
+        next = if scheduled.collector.has_pending_work() {
+            // The rest of a spread pass: after a pause as long as the run, so that the pass
+            // never takes more than half of the session's time.
+            tokio::time::Instant::now() + started.elapsed().max(Duration::from_secs(1))
+        } else {
+            started + scheduled.interval
+        };
     }
 }
 
@@ -105,7 +132,12 @@ async fn run_once(
             )
             .await
             {
-                Ok(Ok(families)) => Ok(families),
+                Ok(Ok(families)) => {
+                    if scheduled.collector.wants_fresh_session() {
+                        live.recycle.notify_one();
+                    }
+                    Ok(families)
+                }
                 Ok(Err(error)) => {
                     if live.session.client.is_closed() {
                         live.broken.notify_one();
@@ -129,6 +161,7 @@ async fn run_once(
     drop(turn);
     let elapsed = started.elapsed().as_secs_f64();
     t.collector_duration.with_label_values(&labels).set(elapsed);
+    t.collector_busy.with_label_values(&labels).inc_by(elapsed);
     match result {
         Ok(mut families) => {
             keep_declared(target, scheduled, &mut families, state);

@@ -551,3 +551,94 @@ fn a_written_table_is_re_measured_and_an_untouched_one_keeps_its_size() {
     assert_eq!(size(&m, "untouched"), Some(untouched_before));
     assert_eq!(actual("untouched"), untouched_before);
 }
+
+/// A run that measured thousands of relations leaves a relation cache entry per table and
+/// index in its server session, memory the backend keeps for its life: `relation_sizes` then
+/// asks for a fresh session. The main session's backend is replaced, the target never looks
+/// down, no collector fails, the next runs keep the schedule and the sizes stay right.
+#[test]
+fn a_large_measure_is_followed_by_a_fresh_session_without_a_failure() {
+    let (cluster, db) = Cluster::shared_database("fresh");
+    // 800 tables with a primary key and an index: 2 400 relations for the first run to open.
+    for from in (1..=800).step_by(200) {
+        cluster.psql(
+            &db,
+            &format!(
+                "DO $$ BEGIN FOR i IN {from}..{} LOOP
+                   EXECUTE format('CREATE TABLE f%s (id int PRIMARY KEY, v int)', i);
+                   EXECUTE format('CREATE INDEX f%s_v_idx ON f%s (v)', i, i);
+                 END LOOP; END $$",
+                from + 199
+            ),
+        );
+    }
+    let config = ExporterConfig::new("fresh", &cluster.dsn(&db))
+        .only_builtin(&["relation_sizes", "server"])
+        .interval("relation_sizes", "1s")
+        .interval("server", "1s")
+        .raw("[relations]\nmax_tables = 1000\n")
+        .build();
+    let main_backends = || -> Vec<String> {
+        cluster
+            .psql(
+                "postgres",
+                &format!(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = '{db}' \
+                     AND application_name = 'pgkpi' ORDER BY pid"
+                ),
+            )
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let exporter = Exporter::start(&config);
+    let first = exporter.wait_for(WAIT, "all 800 tables measured", |m| {
+        m.find("pg_table_size_bytes", &[("target", "fresh")]).len() == 800
+    });
+    // The first run opened at least a chunk's 1 500 relations: after it, the session is
+    // replaced (a second connection attempt, not an error). Wait for runs on the fresh one.
+    let later = exporter.wait_more_runs("fresh", "relation_sizes", 3.0);
+    let attempts = later.of("fresh", "pgkpi_target_connection_attempts_total", &[]);
+    assert!(
+        attempts >= Some(2.0),
+        "the session was not replaced: {attempts:?} connection attempts"
+    );
+    let backends = main_backends();
+    assert_eq!(
+        backends.len(),
+        1,
+        "one main session at a time: {backends:?}"
+    );
+    for m in [&first, &later] {
+        assert_eq!(m.of("fresh", "pg_up", &[]), Some(1.0));
+        assert_eq!(
+            m.of("fresh", "pgkpi_target_connection_errors_total", &[]),
+            Some(0.0)
+        );
+        for collector in ["relation_sizes", "server"] {
+            assert_eq!(
+                m.of(
+                    "fresh",
+                    "pgkpi_collector_errors_total",
+                    &[("collector", collector)]
+                ),
+                Some(0.0),
+                "{collector} failed around the replacement:\n{}",
+                exporter.logs()
+            );
+        }
+    }
+    // Nothing changed since: later runs carry the sizes and open nothing, so the session
+    // stays (attempts settle).
+    let settled = exporter.wait_more_runs("fresh", "relation_sizes", 3.0);
+    assert_eq!(
+        settled.of("fresh", "pgkpi_target_connection_attempts_total", &[]),
+        attempts
+    );
+    assert_eq!(
+        settled
+            .find("pg_table_size_bytes", &[("target", "fresh")])
+            .len(),
+        800
+    );
+}

@@ -64,7 +64,7 @@ const UNUSED_SQL: &str = "
     WITH s AS (
         SELECT coalesce(CASE WHEN c.relispartition THEN pg_partition_root(s.indexrelid) END,
                         s.indexrelid) AS idx,
-               s.indexrelid, s.idx_scan
+               s.indexrelid, s.idx_scan, c.relpages
         FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid
         WHERE s.schemaname !~ '^pg_temp_'
     ), z AS (
@@ -75,10 +75,16 @@ const UNUSED_SQL: &str = "
         SELECT z.idx FROM z JOIN pg_index x ON x.indexrelid = z.idx
         WHERE x.indisvalid AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
           AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = z.idx)
+    ), e AS (
+        -- Only trees the catalog's page count (relpages: kept by CREATE INDEX, VACUUM and
+        -- ANALYZE) puts within 4x of the threshold or beyond are measured: measuring opens
+        -- the index (a relation cache entry in this session) and stats its file, and on a big
+        -- catalog most never-scanned indexes are small.
+        SELECT d.idx FROM d JOIN s ON s.idx = d.idx GROUP BY d.idx
+        HAVING sum(s.relpages)::float8 * current_setting('block_size')::int >= $1::int8 / 4
     ), g AS (
-        -- Sizes (a stat per file) only for the droppable never-scanned trees.
-        SELECT d.idx, sum(pg_relation_size(s.indexrelid)) AS bytes
-        FROM d JOIN s ON s.idx = d.idx GROUP BY d.idx
+        SELECT e.idx, sum(pg_relation_size(s.indexrelid)) AS bytes
+        FROM e JOIN s ON s.idx = e.idx GROUP BY e.idx
     )
     SELECT n.nspname::text AS schemaname, t.relname::text AS relname,
            ic.relname::text AS indexrelname, g.bytes::float8 AS bytes

@@ -1,16 +1,29 @@
 //! `relation_sizes` (every 5m): heap, TOAST, index and total sizes per table and index, plus
 //! bloat estimates (explained in docs/relations.md).
 //!
-//! Work proportional to change, not to the catalog: size functions stat every file and the
-//! estimates join `pg_stats`, both costly on tens of thousands of relations, while a size or an
-//! estimate only changes when its table is written, vacuumed, analyzed, truncated or
-//! rewritten. So a run (1) reads a fingerprint per table from the catalog and the statistics
-//! counters (no file is touched), (2) measures only the tables whose fingerprint changed, with
-//! their indexes, in chunks of [`CHUNK`] tables per statement, and carries the others' values
-//! from the previous run ([`Measured`]), then (3) reports all of them through the rollup and the
-//! caps in one catalog-only query fed with the values as arrays. Every `full_pass_interval`
-//! everything is measured again. Each file is stat'ed once per measure: a table's index total
-//! is the sum of its indexes' sizes, not a second `pg_indexes_size`.
+//! Work proportional to change, not to the catalog: size functions open and stat every
+//! relation and the estimates join `pg_stats`, both costly on tens of thousands of relations,
+//! while a size or an estimate only changes when its table is written, vacuumed, analyzed,
+//! truncated or rewritten. So a run
+//! 1. reads a fingerprint per table from the catalog and the statistics counters (no file is
+//!    touched, no relation opened);
+//! 2. measures the tables whose fingerprint changed (sizes and estimates), with their indexes,
+//!    in chunks of [`CHUNK`] tables per statement, and carries the others' values from their
+//!    last measure ([`Measured`]);
+//! 3. re-measures the sizes of unchanged tables a slice at a time, so that every table is
+//!    measured again once per `full_pass_interval` (the slice is sized to finish the pass in
+//!    half of it); their estimates are carried, since everything they read is in the
+//!    fingerprint;
+//! 4. reports every table through the rollup and the caps in one catalog-only query fed with
+//!    the values as arrays.
+//!
+//! A run stops starting chunks after [`RUN_BUDGET`] and asks to run again soon
+//! ([`Collector::has_pending_work`]): the first pass over a large catalog is spread over
+//! several short runs, no statement grows with the catalog, and the session is never busy for
+//! long. A run that opened many relations asks for a fresh session
+//! ([`Collector::wants_fresh_session`]) so that their cache entries do not stay in the
+//! server's memory. Each file is stat'ed once per measure: a table's index total is the sum of
+//! its indexes' sizes, not a second `pg_indexes_size`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -95,9 +108,12 @@ pub fn spec() -> Spec {
         build: |ctx: &BuildContext| {
             Box::new(RelationSizes {
                 config: ctx.relations.clone(),
+                interval: ctx.interval,
                 dropped: 0,
                 measured: HashMap::new(),
-                last_full_pass: None,
+                pass: Pass::default(),
+                pending: false,
+                opened: 0,
             })
         },
     }
@@ -105,6 +121,14 @@ pub fn spec() -> Spec {
 
 /// Tables measured per statement, so that no statement grows with the catalog.
 const CHUNK: usize = 500;
+
+/// A run starts no new chunk after this long; the rest waits for the next run, soon after.
+/// Well under the default collector timeout (statement_timeout + 1s = 6s).
+const RUN_BUDGET: Duration = Duration::from_secs(2);
+
+/// Relations (tables and indexes) opened in one run beyond which the session is replaced
+/// afterwards: each leaves a relation cache entry of a few kilobytes in the server session.
+const FRESH_SESSION_AFTER: usize = 1_000;
 
 /// The tables of the database (ordinary, materialized, partitioned; system schemas excluded)
 /// with a fingerprint of everything their sizes and estimates depend on: the files
@@ -222,6 +246,21 @@ const MEASURE_INDEXES_SQL: &str = "
            END)::float8 AS bloat_bytes
     FROM i LEFT JOIN widths w ON w.indexrelid = i.indexrelid";
 
+/// Sizes only, for tables whose fingerprint did not change (their estimates are carried).
+const MEASURE_TABLE_SIZES_SQL: &str = "
+    SELECT c.oid AS relid, pg_table_size(c.oid)::float8 AS table_bytes,
+           CASE WHEN c.reltoastrelid <> 0
+                THEN pg_total_relation_size(c.reltoastrelid)::float8 ELSE 0 END AS toast_bytes,
+           NULL::float8 AS bloat_bytes
+    FROM pg_class c WHERE c.oid = ANY($1::oid[])";
+
+/// Sizes only of the indexes (with storage) of the tables of `$1`.
+const MEASURE_INDEX_SIZES_SQL: &str = "
+    SELECT x.indrelid AS relid, x.indexrelid,
+           pg_relation_size(x.indexrelid)::float8 AS index_bytes, NULL::float8 AS bloat_bytes
+    FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
+    WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'";
+
 /// Every table's values ($2..$6, measured or carried) under its labels, rolled up and ranked.
 fn report_tables_sql() -> String {
     format!(
@@ -270,6 +309,8 @@ fn report_indexes_sql() -> String {
 #[derive(Debug, Clone, PartialEq)]
 struct Measured {
     fingerprint: i64,
+    /// The full pass ([`Pass::number`]) in which its sizes were last measured.
+    pass: u32,
     table_bytes: f64,
     toast_bytes: f64,
     bloat_bytes: Option<f64>,
@@ -290,33 +331,66 @@ impl Measured {
     }
 }
 
-/// The tables to measure: those new, changed (fingerprint), or all of them on a full pass.
-fn stale(fingerprints: &[(u32, i64)], measured: &HashMap<u32, Measured>) -> Vec<u32> {
-    fingerprints
-        .iter()
-        .filter(|(oid, fp)| measured.get(oid).map(|m| m.fingerprint) != Some(*fp))
-        .map(|(oid, _)| *oid)
-        .collect()
+/// What a run measures: `changed` tables (new, or fingerprint changed: sizes and estimates),
+/// then `aged` ones (unchanged but not measured yet in the current full pass: sizes only).
+#[derive(Debug, Default, PartialEq)]
+struct Work {
+    changed: Vec<u32>,
+    aged: Vec<u32>,
+}
+
+fn work(fingerprints: &[(u32, i64)], measured: &HashMap<u32, Measured>, pass: u32) -> Work {
+    let mut work = Work::default();
+    for (oid, fingerprint) in fingerprints {
+        match measured.get(oid) {
+            Some(m) if m.fingerprint == *fingerprint && m.pass >= pass => {}
+            Some(m) if m.fingerprint == *fingerprint => work.aged.push(*oid),
+            _ => work.changed.push(*oid),
+        }
+    }
+    work
+}
+
+/// The full pass in progress: every table is measured again once per `full_pass_interval`.
+#[derive(Debug, Default)]
+struct Pass {
+    number: u32,
+    started: Option<Instant>,
+}
+
+/// Unchanged tables re-measured per run: the pass spread over half of `full_pass_interval`
+/// (so that it completes even when runs are late), at least a chunk.
+fn aged_slice(tables: usize, interval: Duration, full_pass_interval: Duration) -> usize {
+    let runs = (full_pass_interval.as_secs_f64() / 2.0 / interval.as_secs_f64().max(1.0)).max(1.0);
+    ((tables as f64 / runs).ceil() as usize).max(CHUNK)
 }
 
 struct RelationSizes {
     config: RelationsConfig,
+    interval: Duration,
     dropped: u64,
     /// Per table (oid): its last measure, carried while its fingerprint stays the same.
     measured: HashMap<u32, Measured>,
-    last_full_pass: Option<Instant>,
+    pass: Pass,
+    /// The last run left changed or new tables unmeasured (its time budget ran out).
+    pending: bool,
+    /// Relations (tables and indexes) the last run opened.
+    opened: usize,
 }
 
 impl RelationSizes {
-    /// Steps (1) and (2) of the module comment: fingerprints, then the changed tables measured
-    /// in chunks; tables gone from the catalog are forgotten.
+    /// Steps (1) to (3) of the module comment: fingerprints, then the changed tables and a
+    /// slice of the aged ones measured in chunks until the run's budget is spent; tables gone
+    /// from the catalog are forgotten.
     async fn refresh(&mut self, session: &Session) -> Result<(), CollectError> {
-        let full = self
-            .last_full_pass
-            .is_none_or(|at| at.elapsed() >= self.config.full_pass_interval);
-        if full {
-            self.measured.clear();
-            self.last_full_pass = Some(Instant::now());
+        let started = Instant::now();
+        if self
+            .pass
+            .started
+            .is_none_or(|at| at.elapsed() >= self.config.full_pass_interval)
+        {
+            self.pass.number += 1;
+            self.pass.started = Some(started);
         }
         let fingerprints: Vec<(u32, i64)> = session
             .client
@@ -328,35 +402,85 @@ impl RelationSizes {
         let present: HashSet<u32> = fingerprints.iter().map(|(oid, _)| *oid).collect();
         self.measured.retain(|oid, _| present.contains(oid));
         let fingerprint: HashMap<u32, i64> = fingerprints.iter().copied().collect();
-        for chunk in stale(&fingerprints, &self.measured).chunks(CHUNK) {
-            let chunk = chunk.to_vec();
-            let mut indexes: HashMap<u32, Vec<MeasuredIndex>> = HashMap::new();
-            for row in session.client.query(MEASURE_INDEXES_SQL, &[&chunk]).await? {
-                indexes
-                    .entry(row.try_get("relid")?)
-                    .or_default()
-                    .push(MeasuredIndex {
-                        oid: row.try_get("indexrelid")?,
-                        bytes: row.try_get::<_, Option<f64>>("index_bytes")?.unwrap_or(0.0),
-                        bloat_bytes: row.try_get("bloat_bytes")?,
-                    });
+        let Work { changed, mut aged } = work(&fingerprints, &self.measured, self.pass.number);
+        aged.truncate(aged_slice(
+            fingerprints.len(),
+            self.interval,
+            self.config.full_pass_interval,
+        ));
+        self.opened = 0;
+        self.pending = false;
+        let chunks = changed
+            .chunks(CHUNK)
+            .map(|chunk| (chunk, true))
+            .chain(aged.chunks(CHUNK).map(|chunk| (chunk, false)));
+        for (chunk, estimates) in chunks {
+            if started.elapsed() >= RUN_BUDGET {
+                self.pending = estimates;
+                break;
             }
-            for row in session.client.query(MEASURE_TABLES_SQL, &[&chunk]).await? {
-                let oid: u32 = row.try_get("relid")?;
-                let Some(&fingerprint) = fingerprint.get(&oid) else {
-                    continue;
-                };
-                self.measured.insert(
-                    oid,
-                    Measured {
-                        fingerprint,
-                        table_bytes: row.try_get::<_, Option<f64>>("table_bytes")?.unwrap_or(0.0),
-                        toast_bytes: row.try_get::<_, Option<f64>>("toast_bytes")?.unwrap_or(0.0),
-                        bloat_bytes: row.try_get("bloat_bytes")?,
-                        indexes: indexes.remove(&oid).unwrap_or_default(),
-                    },
-                );
-            }
+            self.measure(session, chunk, estimates, &fingerprint)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Measures one chunk of tables with their indexes: sizes, and the estimates when
+    /// `estimates` (else the previous ones are kept).
+    async fn measure(
+        &mut self,
+        session: &Session,
+        chunk: &[u32],
+        estimates: bool,
+        fingerprint: &HashMap<u32, i64>,
+    ) -> Result<(), CollectError> {
+        let (tables_sql, indexes_sql) = if estimates {
+            (MEASURE_TABLES_SQL, MEASURE_INDEXES_SQL)
+        } else {
+            (MEASURE_TABLE_SIZES_SQL, MEASURE_INDEX_SIZES_SQL)
+        };
+        let chunk = chunk.to_vec();
+        let mut indexes: HashMap<u32, Vec<MeasuredIndex>> = HashMap::new();
+        for row in session.client.query(indexes_sql, &[&chunk]).await? {
+            let table: u32 = row.try_get("relid")?;
+            let oid: u32 = row.try_get("indexrelid")?;
+            let bloat_bytes = if estimates {
+                row.try_get("bloat_bytes")?
+            } else {
+                self.measured
+                    .get(&table)
+                    .and_then(|m| m.indexes.iter().find(|i| i.oid == oid))
+                    .and_then(|i| i.bloat_bytes)
+            };
+            indexes.entry(table).or_default().push(MeasuredIndex {
+                oid,
+                bytes: row.try_get::<_, Option<f64>>("index_bytes")?.unwrap_or(0.0),
+                bloat_bytes,
+            });
+            self.opened += 1;
+        }
+        for row in session.client.query(tables_sql, &[&chunk]).await? {
+            let oid: u32 = row.try_get("relid")?;
+            let Some(&fingerprint) = fingerprint.get(&oid) else {
+                continue;
+            };
+            let bloat_bytes = if estimates {
+                row.try_get("bloat_bytes")?
+            } else {
+                self.measured.get(&oid).and_then(|m| m.bloat_bytes)
+            };
+            self.measured.insert(
+                oid,
+                Measured {
+                    fingerprint,
+                    pass: self.pass.number,
+                    table_bytes: row.try_get::<_, Option<f64>>("table_bytes")?.unwrap_or(0.0),
+                    toast_bytes: row.try_get::<_, Option<f64>>("toast_bytes")?.unwrap_or(0.0),
+                    bloat_bytes,
+                    indexes: indexes.remove(&oid).unwrap_or_default(),
+                },
+            );
+            self.opened += 1;
         }
         Ok(())
     }
@@ -429,6 +553,14 @@ impl Collector for RelationSizes {
     fn dropped_series(&self) -> Option<u64> {
         Some(self.dropped)
     }
+
+    fn has_pending_work(&self) -> bool {
+        self.pending
+    }
+
+    fn wants_fresh_session(&self) -> bool {
+        self.opened >= FRESH_SESSION_AFTER
+    }
 }
 
 #[cfg(test)]
@@ -438,6 +570,7 @@ mod tests {
     fn measured(fingerprint: i64) -> Measured {
         Measured {
             fingerprint,
+            pass: 1,
             table_bytes: 8192.0,
             toast_bytes: 0.0,
             bloat_bytes: None,
@@ -457,11 +590,36 @@ mod tests {
     }
 
     #[test]
-    fn only_new_and_changed_tables_are_measured() {
+    fn changed_tables_are_measured_and_unchanged_ones_only_once_per_pass() {
         let known = HashMap::from([(1, measured(100)), (2, measured(200))]);
-        // 1 unchanged, 2 written since, 3 new.
-        assert_eq!(stale(&[(1, 100), (2, 201), (3, 300)], &known), vec![2, 3]);
-        assert!(stale(&[(1, 100), (2, 200)], &known).is_empty());
+        // 1 unchanged, 2 written since, 3 new: within pass 1, only 2 and 3.
+        let fingerprints = [(1, 100), (2, 201), (3, 300)];
+        assert_eq!(
+            work(&fingerprints, &known, 1),
+            Work {
+                changed: vec![2, 3],
+                aged: vec![]
+            }
+        );
+        assert_eq!(work(&[(1, 100), (2, 200)], &known, 1), Work::default());
+        // A new pass: the unchanged table is due again, for its sizes only.
+        assert_eq!(
+            work(&fingerprints, &known, 2),
+            Work {
+                changed: vec![2, 3],
+                aged: vec![1]
+            }
+        );
+    }
+
+    #[test]
+    fn a_pass_is_spread_over_half_its_interval_in_whole_chunks() {
+        let (five_minutes, hour) = (Duration::from_secs(300), Duration::from_secs(3600));
+        // 6 runs in half an hour: 10 000 tables in slices of 1 667.
+        assert_eq!(aged_slice(10_000, five_minutes, hour), 1_667);
+        // Never less than a chunk, and everything at once when the interval is longer.
+        assert_eq!(aged_slice(100, five_minutes, hour), CHUNK);
+        assert_eq!(aged_slice(10_000, hour * 2, hour), 10_000);
     }
 
     #[test]
