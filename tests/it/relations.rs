@@ -224,6 +224,39 @@ async fn invalid_and_duplicate_indexes_are_reported() {
         ),
         Some(size)
     );
+    // The duplicates found are kept while the index definitions stay; a new duplicate, a
+    // dropped one and a grown one show at the next run all the same.
+    cluster.psql(
+        &db,
+        "CREATE INDEX relations_probe_note_idx ON core.relations_probe (note);          CREATE INDEX relations_probe_note_again_idx ON core.relations_probe (note);          DROP INDEX core.relations_probe_id_copy_idx;          INSERT INTO core.relations_probe SELECT g, g % 10, 'n' FROM generate_series(101, 5000) g",
+    );
+    let grown = cluster.number(
+        &db,
+        "SELECT pg_relation_size('core.relations_probe_code_again_idx')",
+    );
+    assert!(grown > size);
+    let m = exporter.wait_for(WAIT, "the duplicates after the change", |m| {
+        let listed = listed(m, "pg_index_duplicate_size_bytes", "invalid");
+        listed.contains(&"relations_probe_note_again_idx")
+            && !listed.contains(&"relations_probe_id_copy_idx")
+    });
+    let at_next_run = exporter.wait_more_runs("invalid", "index_health", 1.0);
+    for m in [&m, &at_next_run] {
+        assert_eq!(
+            m.value("pg_index_duplicate_indexes", &[("target", "invalid")]),
+            Some(2.0)
+        );
+    }
+    assert_eq!(
+        at_next_run.value(
+            "pg_index_duplicate_size_bytes",
+            &[
+                ("target", "invalid"),
+                ("indexrelname", "relations_probe_code_again_idx")
+            ]
+        ),
+        Some(grown)
+    );
 }
 
 /// Seconds from now to the start of the UTC month `months` after the current one.

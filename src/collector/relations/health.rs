@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 
 use super::columns::query_labels;
 use super::settings::RelationsConfig;
-use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
+use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::{describe_all, Family, FamilyDesc, Metric};
 
 pub fn spec() -> Spec {
@@ -25,6 +25,7 @@ pub fn spec() -> Spec {
             Box::new(IndexHealth {
                 config: ctx.relations.clone(),
                 dropped: 0,
+                duplicates: None,
             })
         },
     }
@@ -135,21 +136,92 @@ const DUPLICATE_SQL: &str = "
         WINDOW w AS (PARTITION BY x.indrelid, x.relam, x.k, x.cl, x.co, x.op, x.ex, x.pr
                      ORDER BY x.constrained DESC, x.indexrelid)
     )
-    SELECT n.nspname::text AS schemaname, t.relname::text AS relname,
-           c.relname::text AS indexrelname, kc.relname::text AS duplicate_of,
-           pg_relation_size(r.indexrelid)::float8 AS bytes
+    SELECT r.indexrelid, n.nspname::text AS schemaname, t.relname::text AS relname,
+           c.relname::text AS indexrelname, kc.relname::text AS duplicate_of
     FROM r
     JOIN pg_class c ON c.oid = r.indexrelid
     JOIN pg_class kc ON kc.oid = r.keeper
     JOIN pg_class t ON t.oid = r.indrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE r.nth > 1
-    ORDER BY 5 DESC, 1, 2, 3";
+    WHERE r.nth > 1";
+
+/// What the duplicate check depends on: the set of indexes (a changed definition is a new
+/// index), their validity, and the names it reports. Catalog only; a few milliseconds where the
+/// check itself compares every index's definition.
+const INDEX_DEFINITIONS_SQL: &str = "
+    SELECT count(*)::int8 * 1000000007
+           + coalesce(sum(hashtextextended(concat_ws(',', x.indexrelid, x.indisvalid, c.relname,
+                                                      c.relnamespace, t.relname), 0)
+                          % 1000000007), 0)::int8
+    FROM pg_index x
+    JOIN pg_class c ON c.oid = x.indexrelid
+    JOIN pg_class t ON t.oid = x.indrelid";
+
+/// Sizes of the listed duplicates: one stat each.
+const DUPLICATE_SIZES_SQL: &str =
+    "SELECT o, pg_relation_size(o)::float8 FROM unnest($1::oid[]) AS o";
 
 struct IndexHealth {
     config: RelationsConfig,
     /// Unused, invalid and duplicate indexes of the last run beyond `max_listed`.
     dropped: u64,
+    /// The duplicates found, kept while the index definitions they were found in stay
+    /// (`INDEX_DEFINITIONS_SQL`): the check compares every index, the definitions rarely
+    /// change.
+    duplicates: Option<(i64, Vec<Duplicate>)>,
+}
+
+/// A duplicate index under its labels.
+struct Duplicate {
+    oid: u32,
+    labels: [String; 4],
+}
+
+impl IndexHealth {
+    /// The duplicate indexes with their sizes, largest first; found again only when the
+    /// index definitions changed.
+    async fn duplicates(
+        &mut self,
+        session: &Session,
+    ) -> Result<Vec<(f64, &Duplicate)>, CollectError> {
+        let client = &session.client;
+        let definitions: i64 = client.query_one(INDEX_DEFINITIONS_SQL, &[]).await?.get(0);
+        if self.duplicates.as_ref().map(|(d, _)| *d) != Some(definitions) {
+            let found = client
+                .query(DUPLICATE_SQL, &[])
+                .await?
+                .iter()
+                .map(|row| {
+                    Ok(Duplicate {
+                        oid: row.try_get("indexrelid")?,
+                        labels: ["schemaname", "relname", "indexrelname", "duplicate_of"]
+                            .map(|column| row.get(column)),
+                    })
+                })
+                .collect::<Result<_, tokio_postgres::Error>>()?;
+            self.duplicates = Some((definitions, found));
+        }
+        let listed = self
+            .duplicates
+            .as_ref()
+            .map_or(&[][..], |(_, d)| d.as_slice());
+        let oids: Vec<u32> = listed.iter().map(|d| d.oid).collect();
+        let sizes: std::collections::HashMap<u32, f64> = client
+            .query(DUPLICATE_SIZES_SQL, &[&oids])
+            .await?
+            .iter()
+            .map(|row| (row.get(0), row.get::<_, Option<f64>>(1).unwrap_or(0.0)))
+            .collect();
+        let mut sized: Vec<(f64, &Duplicate)> = listed
+            .iter()
+            .map(|d| (sizes.get(&d.oid).copied().unwrap_or(0.0), d))
+            .collect();
+        sized.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| a.1.labels.cmp(&b.1.labels))
+        });
+        Ok(sized)
+    }
 }
 
 impl Collector for IndexHealth {
@@ -176,17 +248,28 @@ impl Collector for IndexHealth {
             out.push(INVALID_INDEXES.family().with(&[], invalid.len() as f64));
             out.push(listed(INVALID, &invalid, max, |_| 1.0));
 
-            let duplicates = client.query(DUPLICATE_SQL, &[]).await?;
+            let (unused, invalid) = (unused.len(), invalid.len());
+            let duplicates = self.duplicates(session).await?;
             out.push(
                 DUPLICATE_INDEXES
                     .family()
                     .with(&[], duplicates.len() as f64),
             );
-            out.push(listed(DUPLICATE_SIZE, &duplicates, max, |r| r.get("bytes")));
+            let mut family = DUPLICATE_SIZE.family();
+            let names = query_labels(DUPLICATE_SIZE.labels);
+            for (bytes, duplicate) in duplicates.iter().take(max) {
+                let pairs: Vec<(&str, &str)> = names
+                    .iter()
+                    .copied()
+                    .zip(duplicate.labels.iter().map(String::as_str))
+                    .collect();
+                family.push(&pairs, *bytes);
+            }
+            out.push(family);
 
-            self.dropped = [&unused, &invalid, &duplicates]
+            self.dropped = [unused, invalid, duplicates.len()]
                 .iter()
-                .map(|rows| rows.len().saturating_sub(max) as u64)
+                .map(|n| n.saturating_sub(max) as u64)
                 .sum();
             Ok(out)
         })
