@@ -75,7 +75,9 @@ const UNUSED_SQL: &str = "
         -- big catalog most never-scanned indexes are primary keys and unique ones.
         SELECT z.idx FROM z JOIN pg_index x ON x.indexrelid = z.idx
         WHERE x.indisvalid AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = z.idx)
+          -- NOT IN over the whole of pg_constraint is one hashed pass; a correlated NOT EXISTS
+          -- (conindid has no index) was planned as a nested loop: 26 s at 30 000 indexes.
+          AND z.idx NOT IN (SELECT k.conindid FROM pg_constraint k)
     ), e AS (
         -- Only trees the catalog's page count (relpages: kept by CREATE INDEX, VACUUM and
         -- ANALYZE) puts within 4x of the threshold or beyond are measured: measuring opens
@@ -122,7 +124,7 @@ const DUPLICATE_SQL: &str = "
                coalesce(pg_get_expr(x.indexprs, x.indrelid), '') AS ex,
                coalesce(pg_get_expr(x.indpred, x.indrelid), '') AS pr,
                (x.indisprimary OR x.indisunique OR x.indisexclusion
-                OR EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = x.indexrelid)) AS constrained
+                OR x.indexrelid IN (SELECT k.conindid FROM pg_constraint k)) AS constrained
         FROM pg_index x
         JOIN pg_class c ON c.oid = x.indexrelid
         JOIN pg_namespace n ON n.oid = c.relnamespace

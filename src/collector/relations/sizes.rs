@@ -153,7 +153,13 @@ const FINGERPRINTS_SQL: &str = "
     LEFT JOIN pg_class tc ON tc.oid = c.reltoastrelid
     WHERE c.relkind IN ('r', 'm', 'p')
       AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname !~ '^pg_(toast|temp_)'";
+      AND n.nspname !~ '^pg_(toast|temp_)'
+      AND c.oid > $1::oid
+    ORDER BY c.oid
+    LIMIT $2";
+
+/// Tables fingerprinted per statement (keyset pages by oid): about 40 ms at 10 000 tables.
+const FINGERPRINT_PAGE: i64 = 2_000;
 
 /// Heap bloat estimate: pages the table has (relpages) minus pages its rows need. A row needs
 /// the MAXALIGNed header (23 bytes + null bitmap) and data (sum of avg_width × non-null
@@ -167,30 +173,33 @@ const MEASURE_TABLES_SQL: &str = "
                coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                          FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 100) AS fillfactor,
                (SELECT count(*) FROM pg_attribute a
-                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS natts
+                WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped) AS natts,
+               -- Per table, by name, as a scalar subquery: pg_stats (a view checking column
+               -- privileges on every row) is then read through the catalog indexes for this
+               -- table only. Joined instead (even LATERAL), the planner reads the whole view
+               -- and filters it per table: 16 s per chunk of 500 on a catalog of 10 000
+               -- analyzed tables read by a superuser, against 30 ms this way.
+               (SELECT ARRAY[sum((1 - s.null_frac) * s.avg_width),
+                             count(*) FILTER (WHERE s.null_frac > 0), count(*)]::float8[]
+                FROM pg_stats s
+                WHERE NOT s.inherited AND s.schemaname = n.nspname AND s.tablename = c.relname
+               ) AS stats
         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
         WHERE c.oid = ANY($1::oid[])
+    ), w AS (
+        SELECT t.*, t.stats[1] AS width, t.stats[2] > 0 AS nulls, t.stats[3] AS ncols FROM t
     )
-    SELECT t.relid, pg_table_size(t.relid)::float8 AS table_bytes,
-           CASE WHEN t.reltoastrelid <> 0
-                THEN pg_total_relation_size(t.reltoastrelid)::float8 ELSE 0 END AS toast_bytes,
-           (CASE WHEN t.relkind <> 'p' AND t.reltuples >= 0 AND w.ncols = t.natts THEN
-               greatest(t.relpages - ceil(t.reltuples / greatest(floor(
-                   (current_setting('block_size')::int - 24) * t.fillfactor / 100.0
-                   / (ceil((ceil((23 + CASE WHEN w.nulls THEN ceil(t.natts / 8.0) ELSE 0 END) / 8.0) * 8
+    SELECT w.relid, pg_table_size(w.relid)::float8 AS table_bytes,
+           CASE WHEN w.reltoastrelid <> 0
+                THEN pg_total_relation_size(w.reltoastrelid)::float8 ELSE 0 END AS toast_bytes,
+           (CASE WHEN w.relkind <> 'p' AND w.reltuples >= 0 AND w.ncols = w.natts THEN
+               greatest(w.relpages - ceil(w.reltuples / greatest(floor(
+                   (current_setting('block_size')::int - 24) * w.fillfactor / 100.0
+                   / (ceil((ceil((23 + CASE WHEN w.nulls THEN ceil(w.natts / 8.0) ELSE 0 END) / 8.0) * 8
                             + w.width) / 8.0) * 8 + 4)), 1)), 0)
                * current_setting('block_size')::int
            END)::float8 AS bloat_bytes
-    FROM t
-    -- Per table, by name: pg_stats (a view checking column privileges on every row it reads)
-    -- is then read through the catalog indexes for these tables only, not scanned whole for
-    -- every chunk.
-    LEFT JOIN LATERAL (
-        SELECT sum((1 - s.null_frac) * s.avg_width) AS width, bool_or(s.null_frac > 0) AS nulls,
-               count(*) AS ncols
-        FROM pg_stats s
-        WHERE NOT s.inherited AND s.schemaname = t.schemaname AND s.tablename = t.relname
-    ) w ON true";
+    FROM w";
 
 /// B-tree bloat estimate: leaf pages needed = entries (reltuples) / entries per page, where an
 /// entry is an 8-byte IndexTuple header plus the key and INCLUDE columns' average widths
@@ -212,11 +221,16 @@ const MEASURE_INDEXES_SQL: &str = "
         SELECT i.indexrelid, k.attnum, k.pos
         FROM i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
         WHERE i.amname = 'btree'
-    ), widths AS (
-        SELECT cols.indexrelid, count(coalesce(st.avg_width, se.avg_width)) AS known,
-               count(*) AS total,
-               sum((1 - coalesce(st.null_frac, se.null_frac))
-                   * coalesce(st.avg_width, se.avg_width)) AS width
+    ), colstats AS (
+        -- Per column, by name, as scalar subqueries (see MEASURE_TABLES_SQL): the table's
+        -- statistics for a column, the index's own for an expression. [avg_width, null_frac].
+        SELECT cols.indexrelid,
+               (SELECT ARRAY[s.avg_width, s.null_frac]::float8[] FROM pg_stats s
+                WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = tc.relname
+                  AND s.attname = ta.attname) AS st,
+               (SELECT ARRAY[s.avg_width, s.null_frac]::float8[] FROM pg_stats s
+                WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = ic.relname
+                  AND s.attname = ia.attname) AS se
         FROM cols
         JOIN pg_index x ON x.indexrelid = cols.indexrelid
         JOIN pg_class tc ON tc.oid = x.indrelid
@@ -224,18 +238,11 @@ const MEASURE_INDEXES_SQL: &str = "
         JOIN pg_class ic ON ic.oid = cols.indexrelid
         LEFT JOIN pg_attribute ta ON cols.attnum <> 0 AND ta.attrelid = x.indrelid AND ta.attnum = cols.attnum
         LEFT JOIN pg_attribute ia ON cols.attnum = 0 AND ia.attrelid = cols.indexrelid AND ia.attnum = cols.pos
-        -- Per column, by name, through the catalog indexes (see MEASURE_TABLES_SQL).
-        LEFT JOIN LATERAL (
-            SELECT s.avg_width, s.null_frac FROM pg_stats s
-            WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = tc.relname
-              AND s.attname = ta.attname
-        ) st ON true
-        LEFT JOIN LATERAL (
-            SELECT s.avg_width, s.null_frac FROM pg_stats s
-            WHERE NOT s.inherited AND s.schemaname = tn.nspname AND s.tablename = ic.relname
-              AND s.attname = ia.attname
-        ) se ON true
-        GROUP BY cols.indexrelid
+    ), widths AS (
+        SELECT c.indexrelid, count(coalesce(c.st, c.se)) AS known, count(*) AS total,
+               sum((1 - (coalesce(c.st, c.se))[2]) * (coalesce(c.st, c.se))[1]) AS width
+        FROM colstats c
+        GROUP BY c.indexrelid
     )
     SELECT i.indrelid AS relid, i.indexrelid, pg_relation_size(i.indexrelid)::float8 AS index_bytes,
            (CASE WHEN i.amname = 'btree' AND i.reltuples >= 0 AND w.known = w.total THEN
@@ -392,13 +399,20 @@ impl RelationSizes {
             self.pass.number += 1;
             self.pass.started = Some(started);
         }
-        let fingerprints: Vec<(u32, i64)> = session
-            .client
-            .query(FINGERPRINTS_SQL, &[])
-            .await?
-            .iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<_, tokio_postgres::Error>>()?;
+        let mut fingerprints: Vec<(u32, i64)> = Vec::new();
+        loop {
+            let after = fingerprints.last().map_or(0, |(oid, _)| *oid);
+            let rows = session
+                .client
+                .query(FINGERPRINTS_SQL, &[&after, &FINGERPRINT_PAGE])
+                .await?;
+            for row in &rows {
+                fingerprints.push((row.try_get(0)?, row.try_get(1)?));
+            }
+            if (rows.len() as i64) < FINGERPRINT_PAGE {
+                break;
+            }
+        }
         let present: HashSet<u32> = fingerprints.iter().map(|(oid, _)| *oid).collect();
         self.measured.retain(|oid, _| present.contains(oid));
         let fingerprint: HashMap<u32, i64> = fingerprints.iter().copied().collect();
