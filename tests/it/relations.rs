@@ -675,3 +675,86 @@ fn a_large_measure_is_followed_by_a_fresh_session_without_a_failure() {
         800
     );
 }
+
+/// The catalog-wide statements read 100 relations at a time here (`page_size`), with a
+/// partitioned table whose partitions fall on different pages: the series, their labels and
+/// their values are the same as with everything on one page.
+#[test]
+fn paged_catalog_reads_give_the_same_series_as_one_page() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "paged");
+    cluster.psql(
+        &db,
+        "CREATE TABLE core.spread (id int, at date NOT NULL) PARTITION BY RANGE (at); \
+         CREATE INDEX spread_at_idx ON core.spread (at); \
+         DO $$ BEGIN FOR i IN 1..300 LOOP \
+           EXECUTE format('CREATE TABLE core.filler%s (id int PRIMARY KEY, v int)', i); \
+           EXECUTE format('INSERT INTO core.filler%s SELECT g, g FROM generate_series(1, %s) g', i, i); \
+           IF i % 60 = 0 THEN \
+             EXECUTE format('CREATE TABLE core.spread_p%s PARTITION OF core.spread \
+                             FOR VALUES FROM (%L) TO (%L)', i, \
+                            date '2026-01-01' + i, date '2026-01-01' + i + 60); \
+             EXECUTE format('INSERT INTO core.spread_p%s SELECT %s, %L', i, i, date '2026-01-01' + i); \
+           END IF; \
+         END LOOP; END $$",
+    );
+    let relations = cluster.number(&db, "SELECT count(*) FROM pg_stat_user_indexes");
+    assert!(
+        relations > 300.0,
+        "{relations} indexes: not enough for 3 pages"
+    );
+    let caps = "max_tables = 10000\nmax_indexes = 10000\n";
+    let paged = Exporter::start(&config(
+        "paged",
+        &cluster.dsn(&db),
+        &format!("[relations]\n{caps}page_size = 100\n"),
+    ));
+    let whole = Exporter::start(&config(
+        "whole",
+        &cluster.dsn(&db),
+        &format!("[relations]\n{caps}page_size = 100000\n"),
+    ));
+    // Row counters only change with writes, and nothing writes now: both must agree exactly.
+    let families = ["pg_table_tup_inserted_total", "pg_index_scans_total"];
+    let series = |m: &Metrics, target: &str| {
+        let mut all: Vec<String> = families
+            .iter()
+            .flat_map(|family| m.find(family, &[("target", target)]))
+            .map(|s| {
+                let mut labels: Vec<String> = s
+                    .labels
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "target")
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                labels.sort();
+                format!("{} {} {}", s.name, labels.join(","), s.value)
+            })
+            .collect();
+        all.sort();
+        all
+    };
+    let spread = [("relname", "spread"), ("schemaname", "core")];
+    let ready = |target: &'static str| {
+        move |m: &Metrics| {
+            m.find("pg_table_tup_inserted_total", &[("target", target)])
+                .len()
+                > 300
+                && m.value(
+                    "pg_table_tup_inserted_total",
+                    &[&[("target", target)], &spread[..]].concat(),
+                ) == Some(5.0)
+        }
+    };
+    let p = paged.wait_for(WAIT, "every table, the partitions summed", ready("paged"));
+    let w = whole.wait_for(WAIT, "every table, the partitions summed", ready("whole"));
+    assert_eq!(series(&p, "paged"), series(&w, "whole"));
+    assert!(
+        p.find(
+            "pg_index_scans_total",
+            &[("target", "paged"), ("indexrelname", "spread_at_idx")]
+        )
+        .len()
+            == 1
+    );
+}

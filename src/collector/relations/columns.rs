@@ -5,6 +5,10 @@
 //! `relation_stats` and `relation_sizes` each list their columns as `Col` tables; the tables
 //! are the one source of both the families they emit and the families their spec describes.
 
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+
+use crate::collector::{CollectError, Session};
 use crate::metric::{describe_all, FamilyDesc, Metric};
 
 /// Labels of the per-table families.
@@ -93,3 +97,80 @@ pub const OUT_INDEX: &str = "
          ELSE coalesce((SELECT ri.relname::text FROM pg_class ri
                         WHERE ri.oid = pg_partition_root(x.indexrelid)), x.indexrelname)
     END AS indexrelname";
+
+/// Names of a table `c` (namespace `n`) read one row per relation, for [`labels`]: its own
+/// schema and name, and its partitioned root's when it is a partition (`ROOT_OF_C` joined).
+pub const TABLE_NAMES: &str = "n.nspname::text AS schemaname, c.relname::text AS relname,
+    root.root_schema, root.root_name";
+
+/// The partitioned root of a partition `c` (no row for other tables): an index lookup per
+/// partition, so that a page of relations costs the same whatever the catalog's size.
+pub const ROOT_OF_C: &str = "
+    LEFT JOIN LATERAL (
+        SELECT rn.nspname::text AS root_schema, r.relname::text AS root_name
+        FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
+        WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)
+    ) root ON true";
+
+/// Name of an index `ci` and, when it is a partition's index, its root partitioned index's.
+pub const INDEX_NAMES: &str = "ci.relname::text AS indexrelname,
+    CASE WHEN ci.relispartition THEN (SELECT ri.relname::text FROM pg_class ri
+                                      WHERE ri.oid = pg_partition_root(ci.oid)) END AS root_index";
+
+/// Where a relation read with [`TABLE_NAMES`] (and [`INDEX_NAMES`] for `index`) is reported:
+/// itself, or (partitions, unless `children`) its root table and the root's index. With
+/// `children`, a partition keeps its own names and `parent` names its root.
+pub fn labels(
+    row: &Row,
+    children: bool,
+    index: bool,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let root: Option<(String, String)> = match row.try_get::<_, Option<String>>("root_name")? {
+        Some(name) => Some((row.try_get("root_schema")?, name)),
+        None => None,
+    };
+    let mut labels = match root {
+        Some((schema, name)) if !children => vec![schema, name, String::new()],
+        root => vec![
+            row.try_get("schemaname")?,
+            row.try_get("relname")?,
+            root.map_or_else(String::new, |(schema, name)| format!("{schema}.{name}")),
+        ],
+    };
+    if index {
+        let own: String = row.try_get("indexrelname")?;
+        let root: Option<String> = row.try_get("root_index")?;
+        labels.push(match root {
+            Some(root) if !children => root,
+            _ => own,
+        });
+    }
+    Ok(labels)
+}
+
+/// Runs a catalog query page by page, keyset on its first column (an oid; `$1` the last one
+/// seen, `$2` the page size, `[relations] page_size`, further parameters after them), handing
+/// each row to `each`: no statement grows with the catalog, and its rows are never all in
+/// memory at once.
+pub async fn for_each_page(
+    session: &Session,
+    page: usize,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    mut each: impl FnMut(&Row) -> Result<(), CollectError>,
+) -> Result<(), CollectError> {
+    let page = page as i64;
+    let mut after: u32 = 0;
+    loop {
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![&after, &page];
+        all.extend_from_slice(params);
+        let rows = session.client.query(sql, &all).await?;
+        for row in &rows {
+            each(row)?;
+        }
+        match rows.last() {
+            Some(last) if rows.len() as i64 == page => after = last.try_get(0)?,
+            _ => return Ok(()),
+        }
+    }
+}

@@ -24,6 +24,52 @@ pub struct Series {
     rank: Vec<f64>,
 }
 
+impl Series {
+    /// One relation's row under `labels`: values by `Col`, every `rank_*` column a ranking key.
+    pub fn from_row(row: &Row, labels: Vec<String>, cols: &[Col]) -> Result<Series, CollectError> {
+        Ok(Series {
+            labels,
+            values: cols
+                .iter()
+                .map(|c| row.try_get::<_, Option<f64>>(c.column))
+                .collect::<Result<_, _>>()?,
+            rank: row
+                .columns()
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.name().starts_with("rank_"))
+                .map(|(i, _)| row.try_get::<_, Option<f64>>(i).map(|v| v.unwrap_or(0.0)))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// Series with the same labels made one (partitions into their root): values combined by
+/// `aggs`, ranking keys summed. Rows read one per relation are grouped here rather than by the
+/// query, so that the query can be paged and never sorts the catalog.
+pub fn group(all: impl IntoIterator<Item = Series>, aggs: &[Agg]) -> Vec<Series> {
+    let mut grouped: HashMap<Vec<String>, Series> = HashMap::new();
+    for mut series in all {
+        let labels = std::mem::take(&mut series.labels);
+        match grouped.entry(labels) {
+            std::collections::hash_map::Entry::Occupied(mut at) => {
+                let into = at.get_mut();
+                merge(&mut into.values, &series.values, aggs);
+                for (sum, rank) in into.rank.iter_mut().zip(&series.rank) {
+                    *sum += rank;
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(at) => {
+                at.insert(series);
+            }
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(labels, series)| Series { labels, ..series })
+        .collect()
+}
+
 /// Reads rows: labels by name, values by `Col`, and every `rank_*` column as a ranking key.
 pub fn read(rows: &[Row], labels: &[&str], cols: &[Col]) -> Result<Vec<Series>, CollectError> {
     let Some(first) = rows.first() else {
@@ -136,19 +182,24 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
 fn combine(labels: Vec<String>, members: &[Series], aggs: &[Agg]) -> Series {
     let mut values = vec![None; aggs.len()];
     for member in members {
-        for ((acc, value), agg) in values.iter_mut().zip(&member.values).zip(aggs) {
-            *acc = match (*acc, *value, agg) {
-                (None, v, _) => v,
-                (a, None, _) => a,
-                (Some(a), Some(v), Agg::Sum) => Some(a + v),
-                (Some(a), Some(v), Agg::Max) => Some(a.max(v)),
-            };
-        }
+        merge(&mut values, &member.values, aggs);
     }
     Series {
         labels,
         values,
         rank: Vec::new(),
+    }
+}
+
+/// Adds `values` into `acc` column by column; a missing value leaves the other side as is.
+fn merge(acc: &mut [Option<f64>], values: &[Option<f64>], aggs: &[Agg]) {
+    for ((acc, value), agg) in acc.iter_mut().zip(values).zip(aggs) {
+        *acc = match (*acc, *value, agg) {
+            (None, v, _) => v,
+            (a, None, _) => a,
+            (Some(a), Some(v), Agg::Sum) => Some(a + v),
+            (Some(a), Some(v), Agg::Max) => Some(a.max(v)),
+        };
     }
 }
 

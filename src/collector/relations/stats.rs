@@ -4,8 +4,11 @@
 
 use std::time::Duration;
 
-use super::columns::{Col, INDEX, INDEX_LABELS, OUT_INDEX, OUT_TABLE, ROLLUP, TABLE, TABLE_LABELS};
-use super::rollup::{families, read, select, CounterRollups};
+use super::columns::{
+    for_each_page, labels, Col, INDEX, INDEX_LABELS, INDEX_NAMES, ROOT_OF_C, TABLE, TABLE_LABELS,
+    TABLE_NAMES,
+};
+use super::rollup::{aggs, families, group, select, CounterRollups, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -132,53 +135,67 @@ pub fn spec() -> Spec {
     }
 }
 
+/// One row per table (partitions too), a page at a time: the counters straight from the
+/// statistics functions `pg_stat_user_tables` is made of (the same filter: user schemas, no
+/// TOAST), without the view's grouping over every index of the catalog; `idx_scan` and
+/// `idx_tup_fetch` sum the table's own indexes as the view does.
 fn table_stats_sql() -> String {
     format!(
-        "WITH x AS (
-            SELECT s.relid, s.schemaname::text AS schemaname, s.relname::text AS relname,
-                   c.relispartition, c.relpages, s.seq_scan, s.seq_tup_read,
-                   coalesce(s.idx_scan, 0) AS idx_scan, coalesce(s.idx_tup_fetch, 0) AS idx_tup_fetch,
-                   s.n_tup_ins, s.n_tup_upd, s.n_tup_del, s.n_tup_hot_upd
-            FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
-            WHERE s.schemaname !~ '^pg_temp_'
-        )
-        SELECT {OUT_TABLE},
-               sum(x.seq_scan)::float8 AS seq_scan, sum(x.seq_tup_read)::float8 AS seq_tup_read,
-               sum(x.idx_scan)::float8 AS idx_scan, sum(x.idx_tup_fetch)::float8 AS idx_tup_fetch,
-               sum(x.n_tup_ins)::float8 AS n_tup_ins, sum(x.n_tup_upd)::float8 AS n_tup_upd,
-               sum(x.n_tup_del)::float8 AS n_tup_del, sum(x.n_tup_hot_upd)::float8 AS n_tup_hot_upd,
-               sum(x.relpages)::float8 AS rank_size,
-               sum(x.seq_scan + x.idx_scan)::float8 AS rank_scans,
-               sum(x.seq_tup_read)::float8 AS rank_seq_read
-        FROM x {ROLLUP}
-        GROUP BY 1, 2, 3"
+        "SELECT c.oid, {TABLE_NAMES},
+        pg_stat_get_numscans(c.oid)::float8 AS seq_scan,
+        pg_stat_get_tuples_returned(c.oid)::float8 AS seq_tup_read,
+        coalesce(ix.scans, 0)::float8 AS idx_scan,
+        coalesce(ix.fetched + pg_stat_get_tuples_fetched(c.oid), 0)::float8 AS idx_tup_fetch,
+        pg_stat_get_tuples_inserted(c.oid)::float8 AS n_tup_ins,
+        pg_stat_get_tuples_updated(c.oid)::float8 AS n_tup_upd,
+        pg_stat_get_tuples_deleted(c.oid)::float8 AS n_tup_del,
+        pg_stat_get_tuples_hot_updated(c.oid)::float8 AS n_tup_hot_upd,
+        c.relpages::float8 AS rank_size,
+        (pg_stat_get_numscans(c.oid) + coalesce(ix.scans, 0))::float8 AS rank_scans,
+        pg_stat_get_tuples_returned(c.oid)::float8 AS rank_seq_read
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+    LEFT JOIN LATERAL (
+        SELECT sum(pg_stat_get_numscans(x.indexrelid)) AS scans,
+               sum(pg_stat_get_tuples_fetched(x.indexrelid)) AS fetched
+        FROM pg_index x WHERE x.indrelid = c.oid
+        HAVING count(*) > 0
+    ) ix ON true
+    WHERE c.relkind IN ('r', 'm', 'p')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname !~ '^pg_(toast|temp_)'
+      AND c.oid > $1::oid
+    ORDER BY c.oid
+    LIMIT $2"
     )
 }
 
+/// One row per index of a table of [`table_stats_sql`] (`pg_stat_user_indexes`' filter), a
+/// page at a time.
 fn index_stats_sql(major: i32) -> String {
-    // last_idx_scan appeared in PostgreSQL 16.
+    // The last scan's time appeared in PostgreSQL 16.
     let last = if major >= 16 {
-        "extract(epoch FROM s.last_idx_scan)::float8"
+        "extract(epoch FROM pg_stat_get_lastscan(x.indexrelid))::float8"
     } else {
         "NULL::float8"
     };
     format!(
-        "WITH x AS (
-            SELECT s.relid, s.indexrelid, s.schemaname::text AS schemaname, s.relname::text AS relname,
-                   s.indexrelname::text AS indexrelname, ct.relispartition,
-                   ci.relispartition AS index_is_partition, ci.relpages,
-                   s.idx_scan, s.idx_tup_read, s.idx_tup_fetch, {last} AS last_scan
-            FROM pg_stat_user_indexes s
-            JOIN pg_class ci ON ci.oid = s.indexrelid
-            JOIN pg_class ct ON ct.oid = s.relid
-            WHERE s.schemaname !~ '^pg_temp_'
-        )
-        SELECT {OUT_TABLE}, {OUT_INDEX},
-               sum(x.idx_scan)::float8 AS idx_scan, sum(x.idx_tup_read)::float8 AS idx_tup_read,
-               sum(x.idx_tup_fetch)::float8 AS idx_tup_fetch, max(x.last_scan) AS last_scan,
-               sum(x.relpages)::float8 AS rank_size, sum(x.idx_scan)::float8 AS rank_scans
-        FROM x {ROLLUP}
-        GROUP BY 1, 2, 3, 4"
+        "SELECT x.indexrelid, {TABLE_NAMES}, {INDEX_NAMES},
+        pg_stat_get_numscans(x.indexrelid)::float8 AS idx_scan,
+        pg_stat_get_tuples_returned(x.indexrelid)::float8 AS idx_tup_read,
+        pg_stat_get_tuples_fetched(x.indexrelid)::float8 AS idx_tup_fetch,
+        {last} AS last_scan,
+        ci.relpages::float8 AS rank_size,
+        pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
+    FROM pg_index x
+    JOIN pg_class ci ON ci.oid = x.indexrelid
+    JOIN pg_class c ON c.oid = x.indrelid
+    JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+    WHERE c.relkind IN ('r', 'm')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname !~ '^pg_(toast|temp_)'
+      AND x.indexrelid > $1::oid
+    ORDER BY x.indexrelid
+    LIMIT $2"
     )
 }
 
@@ -193,22 +210,35 @@ struct RelationStats {
 impl Collector for RelationStats {
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a> {
         Box::pin(async move {
-            let children = &self.config.partition_children;
-            let rows = session
-                .client
-                .query(&table_stats_sql(), &[children])
-                .await?;
+            let children = self.config.partition_children;
+            let mut tables = Vec::new();
+            for_each_page(
+                session,
+                self.config.page_size,
+                &table_stats_sql(),
+                &[],
+                |row| {
+                    let labels = labels(row, children, false)?;
+                    tables.push(Series::from_row(row, labels, TABLE_STATS)?);
+                    Ok(())
+                },
+            )
+            .await?;
             let tables = select(
-                read(&rows, TABLE_LABELS, TABLE_STATS)?,
+                group(tables, &aggs(TABLE_STATS)),
                 self.config.max_tables,
                 false,
             );
-            let rows = session
-                .client
-                .query(&index_stats_sql(session.server.major()), &[children])
-                .await?;
+            let mut indexes = Vec::new();
+            let sql = index_stats_sql(session.server.major());
+            for_each_page(session, self.config.page_size, &sql, &[], |row| {
+                let labels = labels(row, children, true)?;
+                indexes.push(Series::from_row(row, labels, INDEX_STATS)?);
+                Ok(())
+            })
+            .await?;
             let indexes = select(
-                read(&rows, INDEX_LABELS, INDEX_STATS)?,
+                group(indexes, &aggs(INDEX_STATS)),
                 self.config.max_indexes,
                 true,
             );
