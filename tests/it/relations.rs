@@ -676,7 +676,7 @@ fn a_large_measure_is_followed_by_a_fresh_session_without_a_failure() {
     );
 }
 
-/// The catalog-wide statements read 100 relations at a time here (`page_size`), with a
+/// The catalog-wide statements read 100 tables at a time here (`page_size`), with a
 /// partitioned table whose partitions fall on different pages: the series, their labels and
 /// their values are the same as with everything on one page.
 #[test]

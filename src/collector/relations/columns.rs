@@ -5,7 +5,6 @@
 //! `relation_stats` and `relation_sizes` each list their columns as `Col` tables; the tables
 //! are the one source of both the families they emit and the families their spec describes.
 
-use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::collector::{CollectError, Session};
@@ -104,12 +103,14 @@ pub const TABLE_NAMES: &str = "n.nspname::text AS schemaname, c.relname::text AS
     root.root_schema, root.root_name";
 
 /// The partitioned root of a partition `c` (no row for other tables): an index lookup per
-/// partition, so that a page of relations costs the same whatever the catalog's size.
+/// partition (OFFSET 0 keeps the planner from turning it into a hash of all of `pg_class`), so
+/// that a chunk of relations costs the same whatever the catalog's size.
 pub const ROOT_OF_C: &str = "
     LEFT JOIN LATERAL (
         SELECT rn.nspname::text AS root_schema, r.relname::text AS root_name
         FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
         WHERE c.relispartition AND r.oid = pg_partition_root(c.oid)
+        OFFSET 0
     ) root ON true";
 
 /// Name of an index `ci` and, when it is a partition's index, its root partitioned index's.
@@ -148,29 +149,38 @@ pub fn labels(
     Ok(labels)
 }
 
-/// Runs a catalog query page by page, keyset on its first column (an oid; `$1` the last one
-/// seen, `$2` the page size, `[relations] page_size`, further parameters after them), handing
-/// each row to `each`: no statement grows with the catalog, and its rows are never all in
-/// memory at once.
-pub async fn for_each_page(
+/// The user tables of the database (partitioned and materialized ones too: what
+/// `pg_stat_user_tables` lists), by oid: the keys the catalog-wide statements run over in
+/// chunks. One scan of `pg_class`, catalog only.
+const USER_TABLES_SQL: &str = "
+    SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE c.relkind IN ('r', 'm', 'p')
+      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+      AND n.nspname !~ '^pg_(toast|temp_)'
+    ORDER BY c.oid";
+
+pub async fn user_tables(session: &Session) -> Result<Vec<u32>, CollectError> {
+    let rows = session.client.query(USER_TABLES_SQL, &[]).await?;
+    rows.iter()
+        .map(|row| row.try_get(0).map_err(CollectError::from))
+        .collect()
+}
+
+/// Runs a query over the tables of `$1` (an oid array), `chunk` tables per statement
+/// (`[relations] page_size`), handing each row to `each`: no statement grows with the catalog,
+/// and the rows are never all in memory at once. Tables dropped meanwhile simply have no row.
+pub async fn for_each_chunk(
     session: &Session,
-    page: usize,
+    tables: &[u32],
+    chunk: usize,
     sql: &str,
-    params: &[&(dyn ToSql + Sync)],
     mut each: impl FnMut(&Row) -> Result<(), CollectError>,
 ) -> Result<(), CollectError> {
-    let page = page as i64;
-    let mut after: u32 = 0;
-    loop {
-        let mut all: Vec<&(dyn ToSql + Sync)> = vec![&after, &page];
-        all.extend_from_slice(params);
-        let rows = session.client.query(sql, &all).await?;
-        for row in &rows {
+    for oids in tables.chunks(chunk.max(1)) {
+        let oids = oids.to_vec();
+        for row in &session.client.query(sql, &[&oids]).await? {
             each(row)?;
         }
-        match rows.last() {
-            Some(last) if rows.len() as i64 == page => after = last.try_get(0)?,
-            _ => return Ok(()),
-        }
     }
+    Ok(())
 }

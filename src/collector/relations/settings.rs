@@ -29,9 +29,9 @@ pub struct RelationsConfig {
     /// `full_pass_interval` it measures everything again.
     #[serde(with = "duration")]
     pub full_pass_interval: Duration,
-    /// Relations read per statement by the catalog-wide queries (statistics, names): each
-    /// statement's time stays bounded however large the catalog (about 60 ms for 5 000
-    /// relations' statistics); lower it when `statement_timeout` is tight.
+    /// Tables read per statement by the catalog-wide queries (statistics and names of the
+    /// tables and their indexes): each statement's time stays bounded however large the
+    /// catalog; lower it when `statement_timeout` is tight.
     pub page_size: usize,
 }
 
@@ -65,7 +65,7 @@ impl RelationsConfig {
         }
         if !(100..=100_000).contains(&self.page_size) {
             return Err(format!(
-                "relations.page_size = {}: use 100 to 100000 relations per statement (default 5000)",
+                "relations.page_size = {}: use 100 to 100000 tables per statement (default 5000)",
                 self.page_size
             ));
         }

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use super::columns::{
-    for_each_page, labels, Col, INDEX, INDEX_LABELS, INDEX_NAMES, ROOT_OF_C, TABLE, TABLE_LABELS,
-    TABLE_NAMES,
+    for_each_chunk, labels, user_tables, Col, INDEX, INDEX_LABELS, INDEX_NAMES, ROOT_OF_C, TABLE,
+    TABLE_LABELS, TABLE_NAMES,
 };
 use super::rollup::{aggs, families, group, select, CounterRollups, Series};
 use super::settings::RelationsConfig;
@@ -135,13 +135,12 @@ pub fn spec() -> Spec {
     }
 }
 
-/// One row per table (partitions too), a page at a time: the counters straight from the
-/// statistics functions `pg_stat_user_tables` is made of (the same filter: user schemas, no
-/// TOAST), without the view's grouping over every index of the catalog; `idx_scan` and
-/// `idx_tup_fetch` sum the table's own indexes as the view does.
+/// One row per table of `$1` (partitions too): the counters straight from the statistics
+/// functions `pg_stat_user_tables` is made of, without the view's grouping over every index
+/// of the catalog; `idx_scan` and `idx_tup_fetch` sum the table's own indexes as the view does.
 fn table_stats_sql() -> String {
     format!(
-        "SELECT c.oid, {TABLE_NAMES},
+        "SELECT {TABLE_NAMES},
         pg_stat_get_numscans(c.oid)::float8 AS seq_scan,
         pg_stat_get_tuples_returned(c.oid)::float8 AS seq_tup_read,
         coalesce(ix.scans, 0)::float8 AS idx_scan,
@@ -160,17 +159,12 @@ fn table_stats_sql() -> String {
         FROM pg_index x WHERE x.indrelid = c.oid
         HAVING count(*) > 0
     ) ix ON true
-    WHERE c.relkind IN ('r', 'm', 'p')
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname !~ '^pg_(toast|temp_)'
-      AND c.oid > $1::oid
-    ORDER BY c.oid
-    LIMIT $2"
+    WHERE c.oid = ANY($1::oid[])"
     )
 }
 
-/// One row per index of a table of [`table_stats_sql`] (`pg_stat_user_indexes`' filter), a
-/// page at a time.
+/// One row per index of the tables of `$1` (`pg_stat_user_indexes` lists no index of a
+/// partitioned table).
 fn index_stats_sql(major: i32) -> String {
     // The last scan's time appeared in PostgreSQL 16.
     let last = if major >= 16 {
@@ -179,7 +173,7 @@ fn index_stats_sql(major: i32) -> String {
         "NULL::float8"
     };
     format!(
-        "SELECT x.indexrelid, {TABLE_NAMES}, {INDEX_NAMES},
+        "SELECT {TABLE_NAMES}, {INDEX_NAMES},
         pg_stat_get_numscans(x.indexrelid)::float8 AS idx_scan,
         pg_stat_get_tuples_returned(x.indexrelid)::float8 AS idx_tup_read,
         pg_stat_get_tuples_fetched(x.indexrelid)::float8 AS idx_tup_fetch,
@@ -190,12 +184,7 @@ fn index_stats_sql(major: i32) -> String {
     JOIN pg_class ci ON ci.oid = x.indexrelid
     JOIN pg_class c ON c.oid = x.indrelid
     JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
-    WHERE c.relkind IN ('r', 'm')
-      AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-      AND n.nspname !~ '^pg_(toast|temp_)'
-      AND x.indexrelid > $1::oid
-    ORDER BY x.indexrelid
-    LIMIT $2"
+    WHERE x.indrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')"
     )
 }
 
@@ -211,18 +200,14 @@ impl Collector for RelationStats {
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a> {
         Box::pin(async move {
             let children = self.config.partition_children;
+            let chunk = self.config.page_size;
+            let oids = user_tables(session).await?;
             let mut tables = Vec::new();
-            for_each_page(
-                session,
-                self.config.page_size,
-                &table_stats_sql(),
-                &[],
-                |row| {
-                    let labels = labels(row, children, false)?;
-                    tables.push(Series::from_row(row, labels, TABLE_STATS)?);
-                    Ok(())
-                },
-            )
+            for_each_chunk(session, &oids, chunk, &table_stats_sql(), |row| {
+                let labels = labels(row, children, false)?;
+                tables.push(Series::from_row(row, labels, TABLE_STATS)?);
+                Ok(())
+            })
             .await?;
             let tables = select(
                 group(tables, &aggs(TABLE_STATS)),
@@ -231,7 +216,7 @@ impl Collector for RelationStats {
             );
             let mut indexes = Vec::new();
             let sql = index_stats_sql(session.server.major());
-            for_each_page(session, self.config.page_size, &sql, &[], |row| {
+            for_each_chunk(session, &oids, chunk, &sql, |row| {
                 let labels = labels(row, children, true)?;
                 indexes.push(Series::from_row(row, labels, INDEX_STATS)?);
                 Ok(())
