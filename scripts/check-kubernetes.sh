@@ -10,7 +10,9 @@
 #      schemas of the npm package @kubernetes-models/prometheus-operator (validate-crds.mjs);
 #   4. the PrometheusRules' groups pass promtool check rules, and the unit tests of
 #      alerts/tests pass against them as they pass against alerts/*.yml;
-#   5. the ConfigMap's pgkpi.toml passes pgkpi check-config.
+#   5. the plain-Prometheus scrape configuration passes promtool check config (but for its
+#      Kubernetes discovery blocks, see check_kubernetes.py);
+#   6. the ConfigMap's pgkpi.toml passes pgkpi check-config.
 # The tools are installed once, pinned, under target/ (idempotent): Python packages in a venv,
 # because Debian 12's pip refuses to install into the system Python (PEP 668) and
 # --break-system-packages could replace Debian's own PyYAML or jsonschema under other
@@ -64,6 +66,12 @@ tests=("$out"/rules/tests/*_test.yml)
   exit 1
 }
 echo "promtool: ${#rules[@]} rule files valid; ${#tests[@]} unit test files of alerts/tests pass against them"
+echo "-- prometheus-scrape.yml: promtool check config (discovery blocks replaced by static targets)"
+promtool check config "$out/prometheus-scrape.yml" >"$out/promtool-config.out" 2>&1 || {
+  cat "$out/promtool-config.out" >&2
+  exit 1
+}
+echo "promtool accepts deploy/kubernetes/prometheus-scrape.yml"
 echo "-- the ConfigMap's pgkpi.toml: pgkpi check-config"
 cargo build --locked --quiet --bin pgkpi
 # The password file is the Secret's, which only the cluster has: a stand-in, same first line.

@@ -14,7 +14,11 @@ scripts/check-kubernetes.sh in its venv (kubernetes-validate and PyYAML).
    crds.json          the ServiceMonitors and PrometheusRules, for validate-crds.mjs;
    rules/<file>.yml   each PrometheusRule's groups as a rule file named after its source
                       (pgkpi-database -> database.yml), for promtool check rules / test rules;
-   pgkpi.toml         the ConfigMap's configuration, for pgkpi check-config.
+   pgkpi.toml         the ConfigMap's configuration, for pgkpi check-config;
+   prometheus-scrape.yml  deploy/kubernetes/prometheus-scrape.yml with each
+                      kubernetes_sd_configs replaced by a static target, for promtool check
+                      config (Debian's promtool knows no Kubernetes discovery); the discovery
+                      blocks themselves are checked here, against the roles Prometheus has.
 Exits 1 listing every problem found.
 """
 
@@ -35,6 +39,9 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # The oldest Kubernetes minor the manifests must be valid for.
 OLDEST_KUBERNETES = Version("1.30")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
+SCRAPE_CONFIG = MANIFESTS / "prometheus-scrape.yml"
+# kubernetes_sd_configs roles Prometheus knows.
+SD_ROLES = {"node", "service", "pod", "endpoints", "endpointslice", "ingress"}
 
 problems = []
 
@@ -177,6 +184,40 @@ def check_servicemonitors(docs, services):
                 problem(where, f"{name(doc)}: endpoint port {e.get('port')!r} is not a port of {name(matched[0])}")
 
 
+def scrape_config(services, out):
+    """Checks the discovery blocks and that each job keeps the pods of one of the Services
+    (its name and instance labels and its port name), and writes the copy for promtool."""
+    scrape = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    where = str(SCRAPE_CONFIG.relative_to(ROOT))
+    wanted = {
+        (s["metadata"]["labels"].get("app.kubernetes.io/name"),
+         s["metadata"]["labels"].get("app.kubernetes.io/instance"), p["name"])
+        for s in services.values() for p in s["spec"]["ports"]
+    }
+    keep_labels = ["__meta_kubernetes_service_label_app_kubernetes_io_name",
+                   "__meta_kubernetes_service_label_app_kubernetes_io_instance",
+                   "__meta_kubernetes_endpoint_port_name"]
+    kept = set()
+    for job in scrape.get("scrape_configs", []):
+        name_ = job.get("job_name")
+        for sd in job.pop("kubernetes_sd_configs", []):
+            if set(sd) != {"role"} or sd["role"] not in SD_ROLES:
+                problem(where, f"job {name_}: kubernetes_sd_configs entry {sd}: "
+                        f"expected only a role, one of {sorted(SD_ROLES)}")
+            job.setdefault("static_configs", []).append({"targets": ["pgkpi.example:9188"]})
+        keeps = [r for r in job.get("relabel_configs", [])
+                 if r.get("action") == "keep" and r.get("source_labels") == keep_labels]
+        values = tuple(keeps[0].get("regex", "").split(";")) if len(keeps) == 1 else None
+        if values not in wanted:
+            problem(where, f"job {name_}: must keep exactly the endpoints of one Service of the manifests "
+                    f"(one keep rule on {';'.join(keep_labels)} with regex <name>;<instance>;<port>), "
+                    f"found {values}")
+        kept.add(values)
+    if len(kept) != len(services):
+        problem(where, f"{len(kept)} jobs for {len(services)} Services: one job per Service")
+    (out / "prometheus-scrape.yml").write_text(yaml.safe_dump(scrape, sort_keys=False))
+
+
 def write_outputs(docs, out):
     out.mkdir(parents=True, exist_ok=True)
     crds = [{"file": where, "doc": doc} for where, doc in docs if doc["kind"] in CRD_KINDS]
@@ -210,14 +251,16 @@ def main():
         if doc["kind"] in WORKLOAD_KINDS:
             check_workload(where, doc, by_kind.get("ConfigMap", {}), services)
     check_servicemonitors(docs, services)
-    crds = write_outputs(docs, Path(sys.argv[1]))
+    out = Path(sys.argv[1])
+    crds = write_outputs(docs, out)
+    scrape_config(services, out)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         sys.exit(1)
     builtin = len(docs) - crds
     print(f"{builtin} built-in objects valid (strict) on Kubernetes {versions[0]} to {versions[-1]}; "
           f"{crds} ServiceMonitor/PrometheusRule objects written for their schema check; "
-          "selectors, ports, config and secret mounts, shards and pod hardening consistent")
+          "selectors, ports, config and secret mounts, shards, pod hardening and the scrape jobs consistent")
 
 
 if __name__ == "__main__":
