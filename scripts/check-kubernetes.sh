@@ -7,7 +7,8 @@
 #      package kubernetes-validate, and consistent with each other and with pgkpi
 #      (scripts/lib/check_kubernetes.py);
 #   3. the ServiceMonitors and PrometheusRules are valid against the Prometheus Operator's CRD
-#      schemas of the npm package @kubernetes-models/prometheus-operator (validate-crds.mjs);
+#      schemas of the npm package @kubernetes-models/prometheus-operator, with no field the
+#      package does not declare (scripts/lib/validate-crds.mjs);
 #   4. the PrometheusRules' groups pass promtool check rules, and the unit tests of
 #      alerts/tests pass against them as they pass against alerts/*.yml;
 #   5. the plain-Prometheus scrape configuration passes promtool check config (but for its
