@@ -39,6 +39,9 @@ CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 # The oldest Kubernetes minor the manifests must be valid for.
 OLDEST_KUBERNETES = Version("1.30")
 WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
+# What the two modes are made of: each must be there, or the checks below would pass on less.
+REQUIRED_KINDS = {"ServiceAccount", "ConfigMap", "Deployment", "StatefulSet", "Service",
+                  "ServiceMonitor", "PrometheusRule"}
 SCRAPE_CONFIG = MANIFESTS / "prometheus-scrape.yml"
 # kubernetes_sd_configs roles Prometheus knows.
 SD_ROLES = {"node", "service", "pod", "endpoints", "endpointslice", "ingress"}
@@ -184,7 +187,7 @@ def check_servicemonitors(docs, services):
                 problem(where, f"{name(doc)}: endpoint port {e.get('port')!r} is not a port of {name(matched[0])}")
 
 
-def scrape_config(services, out):
+def check_scrape_config(services, out):
     """Checks the discovery blocks and that each job keeps the pods of one of the Services
     (its name and instance labels and its port name), and writes the copy for promtool."""
     scrape = yaml.safe_load(SCRAPE_CONFIG.read_text())
@@ -199,17 +202,17 @@ def scrape_config(services, out):
                    "__meta_kubernetes_endpoint_port_name"]
     kept = set()
     for job in scrape.get("scrape_configs", []):
-        name_ = job.get("job_name")
+        job_name = job.get("job_name")
         for sd in job.pop("kubernetes_sd_configs", []):
             if set(sd) != {"role"} or sd["role"] not in SD_ROLES:
-                problem(where, f"job {name_}: kubernetes_sd_configs entry {sd}: "
+                problem(where, f"job {job_name}: kubernetes_sd_configs entry {sd}: "
                         f"expected only a role, one of {sorted(SD_ROLES)}")
             job.setdefault("static_configs", []).append({"targets": ["pgkpi.example:9188"]})
         keeps = [r for r in job.get("relabel_configs", [])
                  if r.get("action") == "keep" and r.get("source_labels") == keep_labels]
         values = tuple(keeps[0].get("regex", "").split(";")) if len(keeps) == 1 else None
         if values not in wanted:
-            problem(where, f"job {name_}: must keep exactly the endpoints of one Service of the manifests "
+            problem(where, f"job {job_name}: must keep exactly the endpoints of one Service of the manifests "
                     f"(one keep rule on {';'.join(keep_labels)} with regex <name>;<instance>;<port>), "
                     f"found {values}")
         kept.add(values)
@@ -242,6 +245,8 @@ def main():
     by_kind = {}
     for _, doc in docs:
         by_kind.setdefault(doc["kind"], {})[doc["metadata"]["name"]] = doc
+    for kind in sorted(REQUIRED_KINDS - set(by_kind)):
+        problem(str(MANIFESTS.relative_to(ROOT)), f"no {kind}")
     for where, doc in docs:
         if doc["kind"] == "Secret":
             problem(where, f"{name(doc)}: the manifests reference the Secret, they never hold one")
@@ -253,7 +258,7 @@ def main():
     check_servicemonitors(docs, services)
     out = Path(sys.argv[1])
     crds = write_outputs(docs, out)
-    scrape_config(services, out)
+    check_scrape_config(services, out)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         sys.exit(1)
