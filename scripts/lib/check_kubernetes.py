@@ -57,8 +57,6 @@ def load():
     """[(file relative to the repository, document)] of every manifest."""
     docs = []
     for path in sorted(MANIFESTS.rglob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
         for doc in yaml.safe_load_all(path.read_text()):
             if doc is None:
                 continue
