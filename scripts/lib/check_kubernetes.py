@@ -54,7 +54,8 @@ def problem(where, text):
 
 
 def load():
-    """[(file relative to the repository, document)] of every manifest."""
+    """[(file relative to the repository, document)] of every manifest: the *.yaml files
+    (prometheus-scrape.yml, a Prometheus file, is checked by check_scrape_config)."""
     docs = []
     for path in sorted(MANIFESTS.rglob("*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
