@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh Debian 12 machine with Rust: installs what it needs, then
 # checks that the dashboards match dashboards/build.py, formatting and lints, and runs every
 # test against real PostgreSQL clusters it starts: the suite on PostgreSQL 15, every collector
-# on each major 13 to 18, and the Debian package installed, run and removed.
+# on each major 13 to 18, and the Debian package installed, run and removed; and checks the
+# Kubernetes manifests offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
@@ -25,9 +26,11 @@ for major in 13 14 16 17 18; do
 done
 echo "== cargo test"
 # cargo test (not nextest): the integration tests are one binary (tests/it) sharing one PostgreSQL
-# cluster, built and started once. The version matrix runs next, on its own, so that its
+# cluster, built and started once. The version matrix runs below, on its own, so that its
 # per-major lines show in the output.
 cargo test --locked -- --color never --skip definitions::every_builtin_collector_runs_on_postgresql_
+echo "== Kubernetes manifests: generated rules, schemas, promtool, check-config (offline)"
+bash scripts/check-kubernetes.sh
 echo "== version matrix: every collector on PostgreSQL 13 to 18"
 bash scripts/test-matrix.sh
 echo "== Debian package: build, install, verify, run, remove, purge"
