@@ -1,6 +1,7 @@
-//! What the relation queries share: their label columns, the SQL that rolls partitions up into
-//! their root, and the declaration of a value column ([`Col`]: the query column, the family it
-//! feeds as a [`Metric`], and how it combines into `(other)` rows).
+//! What the relation queries share: their label columns, the SQL that names a relation and its
+//! partitioned root ([`labels`] turns them into labels), the chunked reads over the user
+//! tables ([`for_each_chunk`]), and the declaration of a value column ([`Col`]: the query
+//! column, the family it feeds as a [`Metric`], and how it combines into `(other)` rows).
 //!
 //! `relation_stats` and `relation_sizes` each list their columns as `Col` tables; the tables
 //! are the one source of both the families they emit and the families their spec describes.
@@ -71,31 +72,6 @@ pub fn describe(tables: &[&[Col]]) -> Vec<FamilyDesc> {
         .collect();
     describe_all(&metrics)
 }
-
-/// Where a relation is reported: itself, or (partitions, unless `$1` = partition_children)
-/// its partitioned root. Expects a row `x` with `relid` and `relispartition`; joins `root`
-/// (`root_schema`, `root_name`), which [`OUT_TABLE`] and [`OUT_INDEX`] turn into the labels.
-pub const ROLLUP: &str = "
-    LEFT JOIN LATERAL (
-        SELECT rn.nspname::text AS root_schema, r.relname::text AS root_name
-        FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
-        WHERE x.relispartition AND r.oid = pg_partition_root(x.relid)
-    ) root ON true";
-
-/// The table labels after [`ROLLUP`]: `schemaname`, `relname` and `parent` (set only when
-/// partitions are exported as tables of their own).
-pub const OUT_TABLE: &str = "
-    CASE WHEN $1 OR root.root_name IS NULL THEN x.schemaname ELSE root.root_schema END AS schemaname,
-    CASE WHEN $1 OR root.root_name IS NULL THEN x.relname ELSE root.root_name END AS relname,
-    CASE WHEN $1 AND root.root_name IS NOT NULL
-         THEN root.root_schema || '.' || root.root_name ELSE '' END AS parent";
-
-/// Same for an index: a partition's index is reported as its root partitioned index.
-pub const OUT_INDEX: &str = "
-    CASE WHEN $1 OR NOT x.index_is_partition THEN x.indexrelname
-         ELSE coalesce((SELECT ri.relname::text FROM pg_class ri
-                        WHERE ri.oid = pg_partition_root(x.indexrelid)), x.indexrelname)
-    END AS indexrelname";
 
 /// Names of a table `c` (namespace `n`) read one row per relation, for [`labels`]: its own
 /// schema and name, and its partitioned root's when it is a partition (`ROOT_OF_C` joined).

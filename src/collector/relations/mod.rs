@@ -17,10 +17,12 @@
 //! that table has series, everything else into one `(other)` row (whose counters add their
 //! members' increases, so they never step down as members change). Partitions are rolled up into
 //! their root table (and partition indexes into the root's index) unless `partition_children`
-//! is set. The SQL does the grouping; Rust does the ranking and the cut, so it is unit-tested.
+//! is set. The queries read one row per relation, in chunks of `page_size` tables so that no
+//! statement grows with the catalog; Rust groups partitions into their root, ranks and cuts,
+//! so that logic is unit-tested.
 //! Estimates (bloat) are explained in docs/relations.md.
 //!
-//! Files: `columns` (label columns, partition rollup SQL, the `Col` declarations), `rollup`
+//! Files: `columns` (label columns, naming SQL, chunked reads, the `Col` declarations), `rollup`
 //! (the cap and the `(other)` rows, pure logic), one file per collector (`stats`, `sizes`,
 //! `health`) with its SQL, and `settings` (`[relations]`).
 

@@ -25,6 +25,15 @@ pub struct Series {
 }
 
 impl Series {
+    /// A series from values computed in Rust (in the order of its `Col` table) and ranking keys.
+    pub fn new(labels: Vec<String>, values: Vec<Option<f64>>, rank: Vec<f64>) -> Series {
+        Series {
+            labels,
+            values,
+            rank,
+        }
+    }
+
     /// One relation's row under `labels`: values by `Col`, every `rank_*` column a ranking key.
     pub fn from_row(row: &Row, labels: Vec<String>, cols: &[Col]) -> Result<Series, CollectError> {
         Ok(Series {
@@ -67,38 +76,6 @@ pub fn group(all: impl IntoIterator<Item = Series>, aggs: &[Agg]) -> Vec<Series>
     grouped
         .into_iter()
         .map(|(labels, series)| Series { labels, ..series })
-        .collect()
-}
-
-/// Reads rows: labels by name, values by `Col`, and every `rank_*` column as a ranking key.
-pub fn read(rows: &[Row], labels: &[&str], cols: &[Col]) -> Result<Vec<Series>, CollectError> {
-    let Some(first) = rows.first() else {
-        return Ok(Vec::new());
-    };
-    let rank_at: Vec<usize> = first
-        .columns()
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.name().starts_with("rank_"))
-        .map(|(i, _)| i)
-        .collect();
-    rows.iter()
-        .map(|row| {
-            Ok(Series {
-                labels: labels
-                    .iter()
-                    .map(|l| row.try_get::<_, String>(*l))
-                    .collect::<Result<_, _>>()?,
-                values: cols
-                    .iter()
-                    .map(|c| row.try_get::<_, Option<f64>>(c.column))
-                    .collect::<Result<_, _>>()?,
-                rank: rank_at
-                    .iter()
-                    .map(|&i| row.try_get::<_, Option<f64>>(i).map(|v| v.unwrap_or(0.0)))
-                    .collect::<Result<_, _>>()?,
-            })
-        })
         .collect()
 }
 

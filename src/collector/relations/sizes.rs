@@ -14,8 +14,8 @@
 //!    measured again once per `full_pass_interval` (the slice is sized to finish the pass in
 //!    half of it); their estimates are carried, since everything they read is in the
 //!    fingerprint;
-//! 4. reports every table through the rollup and the caps in one catalog-only query fed with
-//!    the values as arrays.
+//! 4. reports every table through the rollup and the caps: names and activity ranks read in
+//!    chunks of `page_size` tables (catalog and counters only), sizes from [`Measured`].
 //!
 //! A run stops starting chunks after [`RUN_BUDGET`] and asks to run again soon
 //! ([`Collector::has_pending_work`]): the first pass over a large catalog is spread over
@@ -28,8 +28,11 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::columns::{Col, INDEX, INDEX_LABELS, OUT_INDEX, OUT_TABLE, ROLLUP, TABLE, TABLE_LABELS};
-use super::rollup::{aggs, cap, families, read};
+use super::columns::{
+    for_each_chunk, labels, Col, INDEX, INDEX_LABELS, INDEX_NAMES, ROOT_OF_C, TABLE, TABLE_LABELS,
+    TABLE_NAMES,
+};
+use super::rollup::{aggs, cap, families, group, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -268,47 +271,30 @@ const MEASURE_INDEX_SIZES_SQL: &str = "
     FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
     WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'";
 
-/// Every table's values ($2..$6, measured or carried) under its labels, rolled up and ranked.
+/// Names and activity ranks of the tables of `$1`, for the report: sizes come from
+/// [`Measured`], so this reads the catalog and statistics counters only, no file.
 fn report_tables_sql() -> String {
     format!(
-        "WITH x AS (
-            SELECT m.*, n.nspname::text AS schemaname, c.relname::text AS relname, c.relispartition
-            FROM unnest($2::oid[], $3::float8[], $4::float8[], $5::float8[], $6::float8[])
-                 AS m(relid, table_bytes, index_bytes, toast_bytes, bloat_bytes)
-            JOIN pg_class c ON c.oid = m.relid
-            JOIN pg_namespace n ON n.oid = c.relnamespace
-        )
-        SELECT {OUT_TABLE},
-               sum(x.table_bytes + x.index_bytes)::float8 AS total_bytes,
-               sum(x.table_bytes - x.toast_bytes)::float8 AS heap_bytes,
-               sum(x.toast_bytes)::float8 AS toast_bytes, sum(x.index_bytes)::float8 AS index_bytes,
-               sum(x.bloat_bytes)::float8 AS bloat_bytes,
-               sum(x.table_bytes + x.index_bytes)::float8 AS rank_size,
-               sum(coalesce(s.seq_scan, 0) + coalesce(s.idx_scan, 0))::float8 AS rank_scans,
-               sum(coalesce(s.seq_tup_read, 0))::float8 AS rank_seq_read
-        FROM x {ROLLUP}
-        LEFT JOIN pg_stat_user_tables s ON s.relid = x.relid
-        GROUP BY 1, 2, 3"
+        "SELECT c.oid, {TABLE_NAMES},
+            (pg_stat_get_numscans(c.oid)
+             + coalesce((SELECT sum(pg_stat_get_numscans(x.indexrelid))
+                         FROM pg_index x WHERE x.indrelid = c.oid), 0))::float8 AS rank_scans,
+            pg_stat_get_tuples_returned(c.oid)::float8 AS rank_seq_read
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+        WHERE c.oid = ANY($1::oid[])"
     )
 }
 
-/// Every index's values ($2..$4, measured or carried) under its labels, rolled up and ranked.
+/// Names and scan ranks of the indexes of the tables of `$1`, for the report.
 fn report_indexes_sql() -> String {
     format!(
-        "WITH x AS (
-            SELECT s.relid, s.indexrelid, s.schemaname::text AS schemaname, s.relname::text AS relname,
-                   s.indexrelname::text AS indexrelname, ct.relispartition,
-                   ci.relispartition AS index_is_partition, s.idx_scan, m.index_bytes, m.bloat_bytes
-            FROM unnest($2::oid[], $3::float8[], $4::float8[]) AS m(indexrelid, index_bytes, bloat_bytes)
-            JOIN pg_stat_user_indexes s ON s.indexrelid = m.indexrelid
-            JOIN pg_class ci ON ci.oid = s.indexrelid
-            JOIN pg_class ct ON ct.oid = s.relid
-        )
-        SELECT {OUT_TABLE}, {OUT_INDEX},
-               sum(x.index_bytes)::float8 AS index_bytes, sum(x.bloat_bytes)::float8 AS bloat_bytes,
-               sum(x.index_bytes)::float8 AS rank_size, sum(x.idx_scan)::float8 AS rank_scans
-        FROM x {ROLLUP}
-        GROUP BY 1, 2, 3, 4"
+        "SELECT x.indexrelid, {TABLE_NAMES}, {INDEX_NAMES},
+            pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
+        FROM pg_index x
+        JOIN pg_class ci ON ci.oid = x.indexrelid
+        JOIN pg_class c ON c.oid = x.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+        WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'"
     )
 }
 
@@ -505,57 +491,76 @@ impl Collector for RelationSizes {
         Box::pin(async move {
             self.refresh(session).await?;
             let children = self.config.partition_children;
-            let tables = self.measured.iter();
-            let oids: Vec<u32> = tables.clone().map(|(oid, _)| *oid).collect();
-            let table_bytes: Vec<f64> = tables.clone().map(|(_, m)| m.table_bytes).collect();
-            let index_bytes: Vec<f64> = tables.clone().map(|(_, m)| m.index_bytes()).collect();
-            let toast_bytes: Vec<f64> = tables.clone().map(|(_, m)| m.toast_bytes).collect();
-            let bloat_bytes: Vec<Option<f64>> = tables.map(|(_, m)| m.bloat_bytes).collect();
-            let table_rows = session
-                .client
-                .query(
-                    &report_tables_sql(),
-                    &[
-                        &children,
-                        &oids,
-                        &table_bytes,
-                        &index_bytes,
-                        &toast_bytes,
-                        &bloat_bytes,
+            let mut oids: Vec<u32> = self.measured.keys().copied().collect();
+            oids.sort_unstable();
+            let chunk = self.config.page_size;
+            let measured = &self.measured;
+            let mut tables = Vec::new();
+            for_each_chunk(session, &oids, chunk, &report_tables_sql(), |row| {
+                let Some(m) = measured.get(&row.try_get::<_, u32>("oid")?) else {
+                    return Ok(());
+                };
+                let (index, total) = (m.index_bytes(), m.table_bytes + m.index_bytes());
+                tables.push(Series::new(
+                    labels(row, children, false)?,
+                    vec![
+                        Some(total),
+                        Some(m.table_bytes - m.toast_bytes),
+                        Some(m.toast_bytes),
+                        Some(index),
+                        m.bloat_bytes,
                     ],
-                )
-                .await?;
-            let indexes = self.measured.values().flat_map(|m| &m.indexes);
-            let index_oids: Vec<u32> = indexes.clone().map(|i| i.oid).collect();
-            let index_sizes: Vec<f64> = indexes.clone().map(|i| i.bytes).collect();
-            let index_bloat: Vec<Option<f64>> = indexes.map(|i| i.bloat_bytes).collect();
-            let index_rows = session
-                .client
-                .query(
-                    &report_indexes_sql(),
-                    &[&children, &index_oids, &index_sizes, &index_bloat],
-                )
-                .await?;
+                    vec![
+                        total,
+                        row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
+                        row.try_get::<_, Option<f64>>("rank_seq_read")?
+                            .unwrap_or(0.0),
+                    ],
+                ));
+                Ok(())
+            })
+            .await?;
+            let sizes: HashMap<u32, &MeasuredIndex> = measured
+                .values()
+                .flat_map(|m| &m.indexes)
+                .map(|i| (i.oid, i))
+                .collect();
+            let mut indexes = Vec::new();
+            for_each_chunk(session, &oids, chunk, &report_indexes_sql(), |row| {
+                let Some(i) = sizes.get(&row.try_get::<_, u32>("indexrelid")?) else {
+                    return Ok(());
+                };
+                indexes.push(Series::new(
+                    labels(row, children, true)?,
+                    vec![Some(i.bytes), i.bloat_bytes],
+                    vec![
+                        i.bytes,
+                        row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
+                    ],
+                ));
+                Ok(())
+            })
+            .await?;
             let mut out = Vec::new();
             let mut dropped = 0;
             // Tables, then indexes: each query's rows capped at its own limit.
-            for (rows, labels, cols, max, per_table) in [
+            for (all, labels, cols, max, per_table) in [
                 (
-                    &table_rows,
+                    tables,
                     TABLE_LABELS,
                     TABLE_SIZES,
                     self.config.max_tables,
                     false,
                 ),
                 (
-                    &index_rows,
+                    indexes,
                     INDEX_LABELS,
                     INDEX_SIZES,
                     self.config.max_indexes,
                     true,
                 ),
             ] {
-                let (series, cut) = cap(read(rows, labels, cols)?, max, per_table, &aggs(cols));
+                let (series, cut) = cap(group(all, &aggs(cols)), max, per_table, &aggs(cols));
                 dropped += cut;
                 out.extend(families(&series, labels, cols));
             }
