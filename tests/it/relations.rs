@@ -70,6 +70,33 @@ fn unused_index_appears_after_a_stats_reset_and_leaves_once_used() {
     for name in &constrained {
         assert!(!unused.contains(name), "{name} listed as unused");
     }
+    // A partitioned index is judged as one tree: listed under its root's name with the size
+    // of all its partitions' indexes, never a partition's index by itself.
+    let tree = cluster.psql(
+        &db,
+        "SELECT c.relname || ' ' || (SELECT sum(pg_relation_size(p.relid)) \
+                                     FROM pg_partition_tree(c.oid) p) \
+         FROM pg_class c JOIN pg_index x ON x.indexrelid = c.oid \
+         WHERE c.relkind = 'I' AND NOT c.relispartition \
+           AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion) \
+         ORDER BY 1 LIMIT 1",
+    );
+    let (root, tree_bytes) = tree.split_once(' ').expect("a partitioned index in the schema");
+    assert_eq!(
+        m.value(
+            "pg_index_unused_size_bytes",
+            &[("target", "unused"), ("indexrelname", root)]
+        ),
+        Some(tree_bytes.parse().unwrap()),
+        "{root} as one tree"
+    );
+    let partitions = cluster.psql(
+        &db,
+        "SELECT relname FROM pg_class WHERE relkind = 'i' AND relispartition",
+    );
+    for name in partitions.lines() {
+        assert!(!unused.contains(&name), "partition index {name} listed by itself");
+    }
     // The totals cover exactly what is listed (max_listed is above their number).
     let listed_bytes: f64 = m
         .find("pg_index_unused_size_bytes", &[("target", "unused")])

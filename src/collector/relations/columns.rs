@@ -6,6 +6,7 @@
 //! `relation_stats` and `relation_sizes` each list their columns as `Col` tables; the tables
 //! are the one source of both the families they emit and the families their spec describes.
 
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 use crate::collector::{CollectError, Session};
@@ -142,19 +143,23 @@ pub async fn user_tables(session: &Session) -> Result<Vec<u32>, CollectError> {
         .collect()
 }
 
-/// Runs a query over the tables of `$1` (an oid array), `chunk` tables per statement
-/// (`[relations] page_size`), handing each row to `each`: no statement grows with the catalog,
-/// and the rows are never all in memory at once. Tables dropped meanwhile simply have no row.
+/// Runs a query over the tables of `$1` (an oid array; further parameters follow it),
+/// `chunk` tables per statement (`[relations] page_size`), handing each row to `each`: no
+/// statement grows with the catalog, and the rows are never all in memory at once. Tables
+/// dropped meanwhile simply have no row.
 pub async fn for_each_chunk(
     session: &Session,
     tables: &[u32],
     chunk: usize,
     sql: &str,
-    mut each: impl FnMut(&Row) -> Result<(), CollectError>,
+    params: &[&(dyn ToSql + Sync)],
+    mut each: impl FnMut(Row) -> Result<(), CollectError>,
 ) -> Result<(), CollectError> {
     for oids in tables.chunks(chunk.max(1)) {
         let oids = oids.to_vec();
-        for row in &session.client.query(sql, &[&oids]).await? {
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![&oids];
+        all.extend_from_slice(params);
+        for row in session.client.query(sql, &all).await? {
             each(row)?;
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::columns::query_labels;
+use super::columns::{for_each_chunk, query_labels, user_tables};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::{describe_all, Family, FamilyDesc, Metric};
@@ -61,43 +61,43 @@ fn families() -> Vec<FamilyDesc> {
 /// Unused indexes, judged per index tree: a partition's index counts with its root
 /// partitioned index (it cannot be dropped alone), so the tree is unused only when no
 /// partition's index was scanned.
+/// Never-scanned droppable index trees of the tables of `$1` at least `$2` bytes large: a
+/// plain index, or a partitioned index judged with all its partitions' indexes (the tree is
+/// read from its root, so each tree is judged once, in the chunk of its root's table).
 const UNUSED_SQL: &str = "
-    WITH s AS (
-        SELECT coalesce(CASE WHEN c.relispartition THEN pg_partition_root(s.indexrelid) END,
-                        s.indexrelid) AS idx,
-               s.indexrelid, s.idx_scan, c.relpages
-        FROM pg_stat_user_indexes s JOIN pg_class c ON c.oid = s.indexrelid
-        WHERE s.schemaname !~ '^pg_temp_'
-    ), z AS (
-        SELECT idx FROM s GROUP BY idx HAVING sum(idx_scan) = 0
-    ), d AS (
-        -- Droppable trees only (valid, enforcing nothing), before any file is stat'ed: on a
+    WITH d AS (
+        -- Droppable roots only (valid, enforcing nothing), before any file is stat'ed: on a
         -- big catalog most never-scanned indexes are primary keys and unique ones.
-        SELECT z.idx FROM z JOIN pg_index x ON x.indexrelid = z.idx
-        WHERE x.indisvalid AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
+        SELECT x.indexrelid AS idx, x.indrelid, ci.relname::text AS indexrelname
+        FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
+        WHERE x.indrelid = ANY($1::oid[]) AND NOT ci.relispartition
+          AND x.indisvalid AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
           -- NOT IN over the whole of pg_constraint is one hashed pass; a correlated NOT EXISTS
           -- (conindid has no index) was planned as a nested loop: 26 s at 30 000 indexes.
-          AND z.idx NOT IN (SELECT k.conindid FROM pg_constraint k)
+          AND x.indexrelid NOT IN (SELECT k.conindid FROM pg_constraint k)
+    ), tree AS (
+        SELECT d.idx, m.oid AS member, m.relpages, pg_stat_get_numscans(m.oid) AS scans
+        FROM d CROSS JOIN LATERAL (
+            SELECT d.idx AS oid UNION SELECT p.relid FROM pg_partition_tree(d.idx) p
+        ) t JOIN pg_class m ON m.oid = t.oid
     ), e AS (
         -- Only trees the catalog's page count (relpages: kept by CREATE INDEX, VACUUM and
         -- ANALYZE) puts within 4x of the threshold or beyond are measured: measuring opens
         -- the index (a relation cache entry in this session) and stats its file, and on a big
         -- catalog most never-scanned indexes are small.
-        SELECT d.idx FROM d JOIN s ON s.idx = d.idx GROUP BY d.idx
-        HAVING sum(s.relpages)::float8 * current_setting('block_size')::int >= $1::int8 / 4
+        SELECT idx FROM tree GROUP BY idx
+        HAVING sum(scans) = 0
+           AND sum(relpages)::float8 * current_setting('block_size')::int >= $2::int8 / 4
     ), g AS (
-        SELECT e.idx, sum(pg_relation_size(s.indexrelid)) AS bytes
-        FROM e JOIN s ON s.idx = e.idx GROUP BY e.idx
+        SELECT e.idx, sum(pg_relation_size(tree.member)) AS bytes
+        FROM e JOIN tree ON tree.idx = e.idx GROUP BY e.idx
     )
-    SELECT n.nspname::text AS schemaname, t.relname::text AS relname,
-           ic.relname::text AS indexrelname, g.bytes::float8 AS bytes
-    FROM g
-    JOIN pg_index x ON x.indexrelid = g.idx
-    JOIN pg_class ic ON ic.oid = g.idx
-    JOIN pg_class t ON t.oid = x.indrelid
-    JOIN pg_namespace n ON n.oid = ic.relnamespace
-    WHERE g.bytes >= $1::int8
-    ORDER BY g.bytes DESC, 1, 2, 3";
+    SELECT n.nspname::text AS schemaname, t.relname::text AS relname, d.indexrelname,
+           g.bytes::float8 AS bytes
+    FROM g JOIN d ON d.idx = g.idx
+    JOIN pg_class t ON t.oid = d.indrelid
+    JOIN pg_namespace n ON n.oid = t.relnamespace
+    WHERE g.bytes >= $2::int8";
 
 const STATS_AGE_SQL: &str = "
     SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time()))::float8
@@ -234,7 +234,23 @@ impl Collector for IndexHealth {
             let min_bytes = i64::try_from(self.config.unused_min_bytes).unwrap_or(i64::MAX);
             let mut out = Vec::new();
 
-            let unused = client.query(UNUSED_SQL, &[&min_bytes]).await?;
+            let tables = user_tables(session).await?;
+            let mut unused = Vec::new();
+            let chunk = self.config.page_size;
+            for_each_chunk(session, &tables, chunk, UNUSED_SQL, &[&min_bytes], |row| {
+                unused.push(row);
+                Ok(())
+            })
+            .await?;
+            // The largest first, then by name: the listed ones are stable across runs.
+            let key = |r: &Row| -> [String; 3] {
+                ["schemaname", "relname", "indexrelname"].map(|c| r.get(c))
+            };
+            unused.sort_by(|a, b| {
+                b.get::<_, f64>("bytes")
+                    .total_cmp(&a.get::<_, f64>("bytes"))
+                    .then_with(|| key(a).cmp(&key(b)))
+            });
             let total: f64 = unused.iter().map(|r| r.get::<_, f64>("bytes")).sum();
             out.push(UNUSED_INDEXES.family().with(&[], unused.len() as f64));
             out.push(UNUSED_RECLAIMABLE.family().with(&[], total));

@@ -496,13 +496,13 @@ impl Collector for RelationSizes {
             let chunk = self.config.page_size;
             let measured = &self.measured;
             let mut tables = Vec::new();
-            for_each_chunk(session, &oids, chunk, &report_tables_sql(), |row| {
+            for_each_chunk(session, &oids, chunk, &report_tables_sql(), &[], |row| {
                 let Some(m) = measured.get(&row.try_get::<_, u32>("oid")?) else {
                     return Ok(());
                 };
                 let (index, total) = (m.index_bytes(), m.table_bytes + m.index_bytes());
                 tables.push(Series::new(
-                    labels(row, children, false)?,
+                    labels(&row, children, false)?,
                     vec![
                         Some(total),
                         Some(m.table_bytes - m.toast_bytes),
@@ -526,12 +526,12 @@ impl Collector for RelationSizes {
                 .map(|i| (i.oid, i))
                 .collect();
             let mut indexes = Vec::new();
-            for_each_chunk(session, &oids, chunk, &report_indexes_sql(), |row| {
+            for_each_chunk(session, &oids, chunk, &report_indexes_sql(), &[], |row| {
                 let Some(i) = sizes.get(&row.try_get::<_, u32>("indexrelid")?) else {
                     return Ok(());
                 };
                 indexes.push(Series::new(
-                    labels(row, children, true)?,
+                    labels(&row, children, true)?,
                     vec![Some(i.bytes), i.bloat_bytes],
                     vec![
                         i.bytes,

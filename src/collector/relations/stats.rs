@@ -203,9 +203,9 @@ impl Collector for RelationStats {
             let chunk = self.config.page_size;
             let oids = user_tables(session).await?;
             let mut tables = Vec::new();
-            for_each_chunk(session, &oids, chunk, &table_stats_sql(), |row| {
-                let labels = labels(row, children, false)?;
-                tables.push(Series::from_row(row, labels, TABLE_STATS)?);
+            for_each_chunk(session, &oids, chunk, &table_stats_sql(), &[], |row| {
+                let labels = labels(&row, children, false)?;
+                tables.push(Series::from_row(&row, labels, TABLE_STATS)?);
                 Ok(())
             })
             .await?;
@@ -216,9 +216,9 @@ impl Collector for RelationStats {
             );
             let mut indexes = Vec::new();
             let sql = index_stats_sql(session.server.major());
-            for_each_chunk(session, &oids, chunk, &sql, |row| {
-                let labels = labels(row, children, true)?;
-                indexes.push(Series::from_row(row, labels, INDEX_STATS)?);
+            for_each_chunk(session, &oids, chunk, &sql, &[], |row| {
+                let labels = labels(&row, children, true)?;
+                indexes.push(Series::from_row(&row, labels, INDEX_STATS)?);
                 Ok(())
             })
             .await?;
