@@ -1,10 +1,13 @@
-//! What the relation queries share: their label columns, the SQL that names a relation and its
-//! partitioned root ([`labels`] turns them into labels), the chunked reads over the user
-//! tables ([`for_each_chunk`]), and the declaration of a value column ([`Col`]: the query
-//! column, the family it feeds as a [`Metric`], and how it combines into `(other)` rows).
+//! What the relation queries share: their label columns, the SQL of a relation's grouping keys
+//! (itself or its partitioned root), the naming of the few relations exported one by one
+//! ([`names`]), the chunked reads over the user tables ([`for_each_chunk`]), and the
+//! declaration of a value column ([`Col`]: the query column, the family it feeds as a
+//! [`Metric`], and how it combines into `(other)` rows).
 //!
 //! `relation_stats` and `relation_sizes` each list their columns as `Col` tables; the tables
 //! are the one source of both the families they emit and the families their spec describes.
+
+use std::collections::HashMap;
 
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
@@ -74,15 +77,29 @@ pub fn describe(tables: &[&[Col]]) -> Vec<FamilyDesc> {
     describe_all(&metrics)
 }
 
-/// Names of a table `c` (namespace `n`) read one row per relation, for [`labels`]: its own
-/// schema and name, and its partitioned root's when it is a partition (`ROOT_OF_C` joined).
-pub const TABLE_NAMES: &str = "n.nspname::text AS schemaname, c.relname::text AS relname,
+/// The grouping keys of a table `c`, as [`super::rollup::Key`] reads them: the table it is
+/// reported as (itself, or its partitioned root unless `$2` = partition_children), twice.
+pub const TABLE_KEY: &str = "
+    CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END AS key,
+    CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
+        AS table_key";
+
+/// The grouping keys of an index `ci` of table `c`: the index it is reported as (itself, or
+/// the root partitioned index of a partition's index unless `$2`), and its table's.
+pub const INDEX_KEY: &str = "
+    CASE WHEN $2 OR NOT ci.relispartition THEN ci.oid ELSE pg_partition_root(ci.oid)::oid END
+        AS key,
+    CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
+        AS table_key";
+
+/// Names of a table `c` (namespace `n`), for [`labels`]: its own schema and name, and its
+/// partitioned root's when it is a partition.
+const TABLE_NAMES: &str = "n.nspname::text AS schemaname, c.relname::text AS relname,
     root.root_schema, root.root_name";
 
 /// The partitioned root of a partition `c` (no row for other tables): an index lookup per
-/// partition (OFFSET 0 keeps the planner from turning it into a hash of all of `pg_class`), so
-/// that a chunk of relations costs the same whatever the catalog's size.
-pub const ROOT_OF_C: &str = "
+/// partition (OFFSET 0 keeps the planner from turning it into a hash of all of `pg_class`).
+const ROOT_OF_C: &str = "
     LEFT JOIN LATERAL (
         SELECT rn.nspname::text AS root_schema, r.relname::text AS root_name
         FROM pg_class r JOIN pg_namespace rn ON rn.oid = r.relnamespace
@@ -91,18 +108,14 @@ pub const ROOT_OF_C: &str = "
     ) root ON true";
 
 /// Name of an index `ci` and, when it is a partition's index, its root partitioned index's.
-pub const INDEX_NAMES: &str = "ci.relname::text AS indexrelname,
+const INDEX_NAMES: &str = "ci.relname::text AS indexrelname,
     CASE WHEN ci.relispartition THEN (SELECT ri.relname::text FROM pg_class ri
                                       WHERE ri.oid = pg_partition_root(ci.oid)) END AS root_index";
 
 /// Where a relation read with [`TABLE_NAMES`] (and [`INDEX_NAMES`] for `index`) is reported:
 /// itself, or (partitions, unless `children`) its root table and the root's index. With
 /// `children`, a partition keeps its own names and `parent` names its root.
-pub fn labels(
-    row: &Row,
-    children: bool,
-    index: bool,
-) -> Result<Vec<String>, tokio_postgres::Error> {
+fn labels(row: &Row, children: bool, index: bool) -> Result<Vec<String>, tokio_postgres::Error> {
     let root: Option<(String, String)> = match row.try_get::<_, Option<String>>("root_name")? {
         Some(name) => Some((row.try_get("root_schema")?, name)),
         None => None,
@@ -124,6 +137,38 @@ pub fn labels(
         });
     }
     Ok(labels)
+}
+
+/// The labels of the relations that are exported one by one, by oid: `tables` (3 labels) and
+/// `indexes` (4), at most the caps, so this never grows with the catalog.
+pub async fn names(
+    session: &Session,
+    children: bool,
+    tables: &[u32],
+    indexes: &[u32],
+) -> Result<HashMap<u32, Vec<String>>, CollectError> {
+    let table_sql = format!(
+        "SELECT c.oid, {TABLE_NAMES}
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+        WHERE c.oid = ANY($1::oid[])"
+    );
+    let index_sql = format!(
+        "SELECT ci.oid, {TABLE_NAMES}, {INDEX_NAMES}
+        FROM pg_class ci JOIN pg_index x ON x.indexrelid = ci.oid
+        JOIN pg_class c ON c.oid = x.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+        WHERE ci.oid = ANY($1::oid[])"
+    );
+    let mut names = HashMap::new();
+    for (sql, oids, index) in [(table_sql, tables, false), (index_sql, indexes, true)] {
+        if oids.is_empty() {
+            continue;
+        }
+        for row in session.client.query(&sql, &[&oids]).await? {
+            names.insert(row.try_get(0)?, labels(&row, children, index)?);
+        }
+    }
+    Ok(names)
 }
 
 /// The user tables of the database (partitioned and materialized ones too: what

@@ -1,11 +1,12 @@
-//! The cap on per-table and per-index series, pure logic: rows are read as [`Series`], the
-//! best ranked are kept, the rest are combined into `(other)` rows ([`select`], [`combine`],
-//! [`cap`]), and [`CounterRollups`] keeps the counters of those rows from stepping down when
-//! their members change. Then [`families`] writes the series out through their `Col`
-//! declarations.
+//! The cap on per-table and per-index series, pure logic: rows are read as [`Series`] keyed
+//! by relation oids (not names: a catalog of 50 000 tables has 150 000 indexes, and their
+//! names would be most of the exporter's memory), partitions grouped into their root
+//! ([`group`]), the best ranked kept, the rest combined into `(other)` rows ([`select`],
+//! [`combine`], [`cap`]), and [`CounterRollups`] keeps the counters of those rows from
+//! stepping down when their members change. Only then are the few kept relations named, and
+//! [`families`] writes the series out through their `Col` declarations.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{Hash as _, Hasher as _};
 
 use tokio_postgres::Row;
 
@@ -16,28 +17,50 @@ use crate::metric::{Family, MetricType};
 /// Label value of rows summed beyond a cap.
 pub const OTHER: &str = "(other)";
 
-/// One row of a capped query: its labels, values (by `Col`) and ranking keys (larger first).
+/// The relation a row reports (a table, or an index) and the table it belongs to (itself for a
+/// table), after partitions are rolled up into their root: the grouping key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub relation: u32,
+    pub table: u32,
+}
+
+/// What an exported row stands for: one relation, the rest of a table's indexes, or the rest
+/// of everything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Id {
+    Relation(Key),
+    OtherOf(u32),
+    Other,
+}
+
+/// One row of a capped query: what it stands for, values (by `Col`) and ranking keys (larger
+/// first).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
-    labels: Vec<String>,
-    values: Vec<Option<f64>>,
-    rank: Vec<f64>,
+    id: Id,
+    values: Box<[Option<f64>]>,
+    rank: Box<[f64]>,
 }
 
 impl Series {
     /// A series from values computed in Rust (in the order of its `Col` table) and ranking keys.
-    pub fn new(labels: Vec<String>, values: Vec<Option<f64>>, rank: Vec<f64>) -> Series {
+    pub fn new(key: Key, values: Vec<Option<f64>>, rank: Vec<f64>) -> Series {
         Series {
-            labels,
-            values,
-            rank,
+            id: Id::Relation(key),
+            values: values.into(),
+            rank: rank.into(),
         }
     }
 
-    /// One relation's row under `labels`: values by `Col`, every `rank_*` column a ranking key.
-    pub fn from_row(row: &Row, labels: Vec<String>, cols: &[Col]) -> Result<Series, CollectError> {
+    /// One relation's row: `key` and `table` oid columns, values by `Col`, every `rank_*`
+    /// column a ranking key.
+    pub fn from_row(row: &Row, cols: &[Col]) -> Result<Series, CollectError> {
         Ok(Series {
-            labels,
+            id: Id::Relation(Key {
+                relation: row.try_get("key")?,
+                table: row.try_get("table_key")?,
+            }),
             values: cols
                 .iter()
                 .map(|c| row.try_get::<_, Option<f64>>(c.column))
@@ -53,18 +76,17 @@ impl Series {
     }
 }
 
-/// Series with the same labels made one (partitions into their root): values combined by
+/// Series with the same key made one (partitions into their root): values combined by
 /// `aggs`, ranking keys summed. Rows read one per relation are grouped here rather than by the
-/// query, so that the query can be paged and never sorts the catalog.
+/// query, so that the query can be chunked and never sorts the catalog.
 pub fn group(all: impl IntoIterator<Item = Series>, aggs: &[Agg]) -> Vec<Series> {
-    let mut grouped: HashMap<Vec<String>, Series> = HashMap::new();
-    for mut series in all {
-        let labels = std::mem::take(&mut series.labels);
-        match grouped.entry(labels) {
+    let mut grouped: HashMap<Id, Series> = HashMap::new();
+    for series in all {
+        match grouped.entry(series.id) {
             std::collections::hash_map::Entry::Occupied(mut at) => {
                 let into = at.get_mut();
                 merge(&mut into.values, &series.values, aggs);
-                for (sum, rank) in into.rank.iter_mut().zip(&series.rank) {
+                for (sum, rank) in into.rank.iter_mut().zip(series.rank.iter()) {
                     *sum += rank;
                 }
             }
@@ -73,28 +95,26 @@ pub fn group(all: impl IntoIterator<Item = Series>, aggs: &[Agg]) -> Vec<Series>
             }
         }
     }
-    grouped
-        .into_iter()
-        .map(|(labels, series)| Series { labels, ..series })
-        .collect()
+    grouped.into_values().collect()
 }
 
 /// The outcome of a cap: the series kept one by one, and the others grouped under the
-/// labels of the `(other)` row they are rolled into.
+/// `(other)` row they are rolled into.
 #[derive(Debug)]
 pub struct Capped {
     kept: Vec<Series>,
-    rolled: BTreeMap<Vec<String>, Vec<Series>>,
+    rolled: BTreeMap<Id, Vec<Series>>,
     /// Series not exported individually.
     pub dropped: u64,
 }
 
 /// Keeps at most `max` series and groups the rest. A series' position is its best rank over
-/// all ranking keys, ties broken by the first key, then by labels (stable across runs).
-/// With `per_table`, the first three labels name the table: the rest of a table that kept
-/// series goes to its own `(other)` row, everything else to one `(other)` row.
+/// all ranking keys, ties broken by the first key, then by key (stable across runs). With
+/// `per_table`, the rest of a table that kept series goes to its own `(other)` row, everything
+/// else to one `(other)` row.
 pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
     if all.len() <= max {
+        all.sort_by_key(|s| s.id);
         return Capped {
             kept: all,
             rolled: BTreeMap::new(),
@@ -103,51 +123,56 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
     }
     let keys = all.first().map_or(0, |s| s.rank.len());
     let mut best = vec![usize::MAX; all.len()];
+    let mut order: Vec<u32> = (0..all.len() as u32).collect();
     for k in 0..keys {
-        let mut order: Vec<usize> = (0..all.len()).collect();
-        order.sort_by(|&a, &b| all[b].rank[k].total_cmp(&all[a].rank[k]));
+        order.sort_by(|&a, &b| all[b as usize].rank[k].total_cmp(&all[a as usize].rank[k]));
         for (position, &i) in order.iter().enumerate() {
-            best[i] = best[i].min(position);
+            best[i as usize] = best[i as usize].min(position);
         }
     }
-    let mut order: Vec<usize> = (0..all.len()).collect();
     order.sort_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
         best[a]
             .cmp(&best[b])
             .then_with(|| {
                 let (x, y) = (all[a].rank.first(), all[b].rank.first());
                 y.unwrap_or(&0.0).total_cmp(x.unwrap_or(&0.0))
             })
-            .then_with(|| all[a].labels.cmp(&all[b].labels))
+            .then_with(|| all[a].id.cmp(&all[b].id))
     });
-    let keep: BTreeSet<usize> = order.iter().take(max).copied().collect();
-    let tables_kept: BTreeSet<Vec<String>> = keep
+    let mut keep = vec![false; all.len()];
+    for &i in order.iter().take(max) {
+        keep[i as usize] = true;
+    }
+    drop(order);
+    drop(best);
+    let tables_kept: BTreeSet<u32> = all
         .iter()
-        .map(|&i| all[i].labels[..3.min(all[i].labels.len())].to_vec())
+        .zip(&keep)
+        .filter(|(_, &k)| k)
+        .filter_map(|(s, _)| match s.id {
+            Id::Relation(key) => Some(key.table),
+            _ => None,
+        })
         .collect();
-    let width = all[0].labels.len();
-    let mut rolled: BTreeMap<Vec<String>, Vec<Series>> = BTreeMap::new();
+    let mut rolled: BTreeMap<Id, Vec<Series>> = BTreeMap::new();
     let mut kept = Vec::with_capacity(max);
     let dropped = (all.len() - max) as u64;
-    for (i, series) in all.drain(..).enumerate() {
-        if keep.contains(&i) {
+    for (series, keep) in all.into_iter().zip(keep) {
+        if keep {
             kept.push(series);
             continue;
         }
-        let table = series.labels[..3.min(width)].to_vec();
-        let labels = if per_table && tables_kept.contains(&table) {
-            let mut l = table;
-            l.push(OTHER.to_string());
-            l
-        } else {
-            let mut l = vec![OTHER.to_string(), OTHER.to_string(), String::new()];
-            l.resize(width, OTHER.to_string());
-            l
+        let row = match series.id {
+            Id::Relation(key) if per_table && tables_kept.contains(&key.table) => {
+                Id::OtherOf(key.table)
+            }
+            _ => Id::Other,
         };
-        rolled.entry(labels).or_default().push(series);
+        rolled.entry(row).or_default().push(series);
     }
-    // Kept series in a stable order (by labels); the rollups follow them.
-    kept.sort_by(|a, b| a.labels.cmp(&b.labels));
+    // Kept series in a stable order (by key); the rollups follow them.
+    kept.sort_by_key(|s| s.id);
     Capped {
         kept,
         rolled,
@@ -156,15 +181,15 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
 }
 
 /// One `(other)` row: its members' values combined column by column.
-fn combine(labels: Vec<String>, members: &[Series], aggs: &[Agg]) -> Series {
+fn combine(id: Id, members: &[Series], aggs: &[Agg]) -> Series {
     let mut values = vec![None; aggs.len()];
     for member in members {
         merge(&mut values, &member.values, aggs);
     }
     Series {
-        labels,
-        values,
-        rank: Vec::new(),
+        id,
+        values: values.into(),
+        rank: Box::new([]),
     }
 }
 
@@ -191,7 +216,7 @@ pub fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
     kept.extend(
         rolled
             .into_iter()
-            .map(|(labels, members)| combine(labels, &members, aggs)),
+            .map(|(id, members)| combine(id, &members, aggs)),
     );
     (kept, dropped)
 }
@@ -206,20 +231,11 @@ pub fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
 /// nothing, and a counter that went down (statistics reset) counts from 0.
 #[derive(Debug, Default)]
 pub struct CounterRollups {
-    /// Every relation's values at the last run, kept or rolled up, by a hash of its labels
-    /// (NaN for a missing value). A catalogue of 10 000 tables has 30 000 relations: a hash and
-    /// a boxed slice each, rather than their label strings again.
-    last: HashMap<u64, Box<[f64]>>,
+    /// Every relation's values at the last run, kept or rolled up, by key (NaN for a missing
+    /// value): an oid pair and a boxed slice each.
+    last: HashMap<Id, Box<[f64]>>,
     /// Each `(other)` row's values at the last run.
-    rows: BTreeMap<Vec<String>, Vec<Option<f64>>>,
-}
-
-/// The key of a relation in [`CounterRollups::last`]; 64 bits make a collision among a
-/// catalogue's relations vanishingly unlikely, and one would only misstate one increase.
-fn label_hash(labels: &[String]) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    labels.hash(&mut hasher);
-    hasher.finish()
+    rows: BTreeMap<Id, Box<[Option<f64>]>>,
 }
 
 fn packed(values: &[Option<f64>]) -> Box<[f64]> {
@@ -235,11 +251,11 @@ impl CounterRollups {
         let mut rows = BTreeMap::new();
         let mut out = capped.kept;
         for series in &out {
-            last.insert(label_hash(&series.labels), packed(&series.values));
+            last.insert(series.id, packed(&series.values));
         }
-        for (labels, members) in capped.rolled {
-            let mut row = combine(labels, &members, &aggs);
-            if let Some(previous) = self.rows.get(&row.labels) {
+        for (id, members) in capped.rolled {
+            let mut row = combine(id, &members, &aggs);
+            if let Some(previous) = self.rows.get(&row.id) {
                 for (at, col) in cols.iter().enumerate() {
                     if col.metric.kind != MetricType::Counter {
                         continue;
@@ -247,11 +263,8 @@ impl CounterRollups {
                     let gained: f64 = members
                         .iter()
                         .map(|m| {
-                            let before = self
-                                .last
-                                .get(&label_hash(&m.labels))
-                                .map(|v| v[at])
-                                .filter(|v| !v.is_nan());
+                            let before =
+                                self.last.get(&m.id).map(|v| v[at]).filter(|v| !v.is_nan());
                             increase(before, m.values[at])
                         })
                         .sum();
@@ -259,9 +272,9 @@ impl CounterRollups {
                 }
             }
             for member in &members {
-                last.insert(label_hash(&member.labels), packed(&member.values));
+                last.insert(member.id, packed(&member.values));
             }
-            rows.insert(row.labels.clone(), row.values.clone());
+            rows.insert(row.id, row.values.clone());
             out.push(row);
         }
         // Rows and relations gone this run are forgotten: the state stays as large as the
@@ -282,17 +295,60 @@ fn increase(before: Option<f64>, now: Option<f64>) -> f64 {
     }
 }
 
-pub fn families(series: &[Series], labels: &[&str], cols: &[Col]) -> Vec<Family> {
+/// The oids to name before [`families`]: the kept relations, and the tables of per-table
+/// `(other)` rows.
+pub fn to_name(series: &[Series]) -> (Vec<u32>, Vec<u32>) {
+    let mut relations = Vec::new();
+    let mut tables = Vec::new();
+    for s in series {
+        match s.id {
+            Id::Relation(key) => relations.push(key.relation),
+            Id::OtherOf(table) => tables.push(table),
+            Id::Other => {}
+        }
+    }
+    (relations, tables)
+}
+
+/// The labels of a row: a relation's from `names` (by oid), a per-table `(other)` row's from
+/// its table's, the global `(other)` row's all `(other)` but `parent`. `width` is the number of
+/// label columns. A relation dropped before it could be named is left out (`None`).
+fn labels_of(id: Id, width: usize, names: &HashMap<u32, Vec<String>>) -> Option<Vec<String>> {
+    match id {
+        Id::Relation(key) => names.get(&key.relation).cloned(),
+        Id::OtherOf(table) => names.get(&table).map(|t| {
+            let mut l = t[..3.min(t.len())].to_vec();
+            l.resize(width, OTHER.to_string());
+            l
+        }),
+        Id::Other => {
+            let mut l = vec![OTHER.to_string(), OTHER.to_string(), String::new()];
+            l.resize(width, OTHER.to_string());
+            Some(l)
+        }
+    }
+}
+
+pub fn families(
+    series: &[Series],
+    names: &HashMap<u32, Vec<String>>,
+    labels: &[&str],
+    cols: &[Col],
+) -> Vec<Family> {
+    let named: Vec<(Vec<String>, &Series)> = series
+        .iter()
+        .filter_map(|s| labels_of(s.id, labels.len(), names).map(|l| (l, s)))
+        .collect();
     cols.iter()
         .enumerate()
         .map(|(at, col)| {
             let mut family = col.metric.family();
-            for s in series {
+            for (values, s) in &named {
                 if let Some(value) = s.values[at] {
                     let pairs: Vec<(&str, &str)> = labels
                         .iter()
                         .copied()
-                        .zip(s.labels.iter().map(String::as_str))
+                        .zip(values.iter().map(String::as_str))
                         .collect();
                     family.push(&pairs, value);
                 }
@@ -311,17 +367,25 @@ mod tests {
     use super::*;
     use crate::metric::Metric;
 
-    fn index(table: &str, index: &str, size: f64, scans: f64) -> Series {
-        Series {
-            labels: vec!["s".into(), table.into(), String::new(), index.into()],
-            values: vec![Some(scans), Some(size)],
-            rank: vec![size, scans],
+    /// Index `relation` of table `table`.
+    fn index(table: u32, relation: u32, size: f64, scans: f64) -> Series {
+        Series::new(
+            Key { relation, table },
+            vec![Some(scans), Some(size)],
+            vec![size, scans],
+        )
+    }
+
+    fn relation(id: Id) -> u32 {
+        match id {
+            Id::Relation(key) => key.relation,
+            _ => 0,
         }
     }
 
     #[test]
     fn under_the_cap_everything_is_kept() {
-        let all = vec![index("a", "a1", 1.0, 1.0), index("a", "a2", 2.0, 0.0)];
+        let all = vec![index(1, 11, 1.0, 1.0), index(1, 12, 2.0, 0.0)];
         let (kept, dropped) = cap(all.clone(), 2, true, &[Agg::Sum, Agg::Sum]);
         assert_eq!((kept, dropped), (all, 0));
     }
@@ -329,54 +393,94 @@ mod tests {
     #[test]
     fn keeps_the_largest_and_the_most_scanned_and_sums_the_rest() {
         let all = vec![
-            index("a", "big", 100.0, 0.0),
-            index("a", "busy", 1.0, 500.0),
-            index("a", "small", 2.0, 1.0),
-            index("b", "idle", 3.0, 2.0),
-            index("c", "tiny", 0.5, 0.0),
+            index(1, 11, 100.0, 0.0), // big
+            index(1, 12, 1.0, 500.0), // busy
+            index(1, 13, 2.0, 1.0),   // small
+            index(2, 21, 3.0, 2.0),   // idle
+            index(3, 31, 0.5, 0.0),   // tiny
         ];
         let (kept, dropped) = cap(all, 2, true, &[Agg::Sum, Agg::Sum]);
         assert_eq!(dropped, 3);
-        let names: Vec<&str> = kept.iter().map(|s| s.labels[3].as_str()).collect();
-        assert_eq!(names, ["big", "busy", OTHER, OTHER]);
-        // Table a kept series: its rest is summed in its own row; b and c go to the global one.
-        let row = |labels: [&str; 4]| kept.iter().find(|s| s.labels == labels).map(|s| &s.values);
+        let ids: Vec<Id> = kept.iter().map(|s| s.id).collect();
         assert_eq!(
-            row(["s", "a", "", OTHER]),
-            Some(&vec![Some(1.0), Some(2.0)])
+            ids,
+            [
+                Id::Relation(Key {
+                    relation: 11,
+                    table: 1
+                }),
+                Id::Relation(Key {
+                    relation: 12,
+                    table: 1
+                }),
+                Id::OtherOf(1),
+                Id::Other
+            ]
         );
-        assert_eq!(
-            row([OTHER, OTHER, "", OTHER]),
-            Some(&vec![Some(2.0), Some(3.5)])
-        );
+        // Table 1 kept series: its rest is summed in its own row; 2 and 3 go to the global one.
+        assert_eq!(&*kept[2].values, [Some(1.0), Some(2.0)]);
+        assert_eq!(&*kept[3].values, [Some(2.0), Some(3.5)]);
+    }
+
+    /// Table `relation` (its own table).
+    fn table(relation: u32, size: f64, last: Option<f64>) -> Series {
+        Series::new(
+            Key {
+                relation,
+                table: relation,
+            },
+            vec![Some(size), last],
+            vec![size],
+        )
     }
 
     #[test]
     fn tables_sum_into_one_row_and_max_aggregates_take_the_maximum() {
-        let table = |name: &str, size: f64, last: Option<f64>| Series {
-            labels: vec!["s".into(), name.into(), String::new()],
-            values: vec![Some(size), last],
-            rank: vec![size],
-        };
         let all = vec![
-            table("a", 10.0, Some(5.0)),
-            table("b", 5.0, Some(7.0)),
-            table("c", 1.0, None),
+            table(1, 10.0, Some(5.0)),
+            table(2, 5.0, Some(7.0)),
+            table(3, 1.0, None),
         ];
         let (kept, dropped) = cap(all, 1, false, &[Agg::Sum, Agg::Max]);
         assert_eq!(dropped, 2);
         assert_eq!(kept.len(), 2);
-        assert_eq!(kept[1].labels, [OTHER, OTHER, ""]);
-        assert_eq!(kept[1].values, [Some(6.0), Some(7.0)]);
+        assert_eq!(kept[1].id, Id::Other);
+        assert_eq!(&*kept[1].values, [Some(6.0), Some(7.0)]);
+    }
+
+    #[test]
+    fn partitions_group_into_their_root_and_labels_come_from_names() {
+        // Two partitions' rows reported under root 5, a plain table 6.
+        let all = vec![
+            table(5, 10.0, Some(1.0)),
+            table(5, 4.0, Some(3.0)),
+            table(6, 1.0, None),
+        ];
+        let grouped = group(all, &[Agg::Sum, Agg::Max]);
+        let (kept, _) = cap(grouped, 10, false, &[Agg::Sum, Agg::Max]);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(&*kept[0].values, [Some(14.0), Some(3.0)]);
+        assert_eq!(&*kept[0].rank, [14.0]);
+        let names = HashMap::from([(5, vec!["s".into(), "root".into(), String::new()])]);
+        const COLS: &[Col] = &[
+            Col::sum("size", Metric::gauge("t_size_bytes", &[], "Size.")),
+            Col::max("last", Metric::gauge("t_last", &[], "Last.")),
+        ];
+        let families = families(&kept, &names, &["schemaname", "relname", "parent"], COLS);
+        // 6 was not named (dropped meanwhile): left out rather than exported without labels.
+        assert_eq!(families[0].samples.len(), 1);
     }
 
     /// A table's stats row: one counter and one gauge-like column (last scan, Max).
-    fn stats(name: &str, scans: f64) -> Series {
-        Series {
-            labels: vec!["s".into(), name.into(), String::new()],
-            values: vec![Some(scans), Some(scans)],
-            rank: vec![scans],
-        }
+    fn stats(relation: u32, scans: f64) -> Series {
+        Series::new(
+            Key {
+                relation,
+                table: relation,
+            },
+            vec![Some(scans), Some(scans)],
+            vec![scans],
+        )
     }
 
     const STATS_COLS: &[Col] = &[
@@ -386,14 +490,15 @@ mod tests {
 
     fn other_row(out: &[Series]) -> Vec<Option<f64>> {
         out.iter()
-            .find(|s| s.labels[0] == OTHER)
+            .find(|s| s.id == Id::Other)
             .expect("an (other) row")
             .values
-            .clone()
+            .to_vec()
     }
 
     #[test]
     fn other_counters_never_step_down_when_members_change() {
+        let (a, b, c, d) = (1, 2, 3, 4);
         let mut rollups = CounterRollups::default();
         // Run 1: a is kept; b and c are summed (10 + 5).
         let run = |rollups: &mut CounterRollups, rows: Vec<Series>| {
@@ -401,25 +506,25 @@ mod tests {
         };
         let out = run(
             &mut rollups,
-            vec![stats("a", 100.0), stats("b", 10.0), stats("c", 5.0)],
+            vec![stats(a, 100.0), stats(b, 10.0), stats(c, 5.0)],
         );
         assert_eq!(other_row(&out), [Some(15.0), Some(10.0)]);
         // Run 2: b overtakes a, which joins c in the row. A plain sum would jump to 107 (all
         // of a's history); the row adds a's and c's gains since run 1 (1 + 1).
         let out = run(
             &mut rollups,
-            vec![stats("a", 101.0), stats("b", 500.0), stats("c", 6.0)],
+            vec![stats(a, 101.0), stats(b, 500.0), stats(c, 6.0)],
         );
-        assert_eq!(out[0].labels[1], "b");
+        assert_eq!(relation(out[0].id), b);
         assert_eq!(other_row(&out), [Some(17.0), Some(101.0)]);
         // Run 3: a new table d (first seen: adds nothing), c reset to 2 (counts from 0).
         let out = run(
             &mut rollups,
             vec![
-                stats("a", 103.0),
-                stats("b", 600.0),
-                stats("c", 2.0),
-                stats("d", 40.0),
+                stats(a, 103.0),
+                stats(b, 600.0),
+                stats(c, 2.0),
+                stats(d, 40.0),
             ],
         );
         assert_eq!(other_row(&out), [Some(17.0 + 2.0 + 2.0), Some(103.0)]);
@@ -427,13 +532,13 @@ mod tests {
         let out = run(
             &mut rollups,
             vec![
-                stats("a", 10_000.0),
-                stats("b", 601.0),
-                stats("c", 2.0),
-                stats("d", 41.0),
+                stats(a, 10_000.0),
+                stats(b, 601.0),
+                stats(c, 2.0),
+                stats(d, 41.0),
             ],
         );
-        assert_eq!(out[0].labels[1], "a");
+        assert_eq!(relation(out[0].id), a);
         assert_eq!(other_row(&out), [Some(21.0 + 1.0 + 1.0), Some(601.0)]);
     }
 
@@ -441,12 +546,12 @@ mod tests {
     fn counter_rollups_forget_what_is_gone() {
         let mut rollups = CounterRollups::default();
         rollups.apply(
-            select(vec![stats("a", 3.0), stats("b", 1.0)], 1, false),
+            select(vec![stats(1, 3.0), stats(2, 1.0)], 1, false),
             STATS_COLS,
         );
         assert_eq!((rollups.last.len(), rollups.rows.len()), (2, 1));
-        // Under the cap: no (other) row, and b, dropped, is forgotten.
-        let out = rollups.apply(select(vec![stats("a", 4.0)], 1, false), STATS_COLS);
+        // Under the cap: no (other) row, and 2, dropped, is forgotten.
+        let out = rollups.apply(select(vec![stats(1, 4.0)], 1, false), STATS_COLS);
         assert_eq!(out.len(), 1);
         assert_eq!((rollups.last.len(), rollups.rows.len()), (1, 0));
     }

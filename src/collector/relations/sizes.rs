@@ -29,10 +29,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::columns::{
-    for_each_chunk, labels, Col, INDEX, INDEX_LABELS, INDEX_NAMES, ROOT_OF_C, TABLE, TABLE_LABELS,
-    TABLE_NAMES,
+    for_each_chunk, names, Col, INDEX, INDEX_KEY, INDEX_LABELS, TABLE, TABLE_KEY, TABLE_LABELS,
 };
-use super::rollup::{aggs, cap, families, group, Series};
+use super::rollup::{aggs, cap, families, group, to_name, Key, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -271,31 +270,38 @@ const MEASURE_INDEX_SIZES_SQL: &str = "
     FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
     WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'";
 
-/// Names and activity ranks of the tables of `$1`, for the report: sizes come from
+/// Grouping keys and activity ranks of the tables of `$1`, for the report: sizes come from
 /// [`Measured`], so this reads the catalog and statistics counters only, no file.
 fn report_tables_sql() -> String {
     format!(
-        "SELECT c.oid, {TABLE_NAMES},
+        "SELECT c.oid, {TABLE_KEY},
             (pg_stat_get_numscans(c.oid)
              + coalesce((SELECT sum(pg_stat_get_numscans(x.indexrelid))
                          FROM pg_index x WHERE x.indrelid = c.oid), 0))::float8 AS rank_scans,
             pg_stat_get_tuples_returned(c.oid)::float8 AS rank_seq_read
-        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+        FROM pg_class c
         WHERE c.oid = ANY($1::oid[])"
     )
 }
 
-/// Names and scan ranks of the indexes of the tables of `$1`, for the report.
+/// Grouping keys and scan ranks of the indexes (with storage) of the tables of `$1`.
 fn report_indexes_sql() -> String {
     format!(
-        "SELECT x.indexrelid, {TABLE_NAMES}, {INDEX_NAMES},
+        "SELECT x.indexrelid, {INDEX_KEY},
             pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
         FROM pg_index x
         JOIN pg_class ci ON ci.oid = x.indexrelid
         JOIN pg_class c ON c.oid = x.indrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
         WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'"
     )
+}
+
+/// The grouping keys of a report row.
+fn key(row: &tokio_postgres::Row) -> Result<Key, tokio_postgres::Error> {
+    Ok(Key {
+        relation: row.try_get("key")?,
+        table: row.try_get("table_key")?,
+    })
 }
 
 /// What a table measured to, kept until its fingerprint changes.
@@ -496,29 +502,36 @@ impl Collector for RelationSizes {
             let chunk = self.config.page_size;
             let measured = &self.measured;
             let mut tables = Vec::new();
-            for_each_chunk(session, &oids, chunk, &report_tables_sql(), &[], |row| {
-                let Some(m) = measured.get(&row.try_get::<_, u32>("oid")?) else {
-                    return Ok(());
-                };
-                let (index, total) = (m.index_bytes(), m.table_bytes + m.index_bytes());
-                tables.push(Series::new(
-                    labels(&row, children, false)?,
-                    vec![
-                        Some(total),
-                        Some(m.table_bytes - m.toast_bytes),
-                        Some(m.toast_bytes),
-                        Some(index),
-                        m.bloat_bytes,
-                    ],
-                    vec![
-                        total,
-                        row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
-                        row.try_get::<_, Option<f64>>("rank_seq_read")?
-                            .unwrap_or(0.0),
-                    ],
-                ));
-                Ok(())
-            })
+            for_each_chunk(
+                session,
+                &oids,
+                chunk,
+                &report_tables_sql(),
+                &[&children],
+                |row| {
+                    let Some(m) = measured.get(&row.try_get::<_, u32>("oid")?) else {
+                        return Ok(());
+                    };
+                    let (index, total) = (m.index_bytes(), m.table_bytes + m.index_bytes());
+                    tables.push(Series::new(
+                        key(&row)?,
+                        vec![
+                            Some(total),
+                            Some(m.table_bytes - m.toast_bytes),
+                            Some(m.toast_bytes),
+                            Some(index),
+                            m.bloat_bytes,
+                        ],
+                        vec![
+                            total,
+                            row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
+                            row.try_get::<_, Option<f64>>("rank_seq_read")?
+                                .unwrap_or(0.0),
+                        ],
+                    ));
+                    Ok(())
+                },
+            )
             .await?;
             let sizes: HashMap<u32, &MeasuredIndex> = measured
                 .values()
@@ -526,44 +539,52 @@ impl Collector for RelationSizes {
                 .map(|i| (i.oid, i))
                 .collect();
             let mut indexes = Vec::new();
-            for_each_chunk(session, &oids, chunk, &report_indexes_sql(), &[], |row| {
-                let Some(i) = sizes.get(&row.try_get::<_, u32>("indexrelid")?) else {
-                    return Ok(());
-                };
-                indexes.push(Series::new(
-                    labels(&row, children, true)?,
-                    vec![Some(i.bytes), i.bloat_bytes],
-                    vec![
-                        i.bytes,
-                        row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
-                    ],
-                ));
-                Ok(())
-            })
+            for_each_chunk(
+                session,
+                &oids,
+                chunk,
+                &report_indexes_sql(),
+                &[&children],
+                |row| {
+                    let Some(i) = sizes.get(&row.try_get::<_, u32>("indexrelid")?) else {
+                        return Ok(());
+                    };
+                    indexes.push(Series::new(
+                        key(&row)?,
+                        vec![Some(i.bytes), i.bloat_bytes],
+                        vec![
+                            i.bytes,
+                            row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
+                        ],
+                    ));
+                    Ok(())
+                },
+            )
             .await?;
-            let mut out = Vec::new();
-            let mut dropped = 0;
-            // Tables, then indexes: each query's rows capped at its own limit.
-            for (all, labels, cols, max, per_table) in [
-                (
-                    tables,
-                    TABLE_LABELS,
-                    TABLE_SIZES,
-                    self.config.max_tables,
-                    false,
-                ),
-                (
-                    indexes,
-                    INDEX_LABELS,
-                    INDEX_SIZES,
-                    self.config.max_indexes,
-                    true,
-                ),
-            ] {
-                let (series, cut) = cap(group(all, &aggs(cols)), max, per_table, &aggs(cols));
-                dropped += cut;
-                out.extend(families(&series, labels, cols));
-            }
+            let (tables, cut_tables) = cap(
+                group(tables, &aggs(TABLE_SIZES)),
+                self.config.max_tables,
+                false,
+                &aggs(TABLE_SIZES),
+            );
+            let (indexes, cut_indexes) = cap(
+                group(indexes, &aggs(INDEX_SIZES)),
+                self.config.max_indexes,
+                true,
+                &aggs(INDEX_SIZES),
+            );
+            let dropped = cut_tables + cut_indexes;
+            let (named_tables, _) = to_name(&tables);
+            let (named_indexes, their_tables) = to_name(&indexes);
+            let names = names(
+                session,
+                children,
+                &[named_tables, their_tables].concat(),
+                &named_indexes,
+            )
+            .await?;
+            let mut out = families(&tables, &names, TABLE_LABELS, TABLE_SIZES);
+            out.extend(families(&indexes, &names, INDEX_LABELS, INDEX_SIZES));
             self.dropped = dropped;
             Ok(out)
         })

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use super::columns::{
-    for_each_chunk, labels, user_tables, Col, INDEX, INDEX_LABELS, INDEX_NAMES, ROOT_OF_C, TABLE,
-    TABLE_LABELS, TABLE_NAMES,
+    for_each_chunk, names, user_tables, Col, INDEX, INDEX_KEY, INDEX_LABELS, TABLE, TABLE_KEY,
+    TABLE_LABELS,
 };
-use super::rollup::{aggs, families, group, select, CounterRollups, Series};
+use super::rollup::{aggs, families, group, select, to_name, CounterRollups, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -135,12 +135,13 @@ pub fn spec() -> Spec {
     }
 }
 
-/// One row per table of `$1` (partitions too): the counters straight from the statistics
-/// functions `pg_stat_user_tables` is made of, without the view's grouping over every index
-/// of the catalog; `idx_scan` and `idx_tup_fetch` sum the table's own indexes as the view does.
+/// One row per table of `$1` (partitions too) under its grouping keys: the counters straight
+/// from the statistics functions `pg_stat_user_tables` is made of, without the view's grouping
+/// over every index of the catalog; `idx_scan` and `idx_tup_fetch` sum the table's own indexes
+/// as the view does.
 fn table_stats_sql() -> String {
     format!(
-        "SELECT {TABLE_NAMES},
+        "SELECT {TABLE_KEY},
         pg_stat_get_numscans(c.oid)::float8 AS seq_scan,
         pg_stat_get_tuples_returned(c.oid)::float8 AS seq_tup_read,
         coalesce(ix.scans, 0)::float8 AS idx_scan,
@@ -152,7 +153,7 @@ fn table_stats_sql() -> String {
         c.relpages::float8 AS rank_size,
         (pg_stat_get_numscans(c.oid) + coalesce(ix.scans, 0))::float8 AS rank_scans,
         pg_stat_get_tuples_returned(c.oid)::float8 AS rank_seq_read
-    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
+    FROM pg_class c
     LEFT JOIN LATERAL (
         SELECT sum(pg_stat_get_numscans(x.indexrelid)) AS scans,
                sum(pg_stat_get_tuples_fetched(x.indexrelid)) AS fetched
@@ -163,8 +164,8 @@ fn table_stats_sql() -> String {
     )
 }
 
-/// One row per index of the tables of `$1` (`pg_stat_user_indexes` lists no index of a
-/// partitioned table).
+/// One row per index of the tables of `$1` under its grouping keys (`pg_stat_user_indexes`
+/// lists no index of a partitioned table).
 fn index_stats_sql(major: i32) -> String {
     // The last scan's time appeared in PostgreSQL 16.
     let last = if major >= 16 {
@@ -173,7 +174,7 @@ fn index_stats_sql(major: i32) -> String {
         "NULL::float8"
     };
     format!(
-        "SELECT {TABLE_NAMES}, {INDEX_NAMES},
+        "SELECT {INDEX_KEY},
         pg_stat_get_numscans(x.indexrelid)::float8 AS idx_scan,
         pg_stat_get_tuples_returned(x.indexrelid)::float8 AS idx_tup_read,
         pg_stat_get_tuples_fetched(x.indexrelid)::float8 AS idx_tup_fetch,
@@ -183,7 +184,6 @@ fn index_stats_sql(major: i32) -> String {
     FROM pg_index x
     JOIN pg_class ci ON ci.oid = x.indexrelid
     JOIN pg_class c ON c.oid = x.indrelid
-    JOIN pg_namespace n ON n.oid = c.relnamespace{ROOT_OF_C}
     WHERE x.indrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')"
     )
 }
@@ -203,11 +203,17 @@ impl Collector for RelationStats {
             let chunk = self.config.page_size;
             let oids = user_tables(session).await?;
             let mut tables = Vec::new();
-            for_each_chunk(session, &oids, chunk, &table_stats_sql(), &[], |row| {
-                let labels = labels(&row, children, false)?;
-                tables.push(Series::from_row(&row, labels, TABLE_STATS)?);
-                Ok(())
-            })
+            for_each_chunk(
+                session,
+                &oids,
+                chunk,
+                &table_stats_sql(),
+                &[&children],
+                |row| {
+                    tables.push(Series::from_row(&row, TABLE_STATS)?);
+                    Ok(())
+                },
+            )
             .await?;
             let tables = select(
                 group(tables, &aggs(TABLE_STATS)),
@@ -216,9 +222,8 @@ impl Collector for RelationStats {
             );
             let mut indexes = Vec::new();
             let sql = index_stats_sql(session.server.major());
-            for_each_chunk(session, &oids, chunk, &sql, &[], |row| {
-                let labels = labels(&row, children, true)?;
-                indexes.push(Series::from_row(&row, labels, INDEX_STATS)?);
+            for_each_chunk(session, &oids, chunk, &sql, &[&children], |row| {
+                indexes.push(Series::from_row(&row, INDEX_STATS)?);
                 Ok(())
             })
             .await?;
@@ -230,8 +235,17 @@ impl Collector for RelationStats {
             self.dropped = tables.dropped + indexes.dropped;
             let tables = self.tables.apply(tables, TABLE_STATS);
             let indexes = self.indexes.apply(indexes, INDEX_STATS);
-            let mut out = families(&tables, TABLE_LABELS, TABLE_STATS);
-            out.extend(families(&indexes, INDEX_LABELS, INDEX_STATS));
+            let (named_tables, _) = to_name(&tables);
+            let (named_indexes, their_tables) = to_name(&indexes);
+            let names = names(
+                session,
+                children,
+                &[named_tables, their_tables].concat(),
+                &named_indexes,
+            )
+            .await?;
+            let mut out = families(&tables, &names, TABLE_LABELS, TABLE_STATS);
+            out.extend(families(&indexes, &names, INDEX_LABELS, INDEX_STATS));
             Ok(out)
         })
     }
