@@ -13,6 +13,8 @@ ensure_packages "${PGKPI_BASE_PACKAGES[@]}" python3 binutils
 
 echo "== alerts/ and dashboards/ match the monitoring mixin's render (mixin/)"
 bash scripts/render-mixin.sh --check
+echo "== dashboards match Grafana's dashboard schema"
+bash scripts/check-dashboard-schema.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -81,18 +81,16 @@ function(config) {
       type: 'query',
       datasource: ds,
       query: { query: query, refId: name },
-      definition: query,
       refresh: 2,
       multi: true,
       includeAll: true,
       allValue: '.*',
-      current: {},
       hide: 0,
     } + (if sort != null then { sort: sort } else {}),
 
   variables(datname=true, extra=[])::
     [
-      { name: 'datasource', label: 'Data source', type: 'datasource', query: 'prometheus', current: {}, hide: 0 },
+      { name: 'datasource', label: 'Data source', type: 'datasource', query: 'prometheus', hide: 0 },
       self.queryVariable('target', 'Target', 'label_values(pg_up{%s}, target)' % config.pgkpiSelector, sort=1),
     ]
     + (if datname then [self.queryVariable(
@@ -132,7 +130,17 @@ function(config) {
       refresh: config.dashboardRefresh,
       time: { from: config.dashboardTimeFrom, to: 'now' },
       graphTooltip: 1,
-      links: [{ title: 'pgkpi dashboards', type: 'dashboards', tags: [config.dashboardTags[0]], asDropdown: true }],
+      links: [{
+        title: 'pgkpi dashboards',
+        type: 'dashboards',
+        tags: [config.dashboardTags[0]],
+        asDropdown: true,
+        icon: 'external link',
+        includeVars: true,
+        keepTime: true,
+        targetBlank: false,
+        tooltip: '',
+      }],
       annotations: { list: [] },
       templating: { list: templating },
       panels: std.foldl(place, panels, { laid: [], x: 0, y: 0, rowHeight: 0 }).laid,

@@ -61,3 +61,20 @@ ensure_mixin_python() {
   fi
   echo "$venv/bin/python3"
 }
+
+# The dashboard schema check's npm packages (mixin/schema/package-lock.json: @grafana/schema,
+# grafana-foundation-sdk's types, typescript) in mixin/schema/node_modules; npm ci only when the
+# lock file changed since the last install. Node.js comes with the machine; Debian's nodejs
+# otherwise.
+ensure_schema_check() {
+  local root dir sum
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+  dir="$root/mixin/schema"
+  command -v npm >/dev/null || ensure_packages nodejs npm >&2
+  sum="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ "$(cat "$dir/node_modules/.pgkpi-lock-sha256" 2>/dev/null)" != "$sum" ]; then
+    echo "installing: mixin/schema npm packages (npm ci)" >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    echo "$sum" >"$dir/node_modules/.pgkpi-lock-sha256"
+  fi
+}
