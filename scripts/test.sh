@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian 12 machine with Rust: installs what it needs, then
-# checks that the dashboards match dashboards/build.py, formatting and lints, and runs every
-# test against real PostgreSQL clusters it starts: the suite on PostgreSQL 15, every collector
-# on each major 13 to 18, and the Debian package installed, run and removed; and checks the
-# Kubernetes manifests offline.
+# checks that alerts/ and dashboards/ match the monitoring mixin (mixin/) and Grafana's schema,
+# formatting and lints, and runs every test against real PostgreSQL clusters it starts: the suite
+# on PostgreSQL 15, every collector on each major 13 to 18, and the Debian package installed, run
+# and removed; and checks the Kubernetes manifests offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
-# python3 runs dashboards/build.py --check below (stdlib only);
+# python3 runs the mixin's render (scripts/render-mixin.sh adds jsonnet and PyYAML in target/py);
 # binutils: objdump, for the libraries the container image must provide (stack_files.rs).
 ensure_packages "${PGKPI_BASE_PACKAGES[@]}" python3 binutils
 
-echo "== dashboards match dashboards/build.py"
-python3 dashboards/build.py --check
+echo "== alerts/ and dashboards/ match the monitoring mixin's render (mixin/)"
+bash scripts/render-mixin.sh --check
+echo "== dashboards match Grafana's dashboard schema"
+bash scripts/check-dashboard-schema.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

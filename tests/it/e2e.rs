@@ -412,7 +412,7 @@ fn full_stack_dashboards_rules_and_lock_alert() {
         "/api/v2/alerts?filter={}",
         stack::encode("alertname=\"PostgresLockWaits\"")
     ));
-    assert_eq!(alert[0]["labels"]["severity"], "page");
+    assert_eq!(alert[0]["labels"]["severity"], "critical");
     assert_eq!(alert[0]["labels"]["target"], "app");
     assert!(
         alert[0]["receivers"].to_string().contains("pager"),
@@ -425,7 +425,7 @@ fn full_stack_dashboards_rules_and_lock_alert() {
     ));
     assert_eq!(alert[0]["labels"]["target"], "pooler", "{alert}");
     assert_eq!(alert[0]["labels"]["database"], "app", "{alert}");
-    assert_eq!(alert[0]["labels"]["severity"], "page", "{alert}");
+    assert_eq!(alert[0]["labels"]["severity"], "critical", "{alert}");
     for client in pool_clients {
         client.abort();
     }

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use yaml_rust2::YamlLoader;
 
-use crate::support::{repo_files, repo_path, run_ok};
+use crate::support::{repo_files, repo_path, run_ok, TempDir};
 
 fn tool_output(program: &str, args: &[&str]) -> String {
     let mut cmd = Command::new(program);
@@ -127,18 +127,25 @@ fn compose_prometheus_loads_every_rule_file_and_nothing_else() {
     }
 }
 
+/// mixtool's dashboard lints and the project's: unique UIDs, a datasource variable and no
+/// `${DS_...}` import inputs (the dashboards provision as they are), `$target` in every query,
+/// `$__rate_interval` in every rate()/increase(), a unit and a description on every panel.
 #[test]
 fn dashboards_follow_the_conventions() {
     let mut boards = 0;
+    let mut uids = std::collections::BTreeSet::new();
     for path in repo_files("dashboards", ".json") {
         boards += 1;
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(&path).unwrap();
         let board: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
-                .unwrap_or_else(|e| panic!("{name}: invalid JSON: {e}"));
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: invalid JSON: {e}"));
+        let uid = board["uid"].as_str().unwrap_or("");
+        assert!(!uid.is_empty(), "{name}: uid");
+        assert!(uids.insert(uid.to_string()), "{name}: uid {uid} used twice");
         assert!(
-            board["uid"].as_str().is_some_and(|u| !u.is_empty()),
-            "{name}: uid"
+            board.get("__inputs").is_none() && !text.contains("${DS_"),
+            "{name}: an import input (${{DS_...}}); use the datasource variable"
         );
         let variables = board["templating"]["list"].as_array().unwrap();
         let has = |var: &str, kind: &str| {
@@ -201,4 +208,42 @@ fn dashboards_follow_the_conventions() {
         boards >= 4,
         "expected the overview and the area dashboards, found {boards}"
     );
+}
+
+/// The dashboards against Grafana's published types (scripts/check-dashboard-schema.sh:
+/// @grafana/schema, the Prometheus query type of grafana-foundation-sdk); and the check fails,
+/// naming the panel, on a copy with a panel Grafana would not load.
+#[test]
+fn dashboards_match_grafanas_schema_and_a_broken_panel_fails() {
+    let out = tool_output("bash", &["scripts/check-dashboard-schema.sh"]);
+    assert!(out.contains("match Grafana's schema"), "{out}");
+
+    let dir = TempDir::new("broken-dashboard");
+    let mut board: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("dashboards/pgkpi-locks.json")).unwrap(),
+    )
+    .unwrap();
+    let panel = board["panels"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|p| p["type"] == "timeseries")
+        .unwrap();
+    let title = panel["title"].as_str().unwrap().to_string();
+    // Grafana's grid wants numbers, and StackingMode has no "stacked".
+    panel["gridPos"]["w"] = "12".into();
+    panel["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] = "stacked".into();
+    dir.write("pgkpi-locks.json", &board.to_string());
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo_path("scripts/check-dashboard-schema.sh"))
+        .arg(&dir.0);
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken panel passed: {text}");
+    assert!(text.contains(&format!("panel \"{title}\"")), "{text}");
+    assert!(
+        text.contains("\"stacked\"") && text.contains("\"w\": \"12\""),
+        "{text}"
+    );
+    assert!(text.contains("2 schema error(s)"), "{text}");
 }
