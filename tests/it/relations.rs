@@ -81,7 +81,9 @@ fn unused_index_appears_after_a_stats_reset_and_leaves_once_used() {
            AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion) \
          ORDER BY 1 LIMIT 1",
     );
-    let (root, tree_bytes) = tree.split_once(' ').expect("a partitioned index in the schema");
+    let (root, tree_bytes) = tree
+        .split_once(' ')
+        .expect("a partitioned index in the schema");
     assert_eq!(
         m.value(
             "pg_index_unused_size_bytes",
@@ -95,7 +97,10 @@ fn unused_index_appears_after_a_stats_reset_and_leaves_once_used() {
         "SELECT relname FROM pg_class WHERE relkind = 'i' AND relispartition",
     );
     for name in partitions.lines() {
-        assert!(!unused.contains(&name), "partition index {name} listed by itself");
+        assert!(
+            !unused.contains(&name),
+            "partition index {name} listed by itself"
+        );
     }
     // The totals cover exactly what is listed (max_listed is above their number).
     let listed_bytes: f64 = m
