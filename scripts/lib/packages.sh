@@ -20,9 +20,11 @@ ensure_packages() {
   fi
   echo "installing: ${missing[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive
-  if ! $sudo apt-get install -y --no-install-recommends "${missing[@]}" >/tmp/pgkpi-apt.log 2>&1; then
-    $sudo apt-get update >>/tmp/pgkpi-apt.log 2>&1
-    $sudo apt-get install -y --no-install-recommends "${missing[@]}" >>/tmp/pgkpi-apt.log 2>&1 || {
+  # Wait for another apt run (unattended upgrades, a parallel script) instead of failing at once.
+  local apt=(apt-get -o DPkg::Lock::Timeout=300)
+  if ! $sudo "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >/tmp/pgkpi-apt.log 2>&1; then
+    $sudo "${apt[@]}" update >>/tmp/pgkpi-apt.log 2>&1
+    $sudo "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >>/tmp/pgkpi-apt.log 2>&1 || {
       cat /tmp/pgkpi-apt.log >&2
       echo "apt-get install failed for: ${missing[*]}" >&2
       return 1
