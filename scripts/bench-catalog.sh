@@ -17,6 +17,8 @@
 #   BENCH_SECONDS   measured period per scale (default 600: the backends' memory after 10 minutes)
 #   BENCH_PGKPI_BIN a pgkpi binary to use instead of building the release one
 #   BENCH_TOP       also print each exporter's N costliest statements (calls, total and max ms)
+#   BENCH_BASELINE_BIN  another pgkpi binary (an earlier version) run in the same window as its
+#                   own role, printed as "pgkpi baseline": before and after side by side
 # Starts its own throwaway PostgreSQL cluster; installs postgres_exporter from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,7 +38,10 @@ queries=/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml
 bench_setup catalog
 # The anchor's example queries read pg_stat_statements; both roles read statistics via pg_monitor.
 psql_ -d postgres -c "CREATE ROLE bench_pgkpi LOGIN IN ROLE pg_monitor" \
-  -c "CREATE ROLE bench_anchor LOGIN IN ROLE pg_monitor"
+  -c "CREATE ROLE bench_anchor LOGIN IN ROLE pg_monitor" \
+  -c "CREATE ROLE bench_baseline LOGIN IN ROLE pg_monitor"
+exporters=(pgkpi anchor)
+[ -n "${BENCH_BASELINE_BIN:-}" ] && exporters+=(baseline)
 
 # Private memory (RssAnon, kB) of a role's backends: "total_kB count".
 backend_memory() {
@@ -82,52 +87,61 @@ for n in "${scales[@]}"; do
   psql_ -d "$db" -c "VACUUM ANALYZE"
   psql_ -d "$db" -c "CHECKPOINT"
 
-  pgkpi_web=$(free_port)
-  anchor_web=$(free_port)
-  printf '[[targets]]\nname = "bench"\ndsn = "host=127.0.0.1 port=%s user=bench_pgkpi dbname=%s sslmode=disable"\n' \
-    "$port" "$db" >"$dir/pgkpi.toml"
+  declare -A web pid name
   psql_ -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
-  "$BENCH_PGKPI_BIN" --config.file "$dir/pgkpi.toml" --web.listen-address "127.0.0.1:$pgkpi_web" \
-    --log.level warn 2>"$dir/pgkpi-$n.log" &
-  pgkpi_pid=$!
-  DATA_SOURCE_NAME="host=127.0.0.1 port=$port user=bench_anchor dbname=$db sslmode=disable" \
-    "$anchor" --web.listen-address "127.0.0.1:$anchor_web" --extend.query-path "$queries" \
-    --log.level warn 2>"$dir/anchor-$n.log" &
-  anchor_pid=$!
-  pids+=("$pgkpi_pid" "$anchor_pid")
-  : >"$dir/pgkpi-times" && : >"$dir/anchor-times"
+  for who in "${exporters[@]}"; do
+    web[$who]=$(free_port)
+    if [ "$who" = anchor ]; then
+      DATA_SOURCE_NAME="host=127.0.0.1 port=$port user=bench_anchor dbname=$db sslmode=disable" \
+        "$anchor" --web.listen-address "127.0.0.1:${web[$who]}" --extend.query-path "$queries" \
+        --log.level warn 2>"$dir/anchor-$n.log" &
+      name[$who]=postgres_exporter
+    else
+      printf '[[targets]]\nname = "bench"\ndsn = "host=127.0.0.1 port=%s user=bench_%s dbname=%s sslmode=disable"\n' \
+        "$port" "$who" "$db" >"$dir/$who.toml"
+      exe=$BENCH_PGKPI_BIN
+      [ "$who" = baseline ] && exe=$BENCH_BASELINE_BIN
+      "$exe" --config.file "$dir/$who.toml" --web.listen-address "127.0.0.1:${web[$who]}" \
+        --log.level warn 2>"$dir/$who-$n.log" &
+      name[$who]=$([ "$who" = baseline ] && echo "pgkpi baseline" || echo pgkpi)
+    fi
+    pid[$who]=$!
+    pids+=("${pid[$who]}")
+    : >"$dir/$who-times"
+  done
   start=$(date +%s)
   while :; do
     tick=$(date +%s)
-    curl -s -o "$dir/pgkpi-body" -w '%{time_total}\n' "http://127.0.0.1:$pgkpi_web/metrics" >>"$dir/pgkpi-times" &
-    scrape_pgkpi=$!
-    curl -s -o "$dir/anchor-body" -w '%{time_total}\n' "http://127.0.0.1:$anchor_web/metrics" >>"$dir/anchor-times" &
-    scrape_anchor=$!
-    wait "$scrape_pgkpi" "$scrape_anchor" || true
+    scrapes=()
+    for who in "${exporters[@]}"; do
+      curl -s -o "$dir/$who-body" -w '%{time_total}\n' "http://127.0.0.1:${web[$who]}/metrics" \
+        >>"$dir/$who-times" &
+      scrapes+=($!)
+    done
+    wait "${scrapes[@]}" || true
     [ $((tick + 15 - start)) -ge "$seconds" ] && break
     sleep $((tick + 15 - $(date +%s) > 0 ? tick + 15 - $(date +%s) : 0))
   done
   sleep $((start + seconds - $(date +%s) > 0 ? start + seconds - $(date +%s) : 0))
   minutes=$(awk -v s="$(($(date +%s) - start))" 'BEGIN { print s / 60 }')
-  for who in pgkpi anchor; do
-    if [ "$who" = pgkpi ]; then pid=$pgkpi_pid role=bench_pgkpi; else pid=$anchor_pid role=bench_anchor; fi
+  for who in "${exporters[@]}"; do
+    role=bench_$who
     series=$(grep -cv '^#' "$dir/$who-body" || true)
-    kill -0 "$pid" 2>/dev/null || { echo "$who exited early, see $dir/$who-$n.log" >&2; exit 1; }
-    peak=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$pid/status")
+    kill -0 "${pid[$who]}" 2>/dev/null || { echo "$who exited early, see $dir/$who-$n.log" >&2; exit 1; }
+    peak=$(awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/${pid[$who]}/status")
     read -r db_ms slowest < <(psql_ -d "$db" -F ' ' -c "
       SELECT round((coalesce(sum(total_exec_time + total_plan_time), 0) / $minutes)::numeric),
              round(coalesce(max(max_exec_time), 0)::numeric)
       FROM pg_stat_statements WHERE userid = '$role'::regrole")
     read -r kb count < <(backend_memory "$role")
-    if [ "$who" = pgkpi ]; then
-      errors=$(awk '/^pgkpi_collector_errors_total/ { s += $2 } END { print s + 0 }' "$dir/pgkpi-body")
-    else
+    if [ "$who" = anchor ]; then
       errors=$(grep -c 'level=error' "$dir/anchor-$n.log" || true)
+    else
+      errors=$(awk '/^pgkpi_collector_errors_total/ { s += $2 } END { print s + 0 }' "$dir/$who-body")
     fi
-    printf '%-7s %-17s %10s %8s %10s %10s %10s %14s %7s\n' "$n" \
-      "$([ "$who" = pgkpi ] && echo pgkpi || echo postgres_exporter)" "$(median "$dir/$who-times")" \
-      "$series" "$peak" "$db_ms" "$slowest" "$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') ($count)" \
-      "$errors"
+    printf '%-7s %-17s %10s %8s %10s %10s %10s %14s %7s\n' "$n" "${name[$who]}" \
+      "$(median "$dir/$who-times")" "$series" "$peak" "$db_ms" "$slowest" \
+      "$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') ($count)" "$errors"
     if [ -n "${BENCH_TOP:-}" ]; then
       psql_ -d "$db" -F ' | ' -c "
         SELECT calls, round(total_exec_time::numeric), round(max_exec_time::numeric),
@@ -136,7 +150,7 @@ for n in "${scales[@]}"; do
         ORDER BY total_exec_time DESC LIMIT $BENCH_TOP" | sed 's/^/    /'
     fi
   done
-  kill "$pgkpi_pid" "$anchor_pid"
-  wait "$pgkpi_pid" "$anchor_pid" 2>/dev/null || true
+  kill "${pid[@]}"
+  wait "${pid[@]}" 2>/dev/null || true
   psql_ -d postgres -c "DROP DATABASE $db"
 done
