@@ -78,24 +78,21 @@ impl Series {
 
 /// Series with the same key made one (partitions into their root): values combined by
 /// `aggs`, ranking keys summed. Rows read one per relation are grouped here rather than by the
-/// query, so that the query can be chunked and never sorts the catalog.
-pub fn group(all: impl IntoIterator<Item = Series>, aggs: &[Agg]) -> Vec<Series> {
-    let mut grouped: HashMap<Id, Series> = HashMap::new();
-    for series in all {
-        match grouped.entry(series.id) {
-            std::collections::hash_map::Entry::Occupied(mut at) => {
-                let into = at.get_mut();
-                merge(&mut into.values, &series.values, aggs);
-                for (sum, rank) in into.rank.iter_mut().zip(series.rank.iter()) {
-                    *sum += rank;
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(at) => {
-                at.insert(series);
-            }
+/// query, so that the query can be chunked and never sorts the catalog; sorted in place rather
+/// than through a map, so that grouping needs no memory beyond the rows.
+pub fn group(mut all: Vec<Series>, aggs: &[Agg]) -> Vec<Series> {
+    all.sort_unstable_by_key(|s| s.id);
+    all.dedup_by(|later, first| {
+        if later.id != first.id {
+            return false;
         }
-    }
-    grouped.into_values().collect()
+        merge(&mut first.values, &later.values, aggs);
+        for (sum, rank) in first.rank.iter_mut().zip(later.rank.iter()) {
+            *sum += rank;
+        }
+        true
+    });
+    all
 }
 
 /// The outcome of a cap: the series kept one by one, and the others grouped under the
