@@ -34,7 +34,7 @@ use super::columns::{
 use super::rollup::{aggs, cap, families, group, to_name, Key, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
-use crate::metric::Metric;
+use crate::metric::{Family, Metric};
 
 const TABLE_SIZES: &[Col] = &[
     Col::sum(
@@ -116,6 +116,8 @@ pub fn spec() -> Spec {
                 pass: Pass::default(),
                 pending: false,
                 opened: 0,
+                fingerprints: Vec::new(),
+                report: None,
             })
         },
     }
@@ -375,6 +377,12 @@ struct RelationSizes {
     pending: bool,
     /// Relations (tables and indexes) the last run opened.
     opened: usize,
+    /// The fingerprints read by the run that started the pending work, and when: the runs
+    /// that continue it (seconds apart) reuse them rather than read the catalog again.
+    fingerprints: Vec<(u32, i64)>,
+    /// What the last report exported: runs that continue pending work serve it again rather
+    /// than name and rank the catalog after every chunk.
+    report: Option<(Vec<Family>, u64)>,
 }
 
 impl RelationSizes {
@@ -391,20 +399,23 @@ impl RelationSizes {
             self.pass.number += 1;
             self.pass.started = Some(started);
         }
-        let mut fingerprints: Vec<(u32, i64)> = Vec::new();
-        loop {
-            let after = fingerprints.last().map_or(0, |(oid, _)| *oid);
-            let rows = session
-                .client
-                .query(FINGERPRINTS_SQL, &[&after, &FINGERPRINT_PAGE])
-                .await?;
-            for row in &rows {
-                fingerprints.push((row.try_get(0)?, row.try_get(1)?));
-            }
-            if (rows.len() as i64) < FINGERPRINT_PAGE {
-                break;
+        if !self.pending || self.fingerprints.is_empty() {
+            self.fingerprints.clear();
+            loop {
+                let after = self.fingerprints.last().map_or(0, |(oid, _)| *oid);
+                let rows = session
+                    .client
+                    .query(FINGERPRINTS_SQL, &[&after, &FINGERPRINT_PAGE])
+                    .await?;
+                for row in &rows {
+                    self.fingerprints.push((row.try_get(0)?, row.try_get(1)?));
+                }
+                if (rows.len() as i64) < FINGERPRINT_PAGE {
+                    break;
+                }
             }
         }
+        let fingerprints = std::mem::take(&mut self.fingerprints);
         let present: HashSet<u32> = fingerprints.iter().map(|(oid, _)| *oid).collect();
         self.measured.retain(|oid, _| present.contains(oid));
         let fingerprint: HashMap<u32, i64> = fingerprints.iter().copied().collect();
@@ -427,6 +438,9 @@ impl RelationSizes {
             }
             self.measure(session, chunk, estimates, &fingerprint)
                 .await?;
+        }
+        if self.pending {
+            self.fingerprints = fingerprints;
         }
         Ok(())
     }
@@ -496,6 +510,12 @@ impl Collector for RelationSizes {
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a> {
         Box::pin(async move {
             self.refresh(session).await?;
+            if self.pending {
+                if let Some((out, dropped)) = &self.report {
+                    self.dropped = *dropped;
+                    return Ok(out.clone());
+                }
+            }
             let children = self.config.partition_children;
             let mut oids: Vec<u32> = self.measured.keys().copied().collect();
             oids.sort_unstable();
@@ -586,6 +606,7 @@ impl Collector for RelationSizes {
             let mut out = families(&tables, &names, TABLE_LABELS, TABLE_SIZES);
             out.extend(families(&indexes, &names, INDEX_LABELS, INDEX_SIZES));
             self.dropped = dropped;
+            self.report = Some((out.clone(), dropped));
             Ok(out)
         })
     }
