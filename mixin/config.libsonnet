@@ -45,6 +45,7 @@
       restore_test_age_max_seconds: 3024000,  // 35 days: a monthly restore test, with slack
       volume_free_ratio_min: 0.10,  // free space of the data or WAL file system
       volume_fill_horizon_seconds: 86400,  // alert when the file system fills within 24 h at the current growth
+      volume_fill_free_ratio_max: 0.40,  // ... and is already under 40 % free (a young or bursty trend is noise above)
       pool_wait_max_seconds: 1,  // a client waits at most 1 s for a pgBouncer server connection
       pooler_client_conn_ratio_max: 0.85,  // share of pgBouncer's max_client_conn in use
     },

@@ -3,9 +3,9 @@
 # * the estimate from pg_stat_statements alone (a 90 % / 10 % pg_sleep mix of 2 and 40 ms,
 #   under the three estimators, on the 1-2-5 buckets its bar was set on);
 # * the log source on PostgreSQL 15 and 17 at once (a 45 / 45 / 10 % mix of 5, 15 and 60 ms at
-#   ~190 statements/s for 60 s, 20 % of the executions sampled into jsonlog): truth measured by
-#   the client, the window gauges, histogram_quantile over the exported buckets, and the
-#   estimate on the same server.
+#   120-130 statements/s from 2 connections for 60 s, 20 % of the executions sampled into
+#   jsonlog): truth measured by the client, the window gauges, histogram_quantile over the
+#   exported buckets, and the estimate on the same server.
 # Both are the integration tests that hold the figures to their bars; this prints their tables.
 #
 # Usage: scripts/bench-latency-accuracy.sh

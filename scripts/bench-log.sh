@@ -93,7 +93,13 @@ written=$(date +%s.%N)
 calc() { awk "BEGIN { printf \"$1\", $2 }"; }
 echo "appended $((blocks * 4)) MiB ($((blocks * block_records)) records) in $(calc %.1f "$written - $start") s; pgkpi resident memory before: ${rss0} MiB"
 quarter=1
+# Bounded: at a 1 s poll the reader takes 64 MiB a second; allow ten times that, plus a minute.
+deadline=$(( $(date +%s) + 60 + blocks * 4 * 10 / 64 ))
 while :; do
+  if [ "$(date +%s)" -gt "$deadline" ]; then
+    echo "pgkpi read $(metric pgkpi_statements_log_records_total) of $expected records before the deadline; lost: $(curl -s "http://$http/metrics" | grep '^pgkpi_statements_log_lost_total' | tr '\n' ' ')" >&2
+    exit 1
+  fi
   read_now=$(metric pgkpi_statements_log_records_total)
   done_share=$(( (read_now - (expected - blocks * block_records)) * 4 / (blocks * block_records) ))
   if [ "$done_share" -ge "$quarter" ] && [ "$quarter" -le 4 ]; then

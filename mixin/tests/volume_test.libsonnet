@@ -46,7 +46,40 @@
                   exp_labels: labels + { severity: 'critical', instance: 'i', target: 'app', directory: 'wal' },
                   exp_annotations: {
                     summary: 'The wal file system of app fills within 24 hours',
-                    description: 'At the growth of the last 6 hours the file system holding the wal directory runs out of space within 24 hours; PostgreSQL stops (WAL) or fails writes (data) when it does.',
+                    description: 'At the growth of the last 6 hours the file system holding the wal directory, already under 40% free, runs out of space within 24 hours; PostgreSQL stops (WAL) or fails writes (data) when it does.',
+                    runbook_url: $._config.runbookURLPattern % 'postgresvolumefillssoon',
+                  },
+                },
+              ],
+            },
+          ],
+        },
+        {
+          name: 'a half-empty file system losing space fast waits until it is under 40% free',
+          interval: '5m',
+          input_series: [
+            // 150 of 200 GiB free, losing 10 GiB an hour (894784853 bytes per 5 minutes): 15 h
+            // to full from the start, but 40 % free (80 GiB) only after 7 h.
+            {
+              series: 'pg_data_volume_free_bytes{%s,instance="i",target="app",directory="data"}' % sel,
+              values: '161061273600-894784853x150',
+            },
+            {
+              series: 'pg_data_volume_size_bytes{%s,instance="i",target="app",directory="data"}' % sel,
+              values: '214748364800x150',
+            },
+          ],
+          alert_rule_test: [
+            { eval_time: '5h', alertname: 'PostgresVolumeFillsSoon', exp_alerts: [] },
+            {
+              eval_time: '9h',
+              alertname: 'PostgresVolumeFillsSoon',
+              exp_alerts: [
+                {
+                  exp_labels: labels + { severity: 'critical', instance: 'i', target: 'app', directory: 'data' },
+                  exp_annotations: {
+                    summary: 'The data file system of app fills within 24 hours',
+                    description: 'At the growth of the last 6 hours the file system holding the data directory, already under 40% free, runs out of space within 24 hours; PostgreSQL stops (WAL) or fails writes (data) when it does.',
                     runbook_url: $._config.runbookURLPattern % 'postgresvolumefillssoon',
                   },
                 },
