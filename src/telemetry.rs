@@ -32,6 +32,11 @@ pub struct Telemetry {
     pub http_connections_open: IntGauge,
     pub http_connections_limit: IntGauge,
     pub snapshot_bytes: Gauge,
+    pub config_reload_successful: Gauge,
+    pub config_reload_success_timestamp: Gauge,
+    pub shard_info: GaugeVec,
+    pub targets_configured: IntGauge,
+    pub targets_polled: IntGauge,
 }
 
 /// Registers a metric of the exporter's own; names and labels are constants, so a failure is
@@ -82,6 +87,19 @@ impl Telemetry {
                 registry.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            config_reload_successful: {
+                let g = Gauge::new("pgkpi_config_last_reload_successful", "1 when the last configuration load (start, SIGHUP, POST /-/reload or a change in targets_directory) succeeded, 0 when it was rejected and the previous configuration keeps running.").expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            config_reload_success_timestamp: {
+                let g = Gauge::new("pgkpi_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.").expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            shard_info: gauge("pgkpi_shard_info", "Always 1; this exporter's shard (0-based) and the number of shards (--shard, --total-shards) as labels. count by (total_shards) (pgkpi_shard_info) should equal total_shards.", &["shard", "total_shards"]),
+            targets_configured: register(&registry, IntGauge::new("pgkpi_targets_configured", "Targets in the configuration, before sharding.")),
+            targets_polled: register(&registry, IntGauge::new("pgkpi_targets_polled", "Targets this exporter polls: those of its shard. Summed over a sharded set it equals pgkpi_targets_configured.")),
             registry,
         };
         let build = GaugeVec::new(
@@ -107,6 +125,41 @@ impl Telemetry {
             ))
             .expect("unique metric");
         telemetry
+    }
+
+    /// Removes every series of a target that stopped (removed by a reload, or changed and
+    /// restarted), so that it disappears from the scrape instead of freezing at its last
+    /// values. `reasons` are the skip reasons (label values) a collector may have exported.
+    pub fn forget_target(&self, target: &str, kind: &str, collectors: &[String], reasons: &[&str]) {
+        let _ = self.pg_up.remove_label_values(&[target]);
+        let _ = self.target_info.remove_label_values(&[target, kind]);
+        for v in [&self.connection_attempts, &self.connection_errors] {
+            let _ = v.remove_label_values(&[target]);
+        }
+        let _ = self
+            .connection_attempts_overdue
+            .remove_label_values(&[target]);
+        for collector in collectors {
+            let labels = [target, collector.as_str()];
+            for v in [
+                &self.collector_up,
+                &self.collector_stale,
+                &self.collector_dropped,
+                &self.collector_duration,
+                &self.collector_last_success,
+            ] {
+                let _ = v.remove_label_values(&labels);
+            }
+            let _ = self.collector_busy.remove_label_values(&labels);
+            for v in [&self.collector_runs, &self.collector_errors] {
+                let _ = v.remove_label_values(&labels);
+            }
+            for reason in reasons {
+                let _ = self
+                    .collector_skipped
+                    .remove_label_values(&[target, collector, reason]);
+            }
+        }
     }
 
     /// Encodes every self-metric in the text format.
@@ -142,6 +195,7 @@ impl Telemetry {
         t.http_requests.with_label_values(&["/", "200"]);
         t.http_connections_rejected.with_label_values(&["limit"]);
         t.collector_skipped.with_label_values(&["t", "c", "r"]);
+        t.shard_info.with_label_values(&["0", "1"]);
         t.registry
             .gather()
             .iter()

@@ -65,6 +65,17 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::Version,
+        SkipReason::Primary,
+        SkipReason::Standby,
+        SkipReason::ExtensionMissing,
+        SkipReason::NotPreloaded,
+        SkipReason::Permission,
+        SkipReason::MissingTable,
+        SkipReason::Remote,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -60,6 +60,10 @@ pub struct Config {
     pub collector_paths: Vec<PathBuf>,
     /// The databases to monitor.
     pub targets: Vec<TargetConfig>,
+    /// A directory of target files (`*.toml`, each holding `[[targets]]` only) added to
+    /// `targets`; re-read on reload and whenever a file in it changes (checked every 5 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets_directory: Option<PathBuf>,
     /// Options of the `locks` and `activity_sampler` collectors.
     pub locks: LocksConfig,
     /// Options of the `statements` collector (pg_stat_statements).
@@ -270,6 +274,21 @@ pub struct TargetConfig {
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
+}
+
+/// What a configuration is built from, kept so that a reload builds it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    pub file: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub flags: FlagOverrides,
+}
+
+impl Layers {
+    /// Builds and validates the configuration from the layers' current contents.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref(), &self.env, &self.flags)
+    }
 }
 
 /// Values given on the command line; each overrides every other layer.

@@ -36,10 +36,11 @@ impl Config {
                 self.log.level
             ))
         })?;
-        if self.targets.is_empty() {
+        // An empty targets_directory is a fleet waiting for its first file, not a mistake.
+        if self.targets.is_empty() && self.targets_directory.is_none() {
             return Err(ConfigError(
                 "no target to monitor; set DATA_SOURCE_NAME=postgresql://user@host:5432/db or add \
-                 a [[targets]] table with name and dsn to the config file"
+                 a [[targets]] table with name and dsn to the config file (or a targets_directory)"
                     .into(),
             ));
         }

@@ -45,7 +45,17 @@ pub struct Site {
     pub telemetry_path: String,
     /// Users allowed in, when `--web.config.file` sets basic_auth_users.
     pub auth: Option<Arc<BasicAuth>>,
+    /// Where `POST /-/reload` asks for a reload and waits for its outcome (a summary or the
+    /// error); None where nothing reloads (tests).
+    pub reload: Option<ReloadRequests>,
 }
+
+/// A reload request: the sender of its outcome, answered once the reload is done.
+pub type ReloadRequests =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, String>>>;
+
+/// The reload endpoint, Prometheus' path for it.
+const RELOAD_PATH: &str = "/-/reload";
 
 /// Serves until `shutdown` flips, then lets open requests finish (for at most 5 s). With `tls`,
 /// every connection is TLS.
@@ -195,6 +205,42 @@ pub async fn serve(
     }
 }
 
+/// `POST /-/reload`: 200 with what changed, or 500 with why the new configuration was
+/// rejected (the running one stays); 405 for any other method, as Prometheus answers.
+async fn reload(site: &Site, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST {
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST to reload the configuration\n",
+        );
+        response
+            .headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let Some(requests) = &site.reload else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n");
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    if requests.try_send(reply).is_err() {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reloads are queued already; retry in a moment\n",
+        );
+    }
+    match outcome.await {
+        Ok(Ok(summary)) => plain(
+            StatusCode::OK,
+            format!("configuration reloaded: {summary}\n"),
+        ),
+        Ok(Err(error)) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("configuration rejected, the previous one keeps running: {error}\n"),
+        ),
+        Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+    }
+}
+
 async fn handle(
     site: Arc<Site>,
     req: Request<Incoming>,
@@ -226,6 +272,8 @@ async fn handle(
             HeaderValue::from_static("Basic realm=\"pgkpi\""),
         );
         response
+    } else if path == RELOAD_PATH {
+        reload(&site, req.method()).await
     } else if req.method() != Method::GET && req.method() != Method::HEAD {
         plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -246,7 +294,13 @@ async fn handle(
         }
     };
     // Bounded label set: unknown paths are counted together.
-    let known = [site.telemetry_path.as_str(), "/healthz", "/readyz", "/"];
+    let known = [
+        site.telemetry_path.as_str(),
+        "/healthz",
+        "/readyz",
+        "/",
+        RELOAD_PATH,
+    ];
     let label = if known.contains(&path.as_str()) {
         path.as_str()
     } else {
@@ -446,11 +500,11 @@ fn index(site: &Site) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .body(Full::new(text.into()))
         .expect("valid response")
 }
 

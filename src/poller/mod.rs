@@ -42,6 +42,23 @@ pub struct Scheduled {
     pub collector: Box<dyn Collector>,
 }
 
+/// Whose values a collector task publishes: a target's own, or one database's of a server
+/// target (see `databases`).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub target: String,
+    pub database: Option<String>,
+}
+
+impl Source {
+    pub fn target(name: &str) -> Source {
+        Source {
+            target: name.to_string(),
+            database: None,
+        }
+    }
+}
+
 /// The target's connection as collectors see it.
 #[derive(Clone)]
 enum Conn {
@@ -129,7 +146,7 @@ pub fn spawn_target(
         )));
         for scheduled in collectors {
             tasks.push(tokio::spawn(run_collector(
-                target.name.clone(),
+                Source::target(&target.name),
                 scheduled,
                 rx.clone(),
                 shared.clone(),
@@ -149,8 +166,12 @@ pub fn spawn_janitor(shared: Shared, mut shutdown: watch::Receiver<bool>) -> Joi
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            for (target, collector) in shared.snapshot.expire(Instant::now()) {
-                tracing::info!(target = %target, collector = %collector, "dropped stale values");
+            for (target, database, collector) in shared.snapshot.expire(Instant::now()) {
+                tracing::info!(target = %target, database = %database, collector = %collector, "dropped stale values");
+                if !database.is_empty() {
+                    // The collector's own metrics speak for every database of the server.
+                    continue;
+                }
                 shared
                     .telemetry
                     .collector_stale

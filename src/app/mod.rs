@@ -1,4 +1,11 @@
-//! Wiring: from a validated configuration to running pollers and an HTTP server.
+//! Wiring: from a validated configuration to running pollers and an HTTP server, and from
+//! a reloaded configuration to the pollers that change (see `reconcile` and `reload`).
+
+mod reconcile;
+mod reload;
+
+pub use self::reconcile::{Changes, Pollers, Wanted};
+use self::reload::{Reloader, TARGET_FILES_CHECK};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -6,12 +13,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::collector;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Layers};
 use crate::http::{self, Site};
 use crate::poller::{self, Scheduled};
+use crate::shard::Shard;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
 use crate::status::Status;
@@ -85,14 +93,66 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
     Ok(plans)
 }
 
-/// Runs the exporter until SIGINT or SIGTERM.
-pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> anyhow::Result<()> {
+/// What decides how a target is polled besides its own section: the sections collectors and
+/// sessions read. The web and log sections are left out: changing them restarts no poller.
+fn polling_fingerprint(config: &Config) -> String {
+    let mut polling = config.clone();
+    polling.targets.clear();
+    polling.targets_directory = None;
+    polling.web = Default::default();
+    polling.log = Default::default();
+    toml::to_string(&polling).unwrap_or_default()
+}
+
+/// The targets of `config` this exporter polls (its shard), planned and fingerprinted.
+pub fn wanted(
+    config: &Config,
+    shard: &Shard,
+    views: &Arc<Views>,
+) -> Result<Vec<Wanted>, ConfigError> {
+    let common = polling_fingerprint(config);
+    let by_name: std::collections::BTreeMap<&str, &crate::config::TargetConfig> = config
+        .targets
+        .iter()
+        .map(|t| (t.name.as_str(), t))
+        .collect();
+    Ok(plan(config, views)?
+        .into_iter()
+        .filter(|p| shard.owns(&p.target.name))
+        .map(|plan| {
+            let own = by_name
+                .get(plan.target.name.as_str())
+                .and_then(|t| toml::to_string(t).ok())
+                .unwrap_or_default();
+            // A password file's content is read when the target is built; a rotated password
+            // must restart the target, so the fingerprint covers it (hashed, never shown).
+            Wanted {
+                fingerprint: format!("{own}\n{common}\n{}", plan.target.secret_fingerprint()),
+                plan,
+            }
+        })
+        .collect())
+}
+
+/// Runs the exporter until SIGINT or SIGTERM; re-reads the configuration from `layers` on
+/// SIGHUP, `POST /-/reload` and changes of the target files.
+pub async fn run(
+    layers: Layers,
+    config: Config,
+    shard: Shard,
+    views: Arc<Views>,
+) -> anyhow::Result<()> {
     let shared = Shared {
-        views,
+        views: views.clone(),
         snapshot: Arc::new(Snapshot::new()),
         status: Arc::new(Status::new()),
         telemetry: Telemetry::new(),
     };
+    shared
+        .telemetry
+        .shard_info
+        .with_label_values(&[&shard.index.to_string(), &shard.total.to_string()])
+        .set(1.0);
     // Checked by Config::validate already; read again here so the files are the current ones.
     let security = match &config.web.config_file {
         Some(file) => crate::web_config::WebSecurity::load(file).map_err(anyhow::Error::msg)?,
@@ -102,29 +162,23 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
     let listener = TcpListener::bind(address).await.with_context(|| {
         format!("cannot listen on {address}; choose another with --web.listen-address")
     })?;
+    let mut pollers = Pollers::new(shared.clone());
+    let mut reloader = Reloader::new(layers, shard, views, shared.clone());
+    reloader
+        .apply(config.clone(), &mut pollers)
+        .await
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(
         address = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         path = %config.web.telemetry_path,
         tls = security.tls.is_some(),
         basic_auth = security.auth.is_some(),
-        targets = plans.len(),
+        shard = %shard,
+        targets = pollers.names().count(),
         "listening"
     );
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut tasks = Vec::new();
-    for plan in plans {
-        let backoff = (
-            config.poller.reconnect_initial_backoff,
-            config.poller.reconnect_max_backoff,
-        );
-        tasks.extend(poller::spawn_target(
-            plan.target,
-            plan.collectors,
-            backoff,
-            shared.clone(),
-            shutdown_rx.clone(),
-        ));
-    }
     tasks.push(poller::spawn_janitor(shared.clone(), shutdown_rx.clone()));
     let (max_connections, clamped) = http::clamp_to_fd_limit(config.web.max_connections, None);
     if clamped {
@@ -139,10 +193,12 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
         max_connections,
         header_read_timeout: config.web.header_read_timeout,
     };
+    let (reload_tx, mut reload_rx) = mpsc::channel(4);
     let site = Arc::new(Site {
         shared,
         telemetry_path: config.web.telemetry_path.clone(),
         auth: security.auth,
+        reload: Some(reload_tx),
     });
     tasks.push(tokio::spawn(http::serve(
         listener,
@@ -152,8 +208,33 @@ pub async fn run(config: Config, plans: Vec<TargetPlan>, views: Arc<Views>) -> a
         shutdown_rx,
     )));
 
-    wait_for_signal().await;
+    let terminate = wait_for_signal();
+    tokio::pin!(terminate);
+    let mut hangups = Hangups::new();
+    let mut files_tick = tokio::time::interval(TARGET_FILES_CHECK);
+    files_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut terminate => break,
+            _ = hangups.next() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = reloader.reload(&mut pollers).await;
+            }
+            Some(reply) = reload_rx.recv() => {
+                tracing::info!("POST /-/reload: reloading the configuration");
+                let outcome = reloader.reload(&mut pollers).await;
+                let _ = reply.send(outcome);
+            }
+            _ = files_tick.tick() => {
+                if reloader.target_files_changed() {
+                    tracing::info!("target files changed: reloading the configuration");
+                    let _ = reloader.reload(&mut pollers).await;
+                }
+            }
+        }
+    }
     tracing::info!("shutting down");
+    pollers.stop_all().await;
     let _ = shutdown_tx.send(true);
     let all = futures_join(tasks);
     if tokio::time::timeout(Duration::from_secs(10), all)
@@ -185,5 +266,28 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+/// SIGHUP, the conventional "read your configuration again".
+struct Hangups {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Hangups {
+    fn new() -> Hangups {
+        Hangups {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .expect("install SIGHUP handler"),
+        }
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        self.signal.recv().await;
+        #[cfg(not(unix))]
+        std::future::pending::<()>().await;
     }
 }
