@@ -307,6 +307,14 @@ fn main() -> ExitCode {
                 plan.target.endpoint,
                 collectors.join(", ")
             );
+            if let Some(databases) = &plan.databases {
+                println!(
+                    "#   every matching database, {} connections at most ({} for the databases' turns), in each: {}",
+                    databases.budget,
+                    databases.slots,
+                    databases.collectors.join(", ")
+                );
+            }
         }
         for need in pgkpi::collector::statements::log::requirements(&config.statements.log) {
             println!("# statements.log needs {need}");

@@ -4,8 +4,8 @@
 //! memory (and /proc for process metrics), never the database.
 
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Handles to every self-metric. Cheap to clone (the vectors are reference counted).
@@ -37,6 +37,13 @@ pub struct Telemetry {
     pub shard_info: GaugeVec,
     pub targets_configured: IntGauge,
     pub targets_polled: IntGauge,
+    pub databases: IntGaugeVec,
+    pub database_up: GaugeVec,
+    pub connection_budget: IntGaugeVec,
+    pub database_sessions: IntGaugeVec,
+    pub database_turn_wait: CounterVec,
+    pub discoveries: IntCounterVec,
+    pub discovery_errors: IntCounterVec,
 }
 
 /// Registers a metric of the exporter's own; names and labels are constants, so a failure is
@@ -100,6 +107,13 @@ impl Telemetry {
             shard_info: gauge("pgkpi_shard_info", "Always 1; this exporter's shard (0-based) and the number of shards (--shard, --total-shards) as labels. count by (total_shards) (pgkpi_shard_info) should equal total_shards.", &["shard", "total_shards"]),
             targets_configured: register(&registry, IntGauge::new("pgkpi_targets_configured", "Targets in the configuration, before sharding.")),
             targets_polled: register(&registry, IntGauge::new("pgkpi_targets_polled", "Targets this exporter polls: those of its shard. Summed over a sharded set it equals pgkpi_targets_configured.")),
+            databases: register(&registry, IntGaugeVec::new(Opts::new("pgkpi_databases", "Databases of a server target ([targets.databases]) polled now: discovered, matching the filter, within max_databases."), &["target"])),
+            database_up: gauge("pgkpi_database_up", "1 when the last turn of a database of a server target connected, 0 when it could not (the error is logged and on /).", &["target", "datname"]),
+            connection_budget: register(&registry, IntGaugeVec::new(Opts::new("pgkpi_target_connections_max", "Most connections pgkpi holds to a server target at once (databases.max_connections), its main and sampler connections included."), &["target"])),
+            database_sessions: register(&registry, IntGaugeVec::new(Opts::new("pgkpi_target_database_connections", "Connections to a server target's databases open now for their turns; at most max_connections minus the main and sampler connections."), &["target"])),
+            database_turn_wait: register(&registry, CounterVec::new(Opts::new("pgkpi_target_database_turn_wait_seconds_total", "Time the databases of a server target waited for a free connection, summed: its rate is the average number of databases waiting; a high one says the connection budget is too small for the intervals."), &["target"])),
+            discoveries: counter("pgkpi_target_database_discoveries_total", "Reads of the list of databases of a server target, successful or not.", &["target"]),
+            discovery_errors: counter("pgkpi_target_database_discovery_errors_total", "Reads of the list of databases of a server target that failed; the previous list is kept.", &["target"]),
             registry,
         };
         let build = GaugeVec::new(
@@ -196,6 +210,14 @@ impl Telemetry {
         t.http_connections_rejected.with_label_values(&["limit"]);
         t.collector_skipped.with_label_values(&["t", "c", "r"]);
         t.shard_info.with_label_values(&["0", "1"]);
+        for v in [&t.databases, &t.connection_budget, &t.database_sessions] {
+            v.with_label_values(&["t"]);
+        }
+        t.database_up.with_label_values(&["t", "d"]);
+        t.database_turn_wait.with_label_values(&["t"]);
+        for v in [&t.discoveries, &t.discovery_errors] {
+            v.with_label_values(&["t"]);
+        }
         t.registry
             .gather()
             .iter()

@@ -15,10 +15,11 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use crate::collector;
-use crate::config::{Config, ConfigError, Layers};
+use crate::collector::registry::Entry;
+use crate::collector::{self, Lane};
+use crate::config::{Config, ConfigError, DatabaseFilter, Layers, Scope, SessionConfig};
 use crate::http::{self, Site};
-use crate::poller::{self, Scheduled};
+use crate::poller::{self, BuildCollectors, DatabasePlan, Scheduled};
 use crate::shard::Shard;
 use crate::shared::Shared;
 use crate::snapshot::Snapshot;
@@ -30,11 +31,26 @@ use crate::views::Views;
 /// A target with the collectors it will run.
 pub struct TargetPlan {
     pub target: Target,
+    /// On its main and sampler connections: every collector, or for a server target the
+    /// server-wide ones.
     pub collectors: Vec<Scheduled>,
+    /// For a server target (`[targets.databases]`): its databases and their collectors.
+    pub databases: Option<DatabasePlan>,
+}
+
+impl TargetPlan {
+    /// Every collector name the target may export self-metrics for.
+    pub fn collector_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.collectors.iter().map(|c| c.name.clone()).collect();
+        if let Some(databases) = &self.databases {
+            names.extend(databases.collectors.iter().cloned());
+        }
+        names
+    }
 }
 
 /// Resolves targets and collector schedules; everything `check-config` can check without
-/// connecting (DSNs, TLS files, password files, collector names).
+/// connecting (DSNs, TLS files, password files, collector names, connection budgets).
 pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, ConfigError> {
     let entries = collector::registry::load(&config.collector_paths).map_err(ConfigError)?;
     let known: BTreeSet<&str> = entries.iter().map(|e| e.name.as_str()).collect();
@@ -46,51 +62,147 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
             )));
         }
     }
+    let entries = Arc::new(entries);
+    let shared_config = Arc::new(config.clone());
     let mut plans = Vec::new();
-    for target_config in &config.targets {
+    for (i, target_config) in config.targets.iter().enumerate() {
         let target = Target::from_config(config, target_config).map_err(ConfigError)?;
+        let server = target_config.databases.is_some();
         let mut collectors = Vec::new();
+        let mut per_database = Vec::new();
         for entry in entries.iter().filter(|e| e.kind == target.kind) {
-            let settings = config
-                .collectors
-                .get(&entry.name)
-                .cloned()
-                .unwrap_or_default();
-            if !settings.enabled.unwrap_or(entry.enabled_by_default) {
+            if !enabled(config, entry) {
                 continue;
             }
-            let interval = settings.interval.unwrap_or(entry.default_interval);
-            collectors.push(Scheduled {
-                name: entry.name.clone(),
-                lane: entry.lane,
-                interval,
-                // Past the server's own limit, so the server cancels first and the
-                // connection stays usable.
-                timeout: settings
-                    .timeout
-                    .or(entry.default_timeout)
-                    .unwrap_or(target.session.statement_timeout + Duration::from_secs(1)),
-                stale_after: settings.stale_after.unwrap_or(interval * 3),
-                declared: entry.families.iter().map(|f| f.name.clone()).collect(),
-                collector: entry.build(&collector::BuildContext {
-                    target: &target.name,
-                    session: &target.session,
-                    interval,
-                    locks: &config.locks,
-                    statements: &config.statements,
-                    queues: &config.queues,
-                    webhooks: &config.webhooks,
-                    relations: &config.relations,
-                    data_directory: target_config.data_directory.as_deref(),
-                    backups: (config.backups_target() == Some(target.name.as_str()))
-                        .then_some(&config.backups),
-                    views: views.clone(),
-                }),
-            });
+            if server && entry.scope == Scope::Database {
+                per_database.push(entry.name.clone());
+                continue;
+            }
+            collectors.push(schedule(
+                config,
+                entry,
+                &target.name,
+                &target.session,
+                target_config.data_directory.as_deref(),
+                (config.backups_target() == Some(target.name.as_str())).then_some(&config.backups),
+                views,
+            ));
         }
-        plans.push(TargetPlan { target, collectors });
+        let databases = match &target_config.databases {
+            None => None,
+            Some(settings) => {
+                let at = format!("targets[{i}] (name \"{}\")", target.name);
+                let lanes = 1 + usize::from(collectors.iter().any(|c| c.lane == Lane::Sampler));
+                let budget = settings.max_connections.map_or(lanes + 1, |m| m as usize);
+                if budget <= lanes {
+                    let taken = if lanes == 2 {
+                        "the main connection and the activity sampler's take 2"
+                    } else {
+                        "the main connection takes 1"
+                    };
+                    return Err(ConfigError(format!(
+                        "{at}: databases.max_connections = {budget} leaves no connection for the databases ({taken}); set it to at least {}{}",
+                        lanes + 1,
+                        if lanes == 2 { ", or disable the activity_sampler collector" } else { "" }
+                    )));
+                }
+                let filter = DatabaseFilter::new(settings, &at).map_err(ConfigError)?;
+                let build = per_database_builder(
+                    shared_config.clone(),
+                    entries.clone(),
+                    per_database.clone(),
+                    target.name.clone(),
+                    target.session.clone(),
+                    views.clone(),
+                );
+                Some(DatabasePlan {
+                    filter,
+                    discovery_interval: settings.discovery_interval,
+                    slots: budget - lanes,
+                    budget,
+                    max_databases: settings.max_databases,
+                    collectors: per_database,
+                    build,
+                })
+            }
+        };
+        plans.push(TargetPlan {
+            target,
+            collectors,
+            databases,
+        });
     }
     Ok(plans)
+}
+
+fn enabled(config: &Config, entry: &Entry) -> bool {
+    config
+        .collectors
+        .get(&entry.name)
+        .and_then(|s| s.enabled)
+        .unwrap_or(entry.enabled_by_default)
+}
+
+/// Builds the collectors of one database of a server target, when it is found.
+fn per_database_builder(
+    config: Arc<Config>,
+    entries: Arc<Vec<Entry>>,
+    names: Vec<String>,
+    target: String,
+    session: SessionConfig,
+    views: Arc<Views>,
+) -> BuildCollectors {
+    Arc::new(move |_database: &str| {
+        entries
+            .iter()
+            .filter(|e| names.contains(&e.name))
+            .map(|entry| schedule(&config, entry, &target, &session, None, None, &views))
+            .collect()
+    })
+}
+
+/// One collector instance with its effective schedule.
+fn schedule(
+    config: &Config,
+    entry: &Entry,
+    target: &str,
+    session: &SessionConfig,
+    data_directory: Option<&std::path::Path>,
+    backups: Option<&crate::collector::backups::settings::BackupsConfig>,
+    views: &Arc<Views>,
+) -> Scheduled {
+    let settings = config
+        .collectors
+        .get(&entry.name)
+        .cloned()
+        .unwrap_or_default();
+    let interval = settings.interval.unwrap_or(entry.default_interval);
+    Scheduled {
+        name: entry.name.clone(),
+        lane: entry.lane,
+        interval,
+        // Past the server's own limit, so the server cancels first and the connection stays
+        // usable.
+        timeout: settings
+            .timeout
+            .or(entry.default_timeout)
+            .unwrap_or(session.statement_timeout + Duration::from_secs(1)),
+        stale_after: settings.stale_after.unwrap_or(interval * 3),
+        declared: entry.families.iter().map(|f| f.name.clone()).collect(),
+        collector: entry.build(&collector::BuildContext {
+            target,
+            session,
+            interval,
+            locks: &config.locks,
+            statements: &config.statements,
+            queues: &config.queues,
+            webhooks: &config.webhooks,
+            relations: &config.relations,
+            data_directory,
+            backups,
+            views: views.clone(),
+        }),
+    }
 }
 
 /// What decides how a target is polled besides its own section: the sections collectors and

@@ -132,10 +132,11 @@ impl Pollers {
         let (stop, stopped) = watch::channel(false);
         let name = plan.target.name.clone();
         let kind = plan.target.kind.as_str();
-        let collectors = plan.collectors.iter().map(|c| c.name.clone()).collect();
+        let collectors = plan.collector_names();
         let tasks = poller::spawn_target(
             plan.target,
             plan.collectors,
+            plan.databases,
             self.backoff,
             self.shared.clone(),
             stopped,

@@ -81,6 +81,7 @@ impl Config {
                 password_file: None,
                 session: SessionOverrides::default(),
                 data_directory: None,
+                databases: None,
             }];
         }
         cfg.validate()?;

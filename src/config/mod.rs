@@ -250,6 +250,110 @@ impl TargetKind {
     }
 }
 
+/// Where a collector runs on a server target (one with `[targets.databases]`): once per
+/// server, or in every database. A closed set; elsewhere every collector runs on the target's
+/// one database.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// It reads views that cover the whole server (pg_stat_activity, pg_locks, WAL,
+    /// replication, settings, pg_stat_database, ...): run once per server.
+    Server,
+    /// It reads the catalog of the database it is connected to (tables, indexes, sequences,
+    /// partitions, application tables): run in each database, its series labelled `datname`.
+    #[default]
+    Database,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Server => "server",
+            Scope::Database => "database",
+        }
+    }
+}
+
+/// `[targets.databases]`: poll every database of the server that matches, not only the
+/// DSN's, over a bounded number of connections.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabasesConfig {
+    /// Glob patterns (`*`, `?`) of the database names to poll; default every database.
+    pub include: Vec<String>,
+    /// Glob patterns of the database names left out (checked after `include`).
+    pub exclude: Vec<String>,
+    /// How often the list of databases is read again: a database created or dropped shows up
+    /// or disappears within this time.
+    #[serde(with = "duration")]
+    pub discovery_interval: Duration,
+    /// Most connections pgkpi holds to this server at once, the main connection (server-wide
+    /// collectors) and the activity sampler's included; the databases take turns on the
+    /// rest (connect, poll, disconnect). Default: 2 plus the sampler's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most databases polled; past it the first ones by name are kept and a warning says how
+    /// many were left out (a bound on series and memory).
+    pub max_databases: usize,
+}
+
+impl Default for DatabasesConfig {
+    fn default() -> Self {
+        DatabasesConfig {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            discovery_interval: Duration::from_secs(60),
+            max_connections: None,
+            max_databases: 1000,
+        }
+    }
+}
+
+/// Compiled `include`/`exclude` patterns of [`DatabasesConfig`].
+#[derive(Debug, Clone)]
+pub struct DatabaseFilter {
+    include: Vec<regex::Regex>,
+    exclude: Vec<regex::Regex>,
+}
+
+impl DatabaseFilter {
+    /// Compiles the patterns; `at` names the configuration key in errors.
+    pub fn new(config: &DatabasesConfig, at: &str) -> Result<DatabaseFilter, String> {
+        let compile = |key: &str, patterns: &[String]| -> Result<Vec<regex::Regex>, String> {
+            patterns
+                .iter()
+                .map(|p| {
+                    if p.is_empty() {
+                        return Err(format!(
+                            "{at}: databases.{key}: an empty pattern matches nothing; remove it or write \"*\""
+                        ));
+                    }
+                    let mut re = String::from("^");
+                    for c in p.chars() {
+                        match c {
+                            '*' => re.push_str(".*"),
+                            '?' => re.push('.'),
+                            c => re.push_str(&regex::escape(&c.to_string())),
+                        }
+                    }
+                    re.push('$');
+                    regex::Regex::new(&re).map_err(|e| format!("{at}: databases.{key}: pattern \"{p}\": {e}"))
+                })
+                .collect()
+        };
+        Ok(DatabaseFilter {
+            include: compile("include", &config.include)?,
+            exclude: compile("exclude", &config.exclude)?,
+        })
+    }
+
+    /// True for a database to poll: included (or no include patterns) and not excluded.
+    pub fn matches(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(name)))
+            && !self.exclude.iter().any(|r| r.is_match(name))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
@@ -270,6 +374,10 @@ pub struct TargetConfig {
     /// shared volume); default: the server's own `data_directory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_directory: Option<PathBuf>,
+    /// Poll every matching database of the server (see [`DatabasesConfig`]); without it,
+    /// only the DSN's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<DatabasesConfig>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -413,6 +521,29 @@ mod tests {
             cfg.collectors["server"].interval,
             Some(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn database_filters_are_globs_include_then_exclude() {
+        let config = DatabasesConfig {
+            include: vec!["app_*".into(), "crm".into()],
+            exclude: vec!["app_tmp?".into()],
+            ..Default::default()
+        };
+        let filter = DatabaseFilter::new(&config, "targets[0]").unwrap();
+        assert!(filter.matches("app_1") && filter.matches("crm"));
+        assert!(
+            !filter.matches("app_tmp1") && !filter.matches("crm2") && !filter.matches("xapp_1")
+        );
+        assert!(DatabaseFilter::new(&Default::default(), "t")
+            .unwrap()
+            .matches("anything"));
+        let empty = DatabasesConfig {
+            exclude: vec![String::new()],
+            ..Default::default()
+        };
+        let error = DatabaseFilter::new(&empty, "targets[0]").unwrap_err();
+        assert!(error.contains("targets[0]: databases.exclude"), "{error}");
     }
 
     #[test]

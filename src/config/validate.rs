@@ -78,6 +78,25 @@ impl Config {
                     )));
                 }
             }
+            if let Some(databases) = &target.databases {
+                if target.kind != TargetKind::Postgres {
+                    return Err(ConfigError(format!(
+                        "{where_}: databases is for a PostgreSQL server; remove it from this {} target",
+                        target.kind.as_str()
+                    )));
+                }
+                crate::config::DatabaseFilter::new(databases, &where_).map_err(ConfigError)?;
+                if databases.discovery_interval < std::time::Duration::from_secs(1) {
+                    return Err(ConfigError(format!(
+                        "{where_}: databases.discovery_interval must be at least 1s, e.g. \"1m\""
+                    )));
+                }
+                if databases.max_databases == 0 {
+                    return Err(ConfigError(format!(
+                        "{where_}: databases.max_databases is 0; set a positive bound like 1000"
+                    )));
+                }
+            }
             let session = self.session_for(target);
             for (key, value) in [
                 ("statement_timeout", session.statement_timeout),

@@ -8,10 +8,14 @@
 //! go to the [`Snapshot`](crate::snapshot::Snapshot); the HTTP side only ever reads that.
 //!
 //! * `connection`: the supervisor of one connection (lane) and its reconnect backoff;
+//! * `databases`: a server target's databases: discovery and turns on a connection budget;
 //! * `schedule`: one collector's task: its interval, one run, and what a run publishes.
 
 mod connection;
+mod databases;
 mod schedule;
+
+pub use self::databases::{BuildCollectors, DatabasePlan};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -85,10 +89,12 @@ struct Live {
     turn: tokio::sync::Mutex<()>,
 }
 
-/// Starts, for one target, a supervisor per connection (lane) in use and a task per collector.
+/// Starts, for one target, a supervisor per connection (lane) in use and a task per collector;
+/// for a server target (`databases`), also the discovery of its databases and their turns.
 pub fn spawn_target(
     target: Target,
     collectors: Vec<Scheduled>,
+    databases: Option<DatabasePlan>,
     backoff: (Duration, Duration),
     shared: Shared,
     shutdown: watch::Receiver<bool>,
@@ -133,8 +139,12 @@ pub fn spawn_target(
     // A lane that connects wakes the others from their backoff: after an outage, all of the
     // target's connections come back together.
     let reconnected = Arc::new(Notify::new());
+    let mut main = None;
     for (lane, collectors) in lanes {
         let (tx, rx) = watch::channel(Conn::Connecting);
+        if lane == Lane::Main {
+            main = Some(rx.clone());
+        }
         tasks.push(tokio::spawn(supervise(
             target.clone(),
             lane,
@@ -153,6 +163,15 @@ pub fn spawn_target(
                 shutdown.clone(),
             )));
         }
+    }
+    if let (Some(plan), Some(main)) = (databases, main) {
+        tasks.push(tokio::spawn(databases::supervise(
+            target.clone(),
+            plan,
+            main,
+            shared.clone(),
+            shutdown,
+        )));
     }
     tasks
 }

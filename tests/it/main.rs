@@ -18,6 +18,7 @@ mod definitions;
 mod e2e;
 mod exporter;
 mod faults;
+mod fleet;
 mod http_limits;
 mod locks;
 mod migrations;
