@@ -44,6 +44,7 @@ pub struct Telemetry {
     pub database_turn_wait: CounterVec,
     pub discoveries: IntCounterVec,
     pub discovery_errors: IntCounterVec,
+    pub probe_targets: IntGauge,
 }
 
 /// Registers a metric of the exporter's own; names and labels are constants, so a failure is
@@ -114,6 +115,7 @@ impl Telemetry {
             database_turn_wait: register(&registry, CounterVec::new(Opts::new("pgkpi_target_database_turn_wait_seconds_total", "Time the databases of a server target waited for a free connection, summed: its rate is the average number of databases waiting; a high one says the connection budget is too small for the intervals."), &["target"])),
             discoveries: counter("pgkpi_target_database_discoveries_total", "Reads of the list of databases of a server target, successful or not.", &["target"]),
             discovery_errors: counter("pgkpi_target_database_discovery_errors_total", "Reads of the list of databases of a server target that failed; the previous list is kept.", &["target"]),
+            probe_targets: register(&registry, IntGauge::new("pgkpi_probe_targets", "Targets polled because /probe named them (served on /probe, not on the metrics path); each is dropped after probe.expire_after without a probe.")),
             registry,
         };
         let build = GaugeVec::new(

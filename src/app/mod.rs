@@ -216,10 +216,11 @@ fn polling_fingerprint(config: &Config) -> String {
     toml::to_string(&polling).unwrap_or_default()
 }
 
-/// The targets of `config` this exporter polls (its shard), planned and fingerprinted.
+/// The targets of `config` this exporter polls (those `owns` accepts: its shard's), planned
+/// and fingerprinted.
 pub fn wanted(
     config: &Config,
-    shard: &Shard,
+    owns: impl Fn(&str) -> bool,
     views: &Arc<Views>,
 ) -> Result<Vec<Wanted>, ConfigError> {
     let common = polling_fingerprint(config);
@@ -230,7 +231,7 @@ pub fn wanted(
         .collect();
     Ok(plan(config, views)?
         .into_iter()
-        .filter(|p| shard.owns(&p.target.name))
+        .filter(|p| owns(&p.target.name))
         .map(|plan| {
             let own = by_name
                 .get(plan.target.name.as_str())
@@ -275,7 +276,8 @@ pub async fn run(
         format!("cannot listen on {address}; choose another with --web.listen-address")
     })?;
     let mut pollers = Pollers::new(shared.clone());
-    let mut reloader = Reloader::new(layers, shard, views, shared.clone());
+    let probed_names = Arc::new(std::sync::RwLock::new(Default::default()));
+    let mut reloader = Reloader::new(layers, shard, views, shared.clone(), probed_names.clone());
     reloader
         .apply(config.clone(), &mut pollers)
         .await
@@ -306,11 +308,14 @@ pub async fn run(
         header_read_timeout: config.web.header_read_timeout,
     };
     let (reload_tx, mut reload_rx) = mpsc::channel(4);
+    let (probe_tx, mut probe_rx) = mpsc::channel(256);
     let site = Arc::new(Site {
         shared,
         telemetry_path: config.web.telemetry_path.clone(),
         auth: security.auth,
         reload: Some(reload_tx),
+        probe: Some(probe_tx),
+        probed: probed_names,
     });
     tasks.push(tokio::spawn(http::serve(
         listener,
@@ -337,11 +342,21 @@ pub async fn run(
                 let outcome = reloader.reload(&mut pollers).await;
                 let _ = reply.send(outcome);
             }
+            Some(first) = probe_rx.recv() => {
+                // Prometheus probes many targets at once: every request waiting is taken in
+                // one reconcile.
+                let mut batch = vec![first];
+                while let Ok(more) = probe_rx.try_recv() {
+                    batch.push(more);
+                }
+                reloader.probe(batch, &mut pollers).await;
+            }
             _ = files_tick.tick() => {
                 if reloader.target_files_changed() {
                     tracing::info!("target files changed: reloading the configuration");
                     let _ = reloader.reload(&mut pollers).await;
                 }
+                reloader.expire_probes(&mut pollers).await;
             }
         }
     }

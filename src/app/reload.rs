@@ -7,14 +7,17 @@
 //! scrapes, nor the log format change under a running collector); a reload that changes them
 //! says so in the log.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
-use super::reconcile::Pollers;
+use tokio::sync::oneshot;
+
+use super::reconcile::{Changes, Pollers};
 use super::wanted;
-use crate::config::{Config, Layers};
+use crate::config::{Config, Layers, SessionOverrides, TargetConfig, TargetKind};
+use crate::http::{ProbeQuery, ProbeRefused};
 use crate::shard::Shard;
 use crate::shared::Shared;
 use crate::status::unix_now;
@@ -34,10 +37,27 @@ pub struct Reloader {
     current: Option<Config>,
     /// The target files as last loaded (path → content), to notice a change.
     target_files: BTreeMap<PathBuf, Vec<u8>>,
+    /// Targets named by `/probe`, by name, polled besides the configured ones.
+    probed: BTreeMap<String, Probed>,
+    /// Their names, for the HTTP side (served on /probe only).
+    probed_names: Arc<RwLock<BTreeSet<String>>>,
+}
+
+/// A target named by `/probe`.
+struct Probed {
+    target: TargetConfig,
+    auth_module: String,
+    last_seen: Instant,
 }
 
 impl Reloader {
-    pub fn new(layers: Layers, shard: Shard, views: Arc<Views>, shared: Shared) -> Reloader {
+    pub fn new(
+        layers: Layers,
+        shard: Shard,
+        views: Arc<Views>,
+        shared: Shared,
+        probed_names: Arc<RwLock<BTreeSet<String>>>,
+    ) -> Reloader {
         Reloader {
             layers,
             shard,
@@ -45,6 +65,8 @@ impl Reloader {
             shared,
             current: None,
             target_files: BTreeMap::new(),
+            probed: BTreeMap::new(),
+            probed_names,
         }
     }
 
@@ -76,22 +98,16 @@ impl Reloader {
     /// Applies a loaded configuration: plans every target (a target that cannot be built
     /// rejects the whole configuration) and reconciles the pollers of this shard with it.
     pub async fn apply(&mut self, config: Config, pollers: &mut Pollers) -> Result<String, String> {
-        let wanted = wanted(&config, &self.shard, &self.views).map_err(|e| e.to_string())?;
-        let t = &self.shared.telemetry;
-        t.targets_configured.set(config.targets.len() as i64);
-        t.targets_polled.set(wanted.len() as i64);
-        let backoff = (
-            config.poller.reconnect_initial_backoff,
-            config.poller.reconnect_max_backoff,
-        );
-        let changes = pollers.reconcile(wanted, backoff).await;
         if let Some(previous) = &self.current {
             if previous.web != config.web || previous.log != config.log {
                 tracing::warn!(
                     "the web and log sections changed; they take effect at the next restart"
                 );
             }
-        } else {
+        }
+        let first = self.current.is_none();
+        let changes = self.reconcile(config, pollers).await?;
+        if first {
             self.target_files = self.read_target_files();
         }
         let summary = format!(
@@ -108,10 +124,166 @@ impl Reloader {
             unchanged = changes.kept.len(),
             "configuration applied"
         );
-        self.current = Some(config);
+        let t = &self.shared.telemetry;
         t.config_reload_successful.set(1.0);
         t.config_reload_success_timestamp.set(unix_now());
         Ok(summary)
+    }
+
+    /// Makes the pollers match `config`'s targets of this shard plus the probed targets.
+    async fn reconcile(
+        &mut self,
+        config: Config,
+        pollers: &mut Pollers,
+    ) -> Result<Changes, String> {
+        // Probed targets outlive a reload while the configuration still allows them.
+        self.probed.retain(|name, p| {
+            config.probe.auth_modules.contains_key(&p.auth_module)
+                && allowed(&config, name)
+                && !config.targets.iter().any(|t| &t.name == name)
+        });
+        let mut polled = config.clone();
+        polled
+            .targets
+            .extend(self.probed.values().map(|p| p.target.clone()));
+        let probed: BTreeSet<String> = self.probed.keys().cloned().collect();
+        let shard = self.shard;
+        let wanted = wanted(
+            &polled,
+            |name| probed.contains(name) || shard.owns(name),
+            &self.views,
+        )
+        .map_err(|e| e.to_string())?;
+        let t = &self.shared.telemetry;
+        t.targets_configured.set(config.targets.len() as i64);
+        t.targets_polled.set((wanted.len() - probed.len()) as i64);
+        t.probe_targets.set(probed.len() as i64);
+        let backoff = (
+            config.poller.reconnect_initial_backoff,
+            config.poller.reconnect_max_backoff,
+        );
+        // Names first: a probe answered after this finds its target listed.
+        *self.probed_names.write().expect("probed lock") = probed;
+        let changes = pollers.reconcile(wanted, backoff).await;
+        self.current = Some(config);
+        Ok(changes)
+    }
+
+    /// Takes probe requests: a target allowed by `[probe]` starts being polled (or, probed
+    /// before, stays polled); each request is answered with the target's name or why not.
+    pub async fn probe(
+        &mut self,
+        batch: Vec<(ProbeQuery, oneshot::Sender<Result<String, ProbeRefused>>)>,
+        pollers: &mut Pollers,
+    ) {
+        let mut answers = Vec::new();
+        let mut added = false;
+        for (query, reply) in batch {
+            let outcome = self.admit(&query);
+            if let Ok(true) = outcome {
+                added = true;
+            }
+            answers.push((reply, outcome.map(|_| query.name())));
+        }
+        if added {
+            if let Some(config) = self.current.clone() {
+                if let Err(error) = self.reconcile(config, pollers).await {
+                    // The running configuration was valid; only a new probed target can fail
+                    // to plan, and `admit` built it already.
+                    tracing::warn!(error = %error, "probed targets not applied");
+                }
+            }
+        }
+        for (reply, outcome) in answers {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Checks a probe against `[probe]` and records it; true when the target is new.
+    fn admit(&mut self, query: &ProbeQuery) -> Result<bool, ProbeRefused> {
+        let Some(config) = &self.current else {
+            return Err(ProbeRefused::Full("starting".into()));
+        };
+        let probe = &config.probe;
+        if probe.allowed_targets.is_empty() {
+            return Err(ProbeRefused::Forbidden(
+                "/probe is off: list the host:port patterns it may name in [probe] allowed_targets"
+                    .into(),
+            ));
+        }
+        let name = query.name();
+        if !allowed(config, &name) {
+            return Err(ProbeRefused::Forbidden(format!(
+                "target {name} matches no pattern of probe.allowed_targets"
+            )));
+        }
+        if config.targets.iter().any(|t| t.name == name) {
+            return Err(ProbeRefused::BadRequest(format!(
+                "{name} is a configured target; it is served on the metrics path"
+            )));
+        }
+        let Some(module) = probe.auth_modules.get(&query.auth_module) else {
+            return Err(ProbeRefused::BadRequest(format!(
+                "no auth module \"{}\"; known: {}",
+                query.auth_module,
+                probe
+                    .auth_modules
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        };
+        if let Some(known) = self.probed.get_mut(&name) {
+            if known.auth_module == query.auth_module {
+                known.last_seen = Instant::now();
+                return Ok(false);
+            }
+        } else if self.probed.len() >= probe.max_targets {
+            return Err(ProbeRefused::Full(format!(
+                "already polling probe.max_targets = {} probed targets",
+                probe.max_targets
+            )));
+        }
+        let target = TargetConfig {
+            name: name.clone(),
+            kind: TargetKind::Postgres,
+            dsn: format!("{} host={} port={}", module.dsn, query.host, query.port),
+            password_file: module.password_file.clone(),
+            session: SessionOverrides::default(),
+            data_directory: None,
+            databases: None,
+        };
+        crate::target::Target::from_config(config, &target).map_err(ProbeRefused::BadRequest)?;
+        tracing::info!(target = %name, auth_module = %query.auth_module, "probed target: polling it");
+        self.probed.insert(
+            name,
+            Probed {
+                target,
+                auth_module: query.auth_module.clone(),
+                last_seen: Instant::now(),
+            },
+        );
+        Ok(true)
+    }
+
+    /// Stops polling the probed targets not probed for `probe.expire_after`.
+    pub async fn expire_probes(&mut self, pollers: &mut Pollers) {
+        let Some(config) = self.current.clone() else {
+            return;
+        };
+        let before = self.probed.len();
+        self.probed
+            .retain(|_, p| p.last_seen.elapsed() < config.probe.expire_after);
+        if self.probed.len() != before {
+            tracing::info!(
+                expired = before - self.probed.len(),
+                "probed targets no longer probed: stopped"
+            );
+            if let Err(error) = self.reconcile(config, pollers).await {
+                tracing::warn!(error = %error, "probed targets not applied");
+            }
+        }
     }
 
     /// True when the files of `targets_directory` differ from those last loaded.
@@ -142,4 +314,14 @@ impl Reloader {
             .filter_map(|p| std::fs::read(&p).ok().map(|text| (p, text)))
             .collect()
     }
+}
+
+/// True when `name` (host:port) matches a pattern of `probe.allowed_targets`.
+fn allowed(config: &Config, name: &str) -> bool {
+    config
+        .probe
+        .allowed_targets
+        .iter()
+        .filter_map(|p| crate::config::glob(p).ok())
+        .any(|re| re.is_match(name))
 }

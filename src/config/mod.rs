@@ -76,6 +76,9 @@ pub struct Config {
     pub relations: RelationsConfig,
     /// Where full backups land and the restore-test marker (`[backups]`).
     pub backups: BackupsConfig,
+    /// Targets named by Prometheus on `/probe` (`[probe]`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub probe: ProbeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -309,6 +312,63 @@ impl Default for DatabasesConfig {
     }
 }
 
+/// A glob pattern (`*` any run of characters, `?` one character) as an anchored regex.
+pub fn glob(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    let mut re = String::from("^");
+    for c in pattern.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re)
+}
+
+/// `[probe]`: targets named by Prometheus (`/probe?target=host:port&auth_module=name`), for
+/// fleets whose list lives in Prometheus service discovery. Off unless `allowed_targets` is
+/// set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Glob patterns of `host:port` a probe may name (e.g. `"*.db.example.net:5432"`);
+    /// anything else is refused (403). Empty: `/probe` is off.
+    pub allowed_targets: Vec<String>,
+    /// A probed target that has not been probed for this long stops being polled and its
+    /// series go.
+    #[serde(with = "duration")]
+    pub expire_after: Duration,
+    /// Most probed targets polled at once; a probe past it is refused (503).
+    pub max_targets: usize,
+    /// Credentials by name, chosen by the probe's `auth_module` parameter: credentials never
+    /// travel in the URL.
+    pub auth_modules: BTreeMap<String, AuthModule>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            allowed_targets: Vec::new(),
+            expire_after: Duration::from_secs(300),
+            max_targets: 100,
+            auth_modules: BTreeMap::new(),
+        }
+    }
+}
+
+/// How to log in to a probed server: a DSN without host and port (the probe gives them).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthModule {
+    /// libpq key=value string without `host`, `hostaddr` or `port`, e.g.
+    /// `"user=pgkpi dbname=postgres sslmode=verify-full sslrootcert=system"`.
+    pub dsn: String,
+    /// File whose first line is the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
 /// Compiled `include`/`exclude` patterns of [`DatabasesConfig`].
 #[derive(Debug, Clone)]
 pub struct DatabaseFilter {
@@ -328,16 +388,7 @@ impl DatabaseFilter {
                             "{at}: databases.{key}: an empty pattern matches nothing; remove it or write \"*\""
                         ));
                     }
-                    let mut re = String::from("^");
-                    for c in p.chars() {
-                        match c {
-                            '*' => re.push_str(".*"),
-                            '?' => re.push('.'),
-                            c => re.push_str(&regex::escape(&c.to_string())),
-                        }
-                    }
-                    re.push('$');
-                    regex::Regex::new(&re).map_err(|e| format!("{at}: databases.{key}: pattern \"{p}\": {e}"))
+                    glob(p).map_err(|e| format!("{at}: databases.{key}: pattern \"{p}\": {e}"))
                 })
                 .collect()
         };
@@ -448,6 +499,9 @@ impl Config {
         let mut shown = self.clone();
         for target in &mut shown.targets {
             target.dsn = dsn::mask(&target.dsn);
+        }
+        for module in shown.probe.auth_modules.values_mut() {
+            module.dsn = dsn::mask(&module.dsn);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }

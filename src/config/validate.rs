@@ -109,6 +109,40 @@ impl Config {
                 }
             }
         }
+        for pattern in &self.probe.allowed_targets {
+            crate::config::glob(pattern).map_err(|e| {
+                ConfigError(format!("probe.allowed_targets: pattern \"{pattern}\": {e}"))
+            })?;
+        }
+        if !self.probe.allowed_targets.is_empty() && self.probe.auth_modules.is_empty() {
+            return Err(ConfigError(
+                "probe.allowed_targets is set but probe.auth_modules is empty; add a [probe.auth_modules.<name>] with a dsn (user, dbname, sslmode) for /probe to log in with".into(),
+            ));
+        }
+        let names_host = regex::Regex::new(r"(^|\s)(host|hostaddr|port)\s*=").expect("valid regex");
+        for (name, module) in &self.probe.auth_modules {
+            let at = format!("probe.auth_modules.{name}");
+            if module.dsn.contains("://") {
+                return Err(ConfigError(format!(
+                    "{at}.dsn: use the key=value form (user=... dbname=...), without host and port: the probe's target gives them"
+                )));
+            }
+            if names_host.is_match(&module.dsn) {
+                return Err(ConfigError(format!(
+                    "{at}.dsn: remove host, hostaddr and port; the probe's target (host:port) gives them"
+                )));
+            }
+            // As a probe completes it.
+            dsn::parse(&format!("{} host=probe.invalid", module.dsn))
+                .map_err(|e| ConfigError(format!("{at}.dsn: {e}")))?;
+        }
+        if self.probe.expire_after < std::time::Duration::from_secs(1)
+            || self.probe.max_targets == 0
+        {
+            return Err(ConfigError(
+                "probe.expire_after must be at least 1s (e.g. \"5m\") and probe.max_targets positive".into(),
+            ));
+        }
         if self.poller.reconnect_initial_backoff.is_zero()
             || self.poller.reconnect_max_backoff < self.poller.reconnect_initial_backoff
         {

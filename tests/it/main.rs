@@ -23,6 +23,7 @@ mod http_limits;
 mod locks;
 mod migrations;
 mod pgbouncer;
+mod probe;
 mod queues;
 mod relations;
 mod reload;
