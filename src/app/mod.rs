@@ -206,11 +206,13 @@ fn schedule(
 }
 
 /// What decides how a target is polled besides its own section: the sections collectors and
-/// sessions read. The web and log sections are left out: changing them restarts no poller.
+/// sessions read. The web, log and probe sections and the target list are left out: changing
+/// them restarts no poller.
 fn polling_fingerprint(config: &Config) -> String {
     let mut polling = config.clone();
     polling.targets.clear();
     polling.targets_directory = None;
+    polling.probe = Default::default();
     polling.web = Default::default();
     polling.log = Default::default();
     toml::to_string(&polling).unwrap_or_default()
