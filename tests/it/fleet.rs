@@ -2,8 +2,8 @@
 //! of 3 connections per server (main, activity sampler, one for the databases' turns).
 //!
 //! Checked: every database's per-database series (`datname`), server-wide ones once per
-//! server, pgkpi's sessions on each server never above 3 (pg_stat_activity sampled every
-//! 10 ms throughout, from a connection of the test's own), templates, `datallowconn = false`
+//! server, pgkpi's sessions on each server never above 3 (pg_stat_activity sampled
+//! continuously, a query every 10 ms plus its own time, from a connection of the test's own), templates, `datallowconn = false`
 //! and excluded databases never polled, and a database created and one dropped during the
 //! test found and forgotten within one discovery interval.
 
@@ -230,6 +230,19 @@ fn a_fleet_of_two_servers_on_a_budget_of_three_connections_each() {
     );
     assert!(gone_after <= bound, "fleet_03 gone after {gone_after:?}");
 
+    // Fair turns: on server two (no other client in its fleet databases), every database had
+    // about as many connections (turns) as any other.
+    let turns = two.psql(
+        "postgres",
+        "SELECT min(sessions) || ' ' || max(sessions) FROM pg_stat_database \
+         WHERE datname ~ '^fleet_[0-9]+$'",
+    );
+    let (least, most) = turns.split_once(' ').expect("min max");
+    let (least, most): (i64, i64) = (least.parse().unwrap(), most.parse().unwrap());
+    assert!(
+        least >= 1 && most <= least + 2,
+        "turns per database on two range from {least} to {most}"
+    );
     let wait = exporter.metrics().value(
         "pgkpi_target_database_turn_wait_seconds_total",
         &[("target", "one")],
@@ -248,7 +261,7 @@ fn a_fleet_of_two_servers_on_a_budget_of_three_connections_each() {
         );
     }
     eprintln!(
-        "fleet_new found after {found_after:?}, fleet_03 gone after {gone_after:?}; turn wait on one: {wait:?} s"
+        "fleet_new found after {found_after:?}, fleet_03 gone after {gone_after:?}; turn wait on one: {wait:?} s; turns per database on two: {least} to {most}"
     );
 }
 
