@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::config::Scope;
 use crate::duration;
 use crate::metric::{is_valid_label_name, is_valid_metric_name, FamilyDesc, MetricType};
 
@@ -38,6 +39,11 @@ pub struct Definition {
     /// Whether the collector runs unless the configuration says otherwise.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// On a server target (`[targets.databases]`): `server` when the query reads views that
+    /// cover the whole server (run once), `database` (default) when it reads the connected
+    /// database's catalog (run in each database, series labelled `datname`).
+    #[serde(default)]
+    pub scope: Scope,
     /// Conditions under which the collector applies; otherwise it is skipped, not failed.
     #[serde(default)]
     pub requires: Requires,

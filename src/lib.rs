@@ -19,6 +19,7 @@
 //! * `telemetry`: the exporter's own metrics.
 //! * `snapshot`: the latest encoded results, served as-is.
 //! * `web_config`: `--web.config.file`, TLS and basic authentication for the server.
+//! * `shard`: which targets an exporter of a sharded set polls (a stable rendezvous hash).
 //!
 //! Configuration:
 //! * `collector::<name>::settings`: each collector's section (`[locks]`, `[[queues]]`, ...);
@@ -41,6 +42,9 @@
 //!   never a database.
 //! * `reference`: the generated metric reference (`docs/metrics.md`).
 //! * `app`: wiring from configuration to running tasks; the only module that knows them all.
+//!   `app::reconcile` starts, stops and keeps targets' pollers to match the wanted set (at
+//!   start, on reload, on a change of the target files); `app::reload` re-reads the
+//!   configuration on SIGHUP, `POST /-/reload` and changes of `targets_directory`.
 //!
 //! # Where new things go
 //! * A collector that is only SQL: a definition file in `collectors/` (see
@@ -70,6 +74,7 @@ pub mod logging;
 pub mod metric;
 pub mod poller;
 pub mod reference;
+pub mod shard;
 pub mod shared;
 pub mod snapshot;
 pub mod sql_text;

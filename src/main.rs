@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
-use pgkpi::config::{Config, FlagOverrides};
+use pgkpi::config::{FlagOverrides, Layers};
+use pgkpi::shard::Shard;
 
 #[derive(Parser)]
 #[command(
@@ -42,8 +43,60 @@ struct Cli {
     /// Log format: text or json.
     #[arg(long = "log.format", value_name = "FORMAT", global = true)]
     log_format: Option<String>,
+    /// Number of exporters sharing the targets; each polls the targets whose stable hash
+    /// falls in its shard (rendezvous hashing: changing the number moves few targets).
+    #[arg(
+        long = "total-shards",
+        value_name = "N",
+        env = "PGKPI_TOTAL_SHARDS",
+        default_value_t = 1,
+        global = true
+    )]
+    total_shards: u32,
+    /// This exporter's shard, 0 to N-1 (see --total-shards).
+    #[arg(
+        long = "shard",
+        value_name = "I",
+        env = "PGKPI_SHARD",
+        default_value_t = 0,
+        global = true,
+        conflicts_with = "shard_from_hostname"
+    )]
+    shard: u32,
+    /// Take the shard from the trailing -<ordinal> of the hostname, as a StatefulSet names
+    /// its pods (<set>-<ordinal>).
+    #[arg(
+        long = "shard-from-hostname",
+        env = "PGKPI_SHARD_FROM_HOSTNAME",
+        global = true
+    )]
+    shard_from_hostname: bool,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// The machine's hostname (a pod's name in Kubernetes).
+fn hostname() -> Result<String, String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return Err(format!(
+            "--shard-from-hostname: cannot read the hostname ({})",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
+/// This exporter's shard from the flags.
+fn shard(cli: &Cli) -> Result<Shard, String> {
+    if cli.shard_from_hostname {
+        Shard::from_hostname(&hostname()?, cli.total_shards)
+    } else {
+        Shard::new(cli.shard, cli.total_shards)
+    }
 }
 
 #[derive(Subcommand)]
@@ -86,7 +139,10 @@ fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     }
     let mut page = Roff::new();
     page.control("SH", ["COMMANDS"]).text([roman(
-        "Without a command, pgkpi runs the exporter until SIGINT or SIGTERM.",
+        "Without a command, pgkpi runs the exporter until SIGINT or SIGTERM. SIGHUP (or POST \
+         /-/reload) re-reads the configuration and target files: unchanged targets keep \
+         polling, changed ones restart, removed ones stop; a broken configuration is \
+         rejected and the running one kept.",
     )]);
     for command in cli.get_subcommands() {
         if command.is_hide_set() || command.get_name() == "help" {
@@ -107,6 +163,7 @@ fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
         ("DATA_SOURCE_NAME, PGKPI_DSN", "One database to monitor, a libpq key=value string or a postgresql:// URL; replaces the targets of the configuration file."),
         ("PGKPI_TARGET_NAME", "The target label of that database (default: default)."),
         ("PGKPI_CONFIG_FILE", "The configuration file when --config.file is not given."),
+        ("PGKPI_TOTAL_SHARDS, PGKPI_SHARD, PGKPI_SHARD_FROM_HOSTNAME", "The same as --total-shards, --shard and --shard-from-hostname."),
     ] {
         entry(&mut page, vec![bold(name)], text);
     }
@@ -184,6 +241,13 @@ fn main() -> ExitCode {
         .config_file
         .clone()
         .or_else(|| env.get("PGKPI_CONFIG_FILE").map(PathBuf::from));
+    let shard = match shard(&cli) {
+        Ok(shard) => shard,
+        Err(error) => {
+            eprintln!("pgkpi: configuration error: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let flags = FlagOverrides {
         listen_address: cli.listen_address,
         telemetry_path: cli.telemetry_path,
@@ -191,7 +255,12 @@ fn main() -> ExitCode {
         log_level: cli.log_level,
         log_format: cli.log_format,
     };
-    let config = match Config::load(config_file.as_deref(), &env, &flags) {
+    let layers = Layers {
+        file: config_file,
+        env: env.clone(),
+        flags,
+    };
+    let config = match layers.load() {
         Ok(config) => config,
         Err(error) => {
             eprintln!("pgkpi: configuration error: {error}");
@@ -212,6 +281,9 @@ fn main() -> ExitCode {
         println!("# configuration is valid; effective settings (passwords masked):\n");
         print!("{}", config.to_masked_toml());
         println!();
+        if shard.total > 1 {
+            println!("# shard {shard}: polls the targets marked [this shard]");
+        }
         for plan in &plans {
             let collectors: Vec<String> = plan
                 .collectors
@@ -224,12 +296,25 @@ fn main() -> ExitCode {
                     )
                 })
                 .collect();
+            let mine = if shard.total > 1 && shard.owns(&plan.target.name) {
+                " [this shard]"
+            } else {
+                ""
+            };
             println!(
-                "# target {} ({}): {}",
+                "# target {}{mine} ({}): {}",
                 plan.target.name,
                 plan.target.endpoint,
                 collectors.join(", ")
             );
+            if let Some(databases) = &plan.databases {
+                println!(
+                    "#   every matching database, {} connections at most ({} for the databases' turns), in each: {}",
+                    databases.budget,
+                    databases.slots,
+                    databases.collectors.join(", ")
+                );
+            }
         }
         for need in pgkpi::collector::statements::log::requirements(&config.statements.log) {
             println!("# statements.log needs {need}");
@@ -259,7 +344,8 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(pgkpi::app::run(config, plans, views)) {
+    drop(plans);
+    match runtime.block_on(pgkpi::app::run(layers, config, shard, views)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("pgkpi: {error:#}");

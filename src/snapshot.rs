@@ -28,8 +28,10 @@ struct Entry {
     keep_until: Instant,
 }
 
-/// Key: (target, collector).
-type Key = (String, String);
+/// Key: (target, database, collector). The database is empty for a target's own collectors
+/// and names the database for a per-database collector of a server target (whose series then
+/// carry `datname`).
+type Key = (String, String, String);
 
 #[derive(Default)]
 pub struct Snapshot {
@@ -45,6 +47,23 @@ impl Snapshot {
     /// Replaces the values of (target, collector); they are served for at most `keep_for`
     /// unless a newer run replaces them.
     pub fn put(&self, target: &str, collector: &str, families: Vec<Family>, keep_for: Duration) {
+        self.put_in(target, None, collector, families, keep_for);
+    }
+
+    /// Like [`Snapshot::put`], for a collector run in one `database` of a server target: its
+    /// series carry `datname` after `target`.
+    pub fn put_in(
+        &self,
+        target: &str,
+        database: Option<&str>,
+        collector: &str,
+        families: Vec<Family>,
+        keep_for: Duration,
+    ) {
+        let mut leading = vec![("target", target)];
+        if let Some(database) = database {
+            leading.push(("datname", database));
+        }
         let encoded = families
             .into_iter()
             .filter(|f| !f.samples.is_empty())
@@ -52,7 +71,7 @@ impl Snapshot {
                 let mut header = String::new();
                 metric::write_header(&mut header, &family);
                 let mut samples = String::new();
-                metric::write_samples(&mut samples, &family, &[("target", target)]);
+                metric::write_samples(&mut samples, &family, &leading);
                 EncodedFamily {
                     name: family.name,
                     header,
@@ -62,7 +81,7 @@ impl Snapshot {
             .collect();
         let mut entries = self.entries.lock().expect("snapshot lock");
         entries.insert(
-            (target.to_string(), collector.to_string()),
+            key(target, database, collector),
             Entry {
                 families: encoded,
                 keep_until: Instant::now() + keep_for,
@@ -71,16 +90,29 @@ impl Snapshot {
         self.rebuild(&entries);
     }
 
-    /// True when values of (target, collector) are being served.
-    pub fn contains(&self, target: &str, collector: &str) -> bool {
+    /// True when values of (target, database, collector) are being served.
+    pub fn contains(&self, target: &str, database: Option<&str>, collector: &str) -> bool {
         self.entries
             .lock()
             .expect("snapshot lock")
-            .contains_key(&(target.to_string(), collector.to_string()))
+            .contains_key(&key(target, database, collector))
     }
 
-    /// Drops entries past their `keep_until`; returns the keys dropped.
-    pub fn expire(&self, now: Instant) -> Vec<(String, String)> {
+    /// Drops every value of a target (stopped by a reload or moved to another shard), or of
+    /// one database of it (dropped, or no longer matching the target's filter).
+    pub fn remove(&self, target: &str, database: Option<&str>) {
+        let mut entries = self.entries.lock().expect("snapshot lock");
+        let before = entries.len();
+        entries
+            .retain(|(t, d, _), _| t != target || database.is_some_and(|database| d != database));
+        if entries.len() != before {
+            self.rebuild(&entries);
+        }
+    }
+
+    /// Drops entries past their `keep_until`; returns the keys dropped: (target, database,
+    /// collector), the database empty for a target's own collectors.
+    pub fn expire(&self, now: Instant) -> Vec<(String, String, String)> {
         let mut entries = self.entries.lock().expect("snapshot lock");
         let expired: Vec<Key> = entries
             .iter()
@@ -99,6 +131,15 @@ impl Snapshot {
     /// The encoded body: O(1), a reference-counted handle.
     pub fn body(&self) -> Bytes {
         self.body.read().expect("snapshot lock").clone()
+    }
+
+    /// The number of entries, for tests and the benchmark's sanity checks.
+    pub fn len(&self) -> usize {
+        self.entries.lock().expect("snapshot lock").len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     fn rebuild(&self, entries: &BTreeMap<Key, Entry>) {
@@ -122,6 +163,14 @@ impl Snapshot {
         }
         *self.body.write().expect("snapshot lock") = Bytes::from(body);
     }
+}
+
+fn key(target: &str, database: Option<&str>, collector: &str) -> Key {
+    (
+        target.to_string(),
+        database.unwrap_or_default().to_string(),
+        collector.to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -149,6 +198,27 @@ mod tests {
     }
 
     #[test]
+    fn database_series_carry_datname_and_go_with_their_database_or_target() {
+        let snapshot = Snapshot::new();
+        let keep = Duration::from_secs(60);
+        snapshot.put("s", "server", up(1.0), keep);
+        snapshot.put_in("s", Some("app"), "rel", up(2.0), keep);
+        snapshot.put_in("s", Some("crm"), "rel", up(3.0), keep);
+        snapshot.put("t", "server", up(4.0), keep);
+        let body = String::from_utf8(snapshot.body().to_vec()).unwrap();
+        assert!(
+            body.contains("pg_x{target=\"s\",datname=\"app\"} 2\n"),
+            "{body}"
+        );
+        snapshot.remove("s", Some("app"));
+        assert!(!snapshot.contains("s", Some("app"), "rel"));
+        assert!(snapshot.contains("s", Some("crm"), "rel"));
+        snapshot.remove("s", None);
+        assert_eq!(snapshot.len(), 1, "only target t is left");
+        assert!(snapshot.contains("t", None, "server"));
+    }
+
+    #[test]
     fn drops_empty_families_and_expired_entries() {
         let snapshot = Snapshot::new();
         snapshot.put("a", "c", vec![EMPTY.family()], Duration::from_secs(60));
@@ -159,9 +229,9 @@ mod tests {
         let later = Instant::now() + Duration::from_secs(10);
         assert_eq!(
             snapshot.expire(later),
-            vec![("a".to_string(), "c".to_string())]
+            vec![("a".to_string(), String::new(), "c".to_string())]
         );
         assert!(snapshot.body().is_empty());
-        assert!(!snapshot.contains("a", "c"));
+        assert!(!snapshot.contains("a", None, "c"));
     }
 }

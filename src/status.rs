@@ -102,6 +102,11 @@ impl Status {
         }
     }
 
+    /// Forgets a target that stopped (removed by a reload, or restarted with a new plan).
+    pub fn remove(&self, target: &str) {
+        self.targets.lock().expect("status lock").remove(target);
+    }
+
     pub fn update_target(&self, target: &str, f: impl FnOnce(&mut TargetStatus)) {
         let mut targets = self.targets.lock().expect("status lock");
         f(targets.entry(target.to_string()).or_default());

@@ -4,8 +4,8 @@
 //! memory (and /proc for process metrics), never the database.
 
 use prometheus::{
-    CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Gauge, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Handles to every self-metric. Cheap to clone (the vectors are reference counted).
@@ -32,6 +32,19 @@ pub struct Telemetry {
     pub http_connections_open: IntGauge,
     pub http_connections_limit: IntGauge,
     pub snapshot_bytes: Gauge,
+    pub config_reload_successful: Gauge,
+    pub config_reload_success_timestamp: Gauge,
+    pub shard_info: GaugeVec,
+    pub targets_configured: IntGauge,
+    pub targets_polled: IntGauge,
+    pub databases: IntGaugeVec,
+    pub database_up: GaugeVec,
+    pub connection_budget: IntGaugeVec,
+    pub database_sessions: IntGaugeVec,
+    pub database_turn_wait: CounterVec,
+    pub discoveries: IntCounterVec,
+    pub discovery_errors: IntCounterVec,
+    pub probe_targets: IntGauge,
 }
 
 /// Registers a metric of the exporter's own; names and labels are constants, so a failure is
@@ -82,6 +95,27 @@ impl Telemetry {
                 registry.register(Box::new(g.clone())).expect("unique metric");
                 g
             },
+            config_reload_successful: {
+                let g = Gauge::new("pgkpi_config_last_reload_successful", "1 when the last configuration load (start, SIGHUP, POST /-/reload or a change in targets_directory) succeeded, 0 when it was rejected and the previous configuration keeps running.").expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            config_reload_success_timestamp: {
+                let g = Gauge::new("pgkpi_config_last_reload_success_timestamp_seconds", "Unix time of the last successful configuration load.").expect("valid metric");
+                registry.register(Box::new(g.clone())).expect("unique metric");
+                g
+            },
+            shard_info: gauge("pgkpi_shard_info", "Always 1; this exporter's shard (0-based) and the number of shards (--shard, --total-shards) as labels. count by (total_shards) (pgkpi_shard_info) should equal total_shards.", &["shard", "total_shards"]),
+            targets_configured: register(&registry, IntGauge::new("pgkpi_targets_configured", "Targets in the configuration, before sharding.")),
+            targets_polled: register(&registry, IntGauge::new("pgkpi_targets_polled", "Targets this exporter polls: those of its shard. Summed over a sharded set it equals pgkpi_targets_configured.")),
+            databases: register(&registry, IntGaugeVec::new(Opts::new("pgkpi_databases", "Databases of a server target ([targets.databases]) polled now: discovered, matching the filter, within max_databases."), &["target"])),
+            database_up: gauge("pgkpi_database_up", "1 when the last turn of a database of a server target connected, 0 when it could not (the error is logged and on /).", &["target", "datname"]),
+            connection_budget: register(&registry, IntGaugeVec::new(Opts::new("pgkpi_target_connections_max", "Most connections pgkpi holds to a server target at once (databases.max_connections), its main and sampler connections included."), &["target"])),
+            database_sessions: register(&registry, IntGaugeVec::new(Opts::new("pgkpi_target_database_connections", "Connections to a server target's databases open now for their turns; at most max_connections minus the main and sampler connections."), &["target"])),
+            database_turn_wait: register(&registry, CounterVec::new(Opts::new("pgkpi_target_database_turn_wait_seconds_total", "Time the databases of a server target waited for a free connection, summed: its rate is the average number of databases waiting; a high one says the connection budget is too small for the intervals."), &["target"])),
+            discoveries: counter("pgkpi_target_database_discoveries_total", "Reads of the list of databases of a server target, successful or not.", &["target"]),
+            discovery_errors: counter("pgkpi_target_database_discovery_errors_total", "Reads of the list of databases of a server target that failed; the previous list is kept.", &["target"]),
+            probe_targets: register(&registry, IntGauge::new("pgkpi_probe_targets", "Targets polled because /probe named them (served on /probe, not on the metrics path); each is dropped after probe.expire_after without a probe.")),
             registry,
         };
         let build = GaugeVec::new(
@@ -107,6 +141,41 @@ impl Telemetry {
             ))
             .expect("unique metric");
         telemetry
+    }
+
+    /// Removes every series of a target that stopped (removed by a reload, or changed and
+    /// restarted), so that it disappears from the scrape instead of freezing at its last
+    /// values. `reasons` are the skip reasons (label values) a collector may have exported.
+    pub fn forget_target(&self, target: &str, kind: &str, collectors: &[String], reasons: &[&str]) {
+        let _ = self.pg_up.remove_label_values(&[target]);
+        let _ = self.target_info.remove_label_values(&[target, kind]);
+        for v in [&self.connection_attempts, &self.connection_errors] {
+            let _ = v.remove_label_values(&[target]);
+        }
+        let _ = self
+            .connection_attempts_overdue
+            .remove_label_values(&[target]);
+        for collector in collectors {
+            let labels = [target, collector.as_str()];
+            for v in [
+                &self.collector_up,
+                &self.collector_stale,
+                &self.collector_dropped,
+                &self.collector_duration,
+                &self.collector_last_success,
+            ] {
+                let _ = v.remove_label_values(&labels);
+            }
+            let _ = self.collector_busy.remove_label_values(&labels);
+            for v in [&self.collector_runs, &self.collector_errors] {
+                let _ = v.remove_label_values(&labels);
+            }
+            for reason in reasons {
+                let _ = self
+                    .collector_skipped
+                    .remove_label_values(&[target, collector, reason]);
+            }
+        }
     }
 
     /// Encodes every self-metric in the text format.
@@ -142,6 +211,15 @@ impl Telemetry {
         t.http_requests.with_label_values(&["/", "200"]);
         t.http_connections_rejected.with_label_values(&["limit"]);
         t.collector_skipped.with_label_values(&["t", "c", "r"]);
+        t.shard_info.with_label_values(&["0", "1"]);
+        for v in [&t.databases, &t.connection_budget, &t.database_sessions] {
+            v.with_label_values(&["t"]);
+        }
+        t.database_up.with_label_values(&["t", "d"]);
+        t.database_turn_wait.with_label_values(&["t"]);
+        for v in [&t.discoveries, &t.discovery_errors] {
+            v.with_label_values(&["t"]);
+        }
         t.registry
             .gather()
             .iter()

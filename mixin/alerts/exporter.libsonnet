@@ -40,6 +40,32 @@
               description: "Collector {{ $labels.collector }} has failed for 10 minutes while the target is up; its metrics are stale or missing. pgkpi's / page shows the error.",
             },
           },
+          {
+            alert: 'PgkpiConfigReloadFailed',
+            expr: 'pgkpi_config_last_reload_successful{%(pgkpiSelector)s} == 0' % $._config,
+            'for': '5m',
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'pgkpi on {{ $labels.instance }} rejected its new configuration',
+              description: 'The last reload (SIGHUP, POST /-/reload or a change in targets_directory) of pgkpi at {{ $labels.instance }} failed 5 minutes ago or more; it still runs the previous configuration, so recent target changes are not applied. Its log says why.',
+            },
+          },
+          {
+            // Per set of exporters sharing the selector's labels (a job): together they poll
+            // each configured target exactly once.
+            alert: 'PgkpiShardsIncomplete',
+            local set = std.join(', ', std.objectFields($._config.selectorLabels)),
+            expr: |||
+              sum by (%(set)s) (pgkpi_targets_polled{%(sel)s})
+              != max by (%(set)s) (pgkpi_targets_configured{%(sel)s})
+            ||| % { set: set, sel: $._config.pgkpiSelector },
+            'for': '10m',
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'pgkpi shards of {{ $labels.job }} do not cover the targets exactly once',
+              description: 'The exporters of {{ $labels.job }} poll {{ $value }} targets together, not the number in their configuration: a shard is missing or down, two exporters have the same --shard, or their configurations or --total-shards differ.',
+            },
+          },
         ],
       },
     ] },

@@ -92,6 +92,62 @@
             },
           ],
         },
+        {
+          name: 'a rejected reload alerts after 5 minutes; a fixed one clears',
+          interval: '1m',
+          input_series: [
+            { series: 'pgkpi_config_last_reload_successful{%s,instance="bad:9188"}' % sel, values: '1 1 0x8' },
+            { series: 'pgkpi_config_last_reload_successful{%s,instance="good:9188"}' % sel, values: '1x10' },
+            { series: 'pgkpi_config_last_reload_successful{%s,instance="fixed:9188"}' % sel, values: '0x3 1x6' },
+          ],
+          alert_rule_test: [
+            { eval_time: '4m', alertname: 'PgkpiConfigReloadFailed', exp_alerts: [] },
+            {
+              eval_time: '8m',
+              alertname: 'PgkpiConfigReloadFailed',
+              exp_alerts: [
+                {
+                  exp_labels: labels + { severity: 'warning', instance: 'bad:9188' },
+                  exp_annotations: {
+                    summary: 'pgkpi on bad:9188 rejected its new configuration',
+                    description: 'The last reload (SIGHUP, POST /-/reload or a change in targets_directory) of pgkpi at bad:9188 failed 5 minutes ago or more; it still runs the previous configuration, so recent target changes are not applied. Its log says why.',
+                    runbook_url: $._config.runbookURLPattern % 'pgkpiconfigreloadfailed',
+                  },
+                },
+              ],
+            },
+          ],
+        },
+        {
+          name: 'shards that miss a target alert; a complete set does not',
+          interval: '1m',
+          input_series: [
+            // Three shards of 60 targets; shard 2 stops reporting after 5 minutes.
+            { series: 'pgkpi_targets_configured{%s,instance="pgkpi-0"}' % sel, values: '60x20' },
+            { series: 'pgkpi_targets_configured{%s,instance="pgkpi-1"}' % sel, values: '60x20' },
+            { series: 'pgkpi_targets_configured{%s,instance="pgkpi-2"}' % sel, values: '60x4' },
+            { series: 'pgkpi_targets_polled{%s,instance="pgkpi-0"}' % sel, values: '16x20' },
+            { series: 'pgkpi_targets_polled{%s,instance="pgkpi-1"}' % sel, values: '22x20' },
+            { series: 'pgkpi_targets_polled{%s,instance="pgkpi-2"}' % sel, values: '22x4' },
+          ],
+          alert_rule_test: [
+            { eval_time: '4m', alertname: 'PgkpiShardsIncomplete', exp_alerts: [] },
+            {
+              eval_time: '20m',
+              alertname: 'PgkpiShardsIncomplete',
+              exp_alerts: [
+                {
+                  exp_labels: labels + { severity: 'warning' },
+                  exp_annotations: {
+                    summary: 'pgkpi shards of %s do not cover the targets exactly once' % labels.job,
+                    description: 'The exporters of %s poll 38 targets together, not the number in their configuration: a shard is missing or down, two exporters have the same --shard, or their configurations or --total-shards differ.' % labels.job,
+                    runbook_url: $._config.runbookURLPattern % 'pgkpishardsincomplete',
+                  },
+                },
+              ],
+            },
+          ],
+        },
       ],
     },
   },

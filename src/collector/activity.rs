@@ -48,6 +48,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: super::Lane::Sampler,
         kind: crate::config::TargetKind::Postgres,
+        scope: crate::config::Scope::Server,
         families,
         build: |ctx: &BuildContext| {
             Box::new(ActivitySampler::new(

@@ -30,7 +30,7 @@ use self::queues::settings::QueueConfig;
 use self::relations::settings::RelationsConfig;
 use self::statements::settings::StatementsConfig;
 use self::webhooks::settings::WebhooksConfig;
-use crate::config::{SessionConfig, TargetKind};
+use crate::config::{Scope, SessionConfig, TargetKind};
 use crate::metric::{Family, FamilyDesc};
 use crate::target::{describe_with, ServerInfo, PG_MONITOR_HINT};
 use crate::views::Views;
@@ -65,6 +65,17 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    pub const ALL: [SkipReason; 8] = [
+        SkipReason::Version,
+        SkipReason::Primary,
+        SkipReason::Standby,
+        SkipReason::ExtensionMissing,
+        SkipReason::NotPreloaded,
+        SkipReason::Permission,
+        SkipReason::MissingTable,
+        SkipReason::Remote,
+    ];
+
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -240,6 +251,8 @@ pub struct Spec {
     pub lane: Lane,
     /// The kind of target it speaks to; it is built only for targets of that kind.
     pub kind: TargetKind,
+    /// On a server target: once per server, or in each database.
+    pub scope: Scope,
     pub families: fn() -> Vec<FamilyDesc>,
     /// Builds the instance for one target.
     pub build: fn(&BuildContext) -> Box<dyn Collector>,

@@ -13,7 +13,7 @@ use super::{
     webhooks,
 };
 use super::{BuildContext, Collector, Lane, Spec};
-use crate::config::TargetKind;
+use crate::config::{Scope, TargetKind};
 use crate::definition::{self, Definition};
 use crate::metric::FamilyDesc;
 use crate::telemetry::Telemetry;
@@ -52,6 +52,8 @@ pub struct Entry {
     pub lane: Lane,
     /// The kind of target it is built for (definition files: PostgreSQL).
     pub kind: TargetKind,
+    /// On a server target: once per server, or in each database.
+    pub scope: Scope,
     pub families: Vec<FamilyDesc>,
     factory: Factory,
 }
@@ -91,6 +93,7 @@ pub fn load(user_paths: &[PathBuf]) -> Result<Vec<Entry>, String> {
             enabled_by_default: spec.enabled_by_default,
             lane: spec.lane,
             kind: spec.kind,
+            scope: spec.scope,
             families: (spec.families)(),
             factory: Factory::Native(spec.build),
         })
@@ -110,6 +113,7 @@ pub fn load(user_paths: &[PathBuf]) -> Result<Vec<Entry>, String> {
             enabled_by_default: d.enabled,
             lane: Lane::Main,
             kind: TargetKind::Postgres,
+            scope: d.scope,
             families: d.families(),
             factory: Factory::Definition(Arc::new(d)),
         });

@@ -16,6 +16,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: super::Lane::Main,
         kind: crate::config::TargetKind::Postgres,
+        scope: crate::config::Scope::Server,
         families,
         build: |_| Box::new(Server),
     }

@@ -54,6 +54,9 @@ impl Config {
             .try_deserialize()
             .map_err(|e| env_error(e, &prefixed))?;
 
+        if let Some(directory) = &cfg.targets_directory {
+            cfg.targets.extend(load_targets_directory(directory)?);
+        }
         if let Some((var, dsn)) = DSN_ENV_VARS.iter().find_map(|var| {
             env.get(*var)
                 .filter(|v| !v.trim().is_empty())
@@ -78,6 +81,7 @@ impl Config {
                 password_file: None,
                 session: SessionOverrides::default(),
                 data_directory: None,
+                databases: None,
             }];
         }
         cfg.validate()?;
@@ -85,9 +89,66 @@ impl Config {
     }
 }
 
-/// Environment variables with a `PGKPI_` prefix read by name, not as config keys.
+/// A file of `targets_directory`: targets only.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetFile {
+    #[serde(default)]
+    targets: Vec<TargetConfig>,
+}
+
+/// The targets of every `*.toml` file of `directory`, files in name order. Hidden files are
+/// left out: Kubernetes mounts a ConfigMap as `..data` links and dot directories beside the
+/// files.
+fn load_targets_directory(directory: &Path) -> Result<Vec<TargetConfig>, ConfigError> {
+    let entries = std::fs::read_dir(directory).map_err(|e| {
+        ConfigError(format!(
+            "targets_directory {}: cannot read it ({e}); create it or fix the path",
+            directory.display()
+        ))
+    })?;
+    let mut files: Vec<std::path::PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "toml")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    files.sort();
+    let mut targets = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| {
+            ConfigError(format!(
+                "target file {}: cannot read it ({e})",
+                file.display()
+            ))
+        })?;
+        let parsed: TargetFile = toml::from_str(&text).map_err(|e| {
+            ConfigError(format!(
+                "target file {}: {e}; a target file holds [[targets]] entries only, as in the configuration file",
+                file.display()
+            ))
+        })?;
+        targets.extend(parsed.targets);
+    }
+    Ok(targets)
+}
+
+/// Environment variables with a `PGKPI_` prefix read by name, not as config keys (the shard
+/// ones are clap's, see main.rs).
 fn is_special_env(key: &str) -> bool {
-    DSN_ENV_VARS.contains(&key) || key == "PGKPI_TARGET_NAME" || key == "PGKPI_CONFIG_FILE"
+    DSN_ENV_VARS.contains(&key)
+        || matches!(
+            key,
+            "PGKPI_TARGET_NAME"
+                | "PGKPI_CONFIG_FILE"
+                | "PGKPI_SHARD"
+                | "PGKPI_TOTAL_SHARDS"
+                | "PGKPI_SHARD_FROM_HOSTNAME"
+        )
 }
 
 /// True for the variables read as configuration keys, strictly (an unknown key is an error):

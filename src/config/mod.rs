@@ -60,6 +60,10 @@ pub struct Config {
     pub collector_paths: Vec<PathBuf>,
     /// The databases to monitor.
     pub targets: Vec<TargetConfig>,
+    /// A directory of target files (`*.toml`, each holding `[[targets]]` only) added to
+    /// `targets`; re-read on reload and whenever a file in it changes (checked every 5 s).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets_directory: Option<PathBuf>,
     /// Options of the `locks` and `activity_sampler` collectors.
     pub locks: LocksConfig,
     /// Options of the `statements` collector (pg_stat_statements).
@@ -72,6 +76,9 @@ pub struct Config {
     pub relations: RelationsConfig,
     /// Where full backups land and the restore-test marker (`[backups]`).
     pub backups: BackupsConfig,
+    /// Targets named by Prometheus on `/probe` (`[probe]`).
+    #[serde(skip_serializing_if = "is_default")]
+    pub probe: ProbeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -246,6 +253,158 @@ impl TargetKind {
     }
 }
 
+/// Where a collector runs on a server target (one with `[targets.databases]`): once per
+/// server, or in every database. A closed set; elsewhere every collector runs on the target's
+/// one database.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// It reads views that cover the whole server (pg_stat_activity, pg_locks, WAL,
+    /// replication, settings, pg_stat_database, ...): run once per server.
+    Server,
+    /// It reads the catalog of the database it is connected to (tables, indexes, sequences,
+    /// partitions, application tables): run in each database, its series labelled `datname`.
+    #[default]
+    Database,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Server => "server",
+            Scope::Database => "database",
+        }
+    }
+}
+
+/// `[targets.databases]`: poll every database of the server that matches, not only the
+/// DSN's, over a bounded number of connections.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabasesConfig {
+    /// Glob patterns (`*`, `?`) of the database names to poll; default every database.
+    pub include: Vec<String>,
+    /// Glob patterns of the database names left out (checked after `include`).
+    pub exclude: Vec<String>,
+    /// How often the list of databases is read again: a database created or dropped shows up
+    /// or disappears within this time.
+    #[serde(with = "duration")]
+    pub discovery_interval: Duration,
+    /// Most connections pgkpi holds to this server at once, the main connection (server-wide
+    /// collectors) and the activity sampler's included; the databases take turns on the
+    /// rest (connect, poll, disconnect). Default: 2 plus the sampler's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
+    /// Most databases polled; past it the first ones by name are kept and a warning says how
+    /// many were left out (a bound on series and memory).
+    pub max_databases: usize,
+}
+
+impl Default for DatabasesConfig {
+    fn default() -> Self {
+        DatabasesConfig {
+            include: Vec::new(),
+            exclude: Vec::new(),
+            discovery_interval: Duration::from_secs(60),
+            max_connections: None,
+            max_databases: 1000,
+        }
+    }
+}
+
+/// A glob pattern (`*` any run of characters, `?` one character) as an anchored regex.
+pub fn glob(pattern: &str) -> Result<regex::Regex, regex::Error> {
+    let mut re = String::from("^");
+    for c in pattern.chars() {
+        match c {
+            '*' => re.push_str(".*"),
+            '?' => re.push('.'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re)
+}
+
+/// `[probe]`: targets named by Prometheus (`/probe?target=host:port&auth_module=name`), for
+/// fleets whose list lives in Prometheus service discovery. Off unless `allowed_targets` is
+/// set.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProbeConfig {
+    /// Glob patterns of `host:port` a probe may name (e.g. `"*.db.example.net:5432"`);
+    /// anything else is refused (403). Empty: `/probe` is off.
+    pub allowed_targets: Vec<String>,
+    /// A probed target that has not been probed for this long stops being polled and its
+    /// series go.
+    #[serde(with = "duration")]
+    pub expire_after: Duration,
+    /// Most probed targets polled at once; a probe past it is refused (503).
+    pub max_targets: usize,
+    /// Credentials by name, chosen by the probe's `auth_module` parameter: credentials never
+    /// travel in the URL.
+    pub auth_modules: BTreeMap<String, AuthModule>,
+}
+
+impl Default for ProbeConfig {
+    fn default() -> Self {
+        ProbeConfig {
+            allowed_targets: Vec::new(),
+            expire_after: Duration::from_secs(300),
+            max_targets: 100,
+            auth_modules: BTreeMap::new(),
+        }
+    }
+}
+
+/// How to log in to a probed server: a DSN without host and port (the probe gives them).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AuthModule {
+    /// libpq key=value string without `host`, `hostaddr` or `port`, e.g.
+    /// `"user=pgkpi dbname=postgres sslmode=verify-full sslrootcert=system"`.
+    pub dsn: String,
+    /// File whose first line is the password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+}
+
+/// Compiled `include`/`exclude` patterns of [`DatabasesConfig`].
+#[derive(Debug, Clone)]
+pub struct DatabaseFilter {
+    include: Vec<regex::Regex>,
+    exclude: Vec<regex::Regex>,
+}
+
+impl DatabaseFilter {
+    /// Compiles the patterns; `at` names the configuration key in errors.
+    pub fn new(config: &DatabasesConfig, at: &str) -> Result<DatabaseFilter, String> {
+        let compile = |key: &str, patterns: &[String]| -> Result<Vec<regex::Regex>, String> {
+            patterns
+                .iter()
+                .map(|p| {
+                    if p.is_empty() {
+                        return Err(format!(
+                            "{at}: databases.{key}: an empty pattern matches nothing; remove it or write \"*\""
+                        ));
+                    }
+                    glob(p).map_err(|e| format!("{at}: databases.{key}: pattern \"{p}\": {e}"))
+                })
+                .collect()
+        };
+        Ok(DatabaseFilter {
+            include: compile("include", &config.include)?,
+            exclude: compile("exclude", &config.exclude)?,
+        })
+    }
+
+    /// True for a database to poll: included (or no include patterns) and not excluded.
+    pub fn matches(&self, name: &str) -> bool {
+        (self.include.is_empty() || self.include.iter().any(|r| r.is_match(name)))
+            && !self.exclude.iter().any(|r| r.is_match(name))
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
@@ -266,10 +425,29 @@ pub struct TargetConfig {
     /// shared volume); default: the server's own `data_directory`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_directory: Option<PathBuf>,
+    /// Poll every matching database of the server (see [`DatabasesConfig`]); without it,
+    /// only the DSN's database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub databases: Option<DatabasesConfig>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
+}
+
+/// What a configuration is built from, kept so that a reload builds it again the same way.
+#[derive(Debug, Clone, Default)]
+pub struct Layers {
+    pub file: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub flags: FlagOverrides,
+}
+
+impl Layers {
+    /// Builds and validates the configuration from the layers' current contents.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(self.file.as_deref(), &self.env, &self.flags)
+    }
 }
 
 /// Values given on the command line; each overrides every other layer.
@@ -321,6 +499,9 @@ impl Config {
         let mut shown = self.clone();
         for target in &mut shown.targets {
             target.dsn = dsn::mask(&target.dsn);
+        }
+        for module in shown.probe.auth_modules.values_mut() {
+            module.dsn = dsn::mask(&module.dsn);
         }
         toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
     }
@@ -394,6 +575,29 @@ mod tests {
             cfg.collectors["server"].interval,
             Some(Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn database_filters_are_globs_include_then_exclude() {
+        let config = DatabasesConfig {
+            include: vec!["app_*".into(), "crm".into()],
+            exclude: vec!["app_tmp?".into()],
+            ..Default::default()
+        };
+        let filter = DatabaseFilter::new(&config, "targets[0]").unwrap();
+        assert!(filter.matches("app_1") && filter.matches("crm"));
+        assert!(
+            !filter.matches("app_tmp1") && !filter.matches("crm2") && !filter.matches("xapp_1")
+        );
+        assert!(DatabaseFilter::new(&Default::default(), "t")
+            .unwrap()
+            .matches("anything"));
+        let empty = DatabasesConfig {
+            exclude: vec![String::new()],
+            ..Default::default()
+        };
+        let error = DatabaseFilter::new(&empty, "targets[0]").unwrap_err();
+        assert!(error.contains("targets[0]: databases.exclude"), "{error}");
     }
 
     #[test]

@@ -36,10 +36,11 @@ impl Config {
                 self.log.level
             ))
         })?;
-        if self.targets.is_empty() {
+        // An empty targets_directory is a fleet waiting for its first file, not a mistake.
+        if self.targets.is_empty() && self.targets_directory.is_none() {
             return Err(ConfigError(
                 "no target to monitor; set DATA_SOURCE_NAME=postgresql://user@host:5432/db or add \
-                 a [[targets]] table with name and dsn to the config file"
+                 a [[targets]] table with name and dsn to the config file (or a targets_directory)"
                     .into(),
             ));
         }
@@ -77,6 +78,25 @@ impl Config {
                     )));
                 }
             }
+            if let Some(databases) = &target.databases {
+                if target.kind != TargetKind::Postgres {
+                    return Err(ConfigError(format!(
+                        "{where_}: databases is for a PostgreSQL server; remove it from this {} target",
+                        target.kind.as_str()
+                    )));
+                }
+                crate::config::DatabaseFilter::new(databases, &where_).map_err(ConfigError)?;
+                if databases.discovery_interval < std::time::Duration::from_secs(1) {
+                    return Err(ConfigError(format!(
+                        "{where_}: databases.discovery_interval must be at least 1s, e.g. \"1m\""
+                    )));
+                }
+                if databases.max_databases == 0 {
+                    return Err(ConfigError(format!(
+                        "{where_}: databases.max_databases is 0; set a positive bound like 1000"
+                    )));
+                }
+            }
             let session = self.session_for(target);
             for (key, value) in [
                 ("statement_timeout", session.statement_timeout),
@@ -88,6 +108,40 @@ impl Config {
                     )));
                 }
             }
+        }
+        for pattern in &self.probe.allowed_targets {
+            crate::config::glob(pattern).map_err(|e| {
+                ConfigError(format!("probe.allowed_targets: pattern \"{pattern}\": {e}"))
+            })?;
+        }
+        if !self.probe.allowed_targets.is_empty() && self.probe.auth_modules.is_empty() {
+            return Err(ConfigError(
+                "probe.allowed_targets is set but probe.auth_modules is empty; add a [probe.auth_modules.<name>] with a dsn (user, dbname, sslmode) for /probe to log in with".into(),
+            ));
+        }
+        let names_host = regex::Regex::new(r"(^|\s)(host|hostaddr|port)\s*=").expect("valid regex");
+        for (name, module) in &self.probe.auth_modules {
+            let at = format!("probe.auth_modules.{name}");
+            if module.dsn.contains("://") {
+                return Err(ConfigError(format!(
+                    "{at}.dsn: use the key=value form (user=... dbname=...), without host and port: the probe's target gives them"
+                )));
+            }
+            if names_host.is_match(&module.dsn) {
+                return Err(ConfigError(format!(
+                    "{at}.dsn: remove host, hostaddr and port; the probe's target (host:port) gives them"
+                )));
+            }
+            // As a probe completes it.
+            dsn::parse(&format!("{} host=probe.invalid", module.dsn))
+                .map_err(|e| ConfigError(format!("{at}.dsn: {e}")))?;
+        }
+        if self.probe.expire_after < std::time::Duration::from_secs(1)
+            || self.probe.max_targets == 0
+        {
+            return Err(ConfigError(
+                "probe.expire_after must be at least 1s (e.g. \"5m\") and probe.max_targets positive".into(),
+            ));
         }
         if self.poller.reconnect_initial_backoff.is_zero()
             || self.poller.reconnect_max_backoff < self.poller.reconnect_initial_backoff

@@ -29,11 +29,13 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 mod limits;
+mod probe;
 
 pub use self::limits::{clamp_to_fd_limit, Limits};
 use self::limits::{
     out_of_descriptors, AcceptErrors, Admission, Busy, SlotGuard, Slots, TrackedBody,
 };
+pub use self::probe::{ProbeQuery, ProbeRefused, ProbeRequests};
 use crate::shared::Shared;
 use crate::web_config::BasicAuth;
 
@@ -45,7 +47,22 @@ pub struct Site {
     pub telemetry_path: String,
     /// Users allowed in, when `--web.config.file` sets basic_auth_users.
     pub auth: Option<Arc<BasicAuth>>,
+    /// Where `POST /-/reload` asks for a reload and waits for its outcome (a summary or the
+    /// error); None where nothing reloads (tests).
+    pub reload: Option<ReloadRequests>,
+    /// Where `/probe` asks for a target to be polled; None where nothing probes (tests).
+    pub probe: Option<ProbeRequests>,
+    /// The probed targets (names), served on `/probe` and left out of the metrics path;
+    /// written by `app`.
+    pub probed: Arc<std::sync::RwLock<std::collections::BTreeSet<String>>>,
 }
+
+/// A reload request: the sender of its outcome, answered once the reload is done.
+pub type ReloadRequests =
+    tokio::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<String, String>>>;
+
+/// The reload endpoint, Prometheus' path for it.
+const RELOAD_PATH: &str = "/-/reload";
 
 /// Serves until `shutdown` flips, then lets open requests finish (for at most 5 s). With `tls`,
 /// every connection is TLS.
@@ -195,6 +212,79 @@ pub async fn serve(
     }
 }
 
+/// `/probe?target=host:port&auth_module=name`: starts (or keeps) polling the target and
+/// answers with its series as the pollers hold them now.
+async fn probe(site: &Site, query: Option<&str>) -> Response<Full<Bytes>> {
+    let query = match ProbeQuery::parse(query) {
+        Ok(query) => query,
+        Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error}\n")),
+    };
+    let Some(requests) = &site.probe else {
+        return plain(StatusCode::FORBIDDEN, "/probe is off\n");
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    if requests.send((query, reply)).await.is_err() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    let name = match outcome.await {
+        Ok(Ok(name)) => name,
+        Ok(Err(ProbeRefused::Forbidden(m))) => {
+            return plain(StatusCode::FORBIDDEN, format!("{m}\n"))
+        }
+        Ok(Err(ProbeRefused::BadRequest(m))) => {
+            return plain(StatusCode::BAD_REQUEST, format!("{m}\n"))
+        }
+        Ok(Err(ProbeRefused::Full(m))) => {
+            return plain(StatusCode::SERVICE_UNAVAILABLE, format!("{m}\n"))
+        }
+        Err(_) => return plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+    };
+    let only = |t: Option<&str>| t == Some(name.as_str());
+    let mut body = probe::filter(&site.shared.snapshot.body(), only);
+    body.extend(probe::filter(&site.shared.telemetry.encode(), only));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, TEXT_FORMAT)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+/// `POST /-/reload`: 200 with what changed, or 500 with why the new configuration was
+/// rejected (the running one stays); 405 for any other method, as Prometheus answers.
+async fn reload(site: &Site, method: &Method) -> Response<Full<Bytes>> {
+    if method != Method::POST {
+        let mut response = plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use POST to reload the configuration\n",
+        );
+        response
+            .headers_mut()
+            .insert(hyper::header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let Some(requests) = &site.reload else {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "reload is not available\n");
+    };
+    let (reply, outcome) = tokio::sync::oneshot::channel();
+    if requests.try_send(reply).is_err() {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reloads are queued already; retry in a moment\n",
+        );
+    }
+    match outcome.await {
+        Ok(Ok(summary)) => plain(
+            StatusCode::OK,
+            format!("configuration reloaded: {summary}\n"),
+        ),
+        Ok(Err(error)) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("configuration rejected, the previous one keeps running: {error}\n"),
+        ),
+        Err(_) => plain(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+    }
+}
+
 async fn handle(
     site: Arc<Site>,
     req: Request<Incoming>,
@@ -226,6 +316,8 @@ async fn handle(
             HeaderValue::from_static("Basic realm=\"pgkpi\""),
         );
         response
+    } else if path == RELOAD_PATH {
+        reload(&site, req.method()).await
     } else if req.method() != Method::GET && req.method() != Method::HEAD {
         plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -235,6 +327,7 @@ async fn handle(
         metrics(&site, &req)
     } else {
         match path.as_str() {
+            "/probe" => probe(&site, req.uri().query()).await,
             "/healthz" => plain(StatusCode::OK, "ok\n"),
             "/readyz" => readyz(&site, wants_connected(req.uri().query())),
             "/" => index(&site),
@@ -246,7 +339,14 @@ async fn handle(
         }
     };
     // Bounded label set: unknown paths are counted together.
-    let known = [site.telemetry_path.as_str(), "/healthz", "/readyz", "/"];
+    let known = [
+        site.telemetry_path.as_str(),
+        "/healthz",
+        "/readyz",
+        "/",
+        RELOAD_PATH,
+        "/probe",
+    ];
     let label = if known.contains(&path.as_str()) {
         path.as_str()
     } else {
@@ -261,8 +361,15 @@ async fn handle(
 }
 
 fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    let snapshot = site.shared.snapshot.body();
-    let own = site.shared.telemetry.encode();
+    let mut snapshot = site.shared.snapshot.body();
+    let mut own = site.shared.telemetry.encode();
+    {
+        let probed = site.probed.read().expect("probed lock");
+        if !probed.is_empty() {
+            snapshot = Bytes::from(probe::without(&snapshot, &probed));
+            own = probe::without(&own, &probed);
+        }
+    }
     let wants_gzip = req
         .headers()
         .get(ACCEPT_ENCODING)
@@ -446,11 +553,11 @@ fn index(site: &Site) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
-fn plain(status: StatusCode, text: &'static str) -> Response<Full<Bytes>> {
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(Bytes::from_static(text.as_bytes())))
+        .body(Full::new(text.into()))
         .expect("valid response")
 }
 

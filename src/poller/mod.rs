@@ -8,10 +8,14 @@
 //! go to the [`Snapshot`](crate::snapshot::Snapshot); the HTTP side only ever reads that.
 //!
 //! * `connection`: the supervisor of one connection (lane) and its reconnect backoff;
+//! * `databases`: a server target's databases: discovery and turns on a connection budget;
 //! * `schedule`: one collector's task: its interval, one run, and what a run publishes.
 
 mod connection;
+mod databases;
 mod schedule;
+
+pub use self::databases::{BuildCollectors, DatabasePlan};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -42,6 +46,23 @@ pub struct Scheduled {
     pub collector: Box<dyn Collector>,
 }
 
+/// Whose values a collector task publishes: a target's own, or one database's of a server
+/// target (see `databases`).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub target: String,
+    pub database: Option<String>,
+}
+
+impl Source {
+    pub fn target(name: &str) -> Source {
+        Source {
+            target: name.to_string(),
+            database: None,
+        }
+    }
+}
+
 /// The target's connection as collectors see it.
 #[derive(Clone)]
 enum Conn {
@@ -68,10 +89,12 @@ struct Live {
     turn: tokio::sync::Mutex<()>,
 }
 
-/// Starts, for one target, a supervisor per connection (lane) in use and a task per collector.
+/// Starts, for one target, a supervisor per connection (lane) in use and a task per collector;
+/// for a server target (`databases`), also the discovery of its databases and their turns.
 pub fn spawn_target(
     target: Target,
     collectors: Vec<Scheduled>,
+    databases: Option<DatabasePlan>,
     backoff: (Duration, Duration),
     shared: Shared,
     shutdown: watch::Receiver<bool>,
@@ -116,8 +139,12 @@ pub fn spawn_target(
     // A lane that connects wakes the others from their backoff: after an outage, all of the
     // target's connections come back together.
     let reconnected = Arc::new(Notify::new());
+    let mut main = None;
     for (lane, collectors) in lanes {
         let (tx, rx) = watch::channel(Conn::Connecting);
+        if lane == Lane::Main {
+            main = Some(rx.clone());
+        }
         tasks.push(tokio::spawn(supervise(
             target.clone(),
             lane,
@@ -129,13 +156,22 @@ pub fn spawn_target(
         )));
         for scheduled in collectors {
             tasks.push(tokio::spawn(run_collector(
-                target.name.clone(),
+                Source::target(&target.name),
                 scheduled,
                 rx.clone(),
                 shared.clone(),
                 shutdown.clone(),
             )));
         }
+    }
+    if let (Some(plan), Some(main)) = (databases, main) {
+        tasks.push(tokio::spawn(databases::supervise(
+            target.clone(),
+            plan,
+            main,
+            shared.clone(),
+            shutdown,
+        )));
     }
     tasks
 }
@@ -149,8 +185,12 @@ pub fn spawn_janitor(shared: Shared, mut shutdown: watch::Receiver<bool>) -> Joi
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            for (target, collector) in shared.snapshot.expire(Instant::now()) {
-                tracing::info!(target = %target, collector = %collector, "dropped stale values");
+            for (target, database, collector) in shared.snapshot.expire(Instant::now()) {
+                tracing::info!(target = %target, database = %database, collector = %collector, "dropped stale values");
+                if !database.is_empty() {
+                    // The collector's own metrics speak for every database of the server.
+                    continue;
+                }
                 shared
                     .telemetry
                     .collector_stale

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::{Conn, Scheduled};
+use super::{Conn, Scheduled, Source};
 use crate::collector::{CollectError, SkipReason};
 use crate::metric::Family;
 use crate::shared::Shared;
 use crate::status::unix_now;
 
 pub(super) async fn run_collector(
-    target: String,
+    source: Source,
     mut scheduled: Scheduled,
     mut conn: watch::Receiver<Conn>,
     shared: Shared,
@@ -66,7 +66,7 @@ pub(super) async fn run_collector(
         was_down = false;
         let started = tokio::time::Instant::now();
         let current = conn.borrow_and_update().clone();
-        run_once(&target, &mut scheduled, current, &shared, &mut state).await;
+        run_once(&source, &mut scheduled, current, &shared, &mut state).await;
         next = if scheduled.collector.has_pending_work() {
             // The rest of a spread pass: after a pause as long as the run, so that the pass
             // never takes more than half of the session's time.
@@ -97,7 +97,7 @@ fn keep_declared(
 
 /// What a collector task remembers between runs, to log state changes only.
 #[derive(Default)]
-struct RunState {
+pub(super) struct RunState {
     /// Undeclared families already logged.
     undeclared: BTreeSet<String>,
     /// The message of the failure (or skip) in progress, if any.
@@ -106,13 +106,19 @@ struct RunState {
     skipped: Option<SkipReason>,
 }
 
-async fn run_once(
-    target: &str,
+/// Runs a collector once on `conn` and publishes the outcome. The exporter's own metrics and
+/// the status page are per (target, collector): the runs of a per-database collector in every
+/// database of a server target add up there (bounded label sets however many databases),
+/// while its values carry `datname`.
+pub(super) async fn run_once(
+    source: &Source,
     scheduled: &mut Scheduled,
     conn: Conn,
     shared: &Shared,
     state: &mut RunState,
 ) {
+    let target = source.target.as_str();
+    let database = source.database.as_deref();
     let labels = [target, scheduled.name.as_str()];
     let t = &shared.telemetry;
     let holder = match &conn {
@@ -193,9 +199,13 @@ async fn run_once(
                     c.last_success_unix = Some(now);
                 });
             // The values go in after the self-metrics that describe them.
-            shared
-                .snapshot
-                .put(target, &scheduled.name, families, scheduled.stale_after);
+            shared.snapshot.put_in(
+                target,
+                database,
+                &scheduled.name,
+                families,
+                scheduled.stale_after,
+            );
             t.snapshot_bytes.set(shared.snapshot.body().len() as f64);
         }
         Err(CollectError {
@@ -206,16 +216,24 @@ async fn run_once(
             if state.failing_with.as_deref() != Some(message.as_str()) {
                 // Skips that need someone (an extension, a grant) warn; skips by design (a
                 // standby-only collector on a primary, an old server) only inform.
-                if reason.needs_action() {
+                // In a server's databases a skip is the rule (a queue table in one database
+                // of many): logged at debug, once per database.
+                if database.is_some() {
+                    tracing::debug!(target, database, collector = %scheduled.name, reason = reason.as_str(), why = %message, "collector skipped");
+                } else if reason.needs_action() {
                     tracing::warn!(target, collector = %scheduled.name, reason = reason.as_str(), why = %message, "collector skipped");
                 } else {
                     tracing::info!(target, collector = %scheduled.name, reason = reason.as_str(), why = %message, "collector skipped");
                 }
                 state.failing_with = Some(message.clone());
             }
-            shared
-                .snapshot
-                .put(target, &scheduled.name, Vec::new(), scheduled.stale_after);
+            shared.snapshot.put_in(
+                target,
+                database,
+                &scheduled.name,
+                Vec::new(),
+                scheduled.stale_after,
+            );
             t.collector_up.with_label_values(&labels).set(1.0);
             t.collector_stale.with_label_values(&labels).set(0.0);
             if let Some(previous) = state.skipped.replace(reason) {
@@ -241,7 +259,7 @@ async fn run_once(
             message,
             skip: None,
         }) => {
-            let stale = shared.snapshot.contains(target, &scheduled.name);
+            let stale = shared.snapshot.contains(target, database, &scheduled.name);
             t.collector_errors.with_label_values(&labels).inc();
             t.collector_up.with_label_values(&labels).set(0.0);
             t.collector_stale
@@ -249,7 +267,7 @@ async fn run_once(
                 .set(if stale { 1.0 } else { 0.0 });
             // Log when the failure starts or changes, not on every run of a long outage.
             if state.failing_with.as_deref() != Some(message.as_str()) {
-                tracing::warn!(target, collector = %scheduled.name, error = %message, "collector failed");
+                tracing::warn!(target, database, collector = %scheduled.name, error = %message, "collector failed");
                 state.failing_with = Some(message.clone());
             }
             shared
@@ -320,7 +338,7 @@ mod tests {
         let (conn_tx, conn_rx) = watch::channel(conn);
         let (stop_tx, stop_rx) = watch::channel(false);
         let task = tokio::spawn(run_collector(
-            "t".into(),
+            Source::target("t"),
             scheduled(interval),
             conn_rx,
             shared.clone(),

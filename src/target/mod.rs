@@ -113,6 +113,33 @@ impl Target {
         })
     }
 
+    /// The same server reached in another database (a database of a server target): same
+    /// host, credentials, TLS and session settings.
+    pub fn in_database(&self, database: &str) -> Target {
+        let mut dsn = self.dsn.clone();
+        dsn.pg.dbname(database);
+        Target {
+            name: self.name.clone(),
+            kind: self.kind,
+            endpoint: endpoint(&dsn),
+            dsn,
+            tls: tls::Tls {
+                connector: self.tls.connector.clone(),
+                mode: self.tls.mode,
+            },
+            session: self.session.clone(),
+        }
+    }
+
+    /// A value that changes when the password changes (a rotated `password_file`), to tell a
+    /// reload that the target must reconnect; the password itself never leaves the target.
+    pub fn secret_fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.dsn.pg.get_password().hash(&mut hasher);
+        hasher.finish()
+    }
+
     /// Connects, applies the session settings and reads the server info. The returned task
     /// drives the connection and must keep running for the client to work; it completes
     /// when the connection closes.

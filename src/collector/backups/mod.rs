@@ -26,6 +26,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: Lane::Main,
         kind: TargetKind::Postgres,
+        scope: crate::config::Scope::Server,
         families,
         build: |context: &BuildContext| {
             Box::new(Backups {

@@ -16,6 +16,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: Lane::Main,
         kind: TargetKind::Pgbouncer,
+        scope: crate::config::Scope::Server,
         families,
         build: |_| Box::new(Limits),
     }

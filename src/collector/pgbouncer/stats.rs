@@ -18,6 +18,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: Lane::Main,
         kind: TargetKind::Pgbouncer,
+        scope: crate::config::Scope::Server,
         families,
         build: |_| Box::new(Stats { dropped: 0 }),
     }

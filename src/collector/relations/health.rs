@@ -20,6 +20,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: Lane::Main,
         kind: crate::config::TargetKind::Postgres,
+        scope: crate::config::Scope::Database,
         families,
         build: |ctx: &BuildContext| {
             Box::new(IndexHealth {

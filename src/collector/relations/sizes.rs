@@ -106,6 +106,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: Lane::Main,
         kind: crate::config::TargetKind::Postgres,
+        scope: crate::config::Scope::Database,
         families: || super::columns::describe(&[TABLE_SIZES, INDEX_SIZES]),
         build: |ctx: &BuildContext| {
             Box::new(RelationSizes {

@@ -123,6 +123,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: Lane::Main,
         kind: crate::config::TargetKind::Postgres,
+        scope: crate::config::Scope::Database,
         families: || super::columns::describe(&[TABLE_STATS, INDEX_STATS]),
         build: |ctx: &BuildContext| {
             Box::new(RelationStats {

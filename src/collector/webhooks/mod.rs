@@ -33,6 +33,7 @@ pub fn spec() -> Spec {
         enabled_by_default: true,
         lane: super::Lane::Main,
         kind: crate::config::TargetKind::Postgres,
+        scope: crate::config::Scope::Database,
         families,
         build: |ctx: &BuildContext| {
             let config = ctx.webhooks;

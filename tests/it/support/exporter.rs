@@ -28,6 +28,15 @@ impl Exporter {
     /// Like [`Exporter::start`], with the process's open-file limit (RLIMIT_NOFILE, soft and
     /// hard) set to `nofile` when given, as `ulimit -n` would before starting it.
     pub fn start_with_nofile(config_toml: &str, nofile: Option<u64>) -> Exporter {
+        Exporter::start_with(config_toml, nofile, &[])
+    }
+
+    /// Like [`Exporter::start`], with more command-line arguments (`--total-shards 3`).
+    pub fn start_with_args(config_toml: &str, args: &[&str]) -> Exporter {
+        Exporter::start_with(config_toml, None, args)
+    }
+
+    fn start_with(config_toml: &str, nofile: Option<u64>, args: &[&str]) -> Exporter {
         let config_dir = TempDir::new("config");
         let path = config_dir.0.join("pgkpi.toml");
         std::fs::write(&path, config_toml).unwrap();
@@ -57,6 +66,7 @@ impl Exporter {
                 .arg(&address)
                 .arg("--log.level")
                 .arg("debug")
+                .args(args)
                 .env_remove("DATA_SOURCE_NAME")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -100,6 +110,23 @@ impl Exporter {
             }
         }
         panic!("pgkpi could not find a free port");
+    }
+
+    /// The configuration file it was started with (rewrite it, then reload).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._config_dir.0.join("pgkpi.toml")
+    }
+
+    /// Sends a signal (`libc::SIGHUP`) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
+        assert_eq!(rc, 0, "kill {signal}");
+    }
+
+    pub fn post(&self, path: &str) -> HttpResponse {
+        http_request(&self.address, "POST", path, &[])
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
     }
 
     pub fn get(&self, path: &str) -> HttpResponse {
@@ -229,9 +256,25 @@ pub fn http_get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<HttpResponse> {
+    http_request(address, "GET", path, headers)
+}
+
+/// A minimal HTTP/1.1 request without a body.
+pub fn http_request(
+    address: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect(address)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    // A reload answers once it is done: stopping a target may wait for a run in progress.
+    let timeout = if method == "GET" { 10 } else { 30 };
+    stream.set_read_timeout(Some(Duration::from_secs(timeout)))?;
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    if method != "GET" {
+        request.push_str("Content-Length: 0\r\n");
+    }
     for (k, v) in headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
