@@ -42,6 +42,10 @@
 //! * `reference`: the generated metric reference (`docs/metrics.md`).
 //! * `app`: wiring from configuration to running tasks; the only module that knows them all.
 //!
+//! Beside the exporter:
+//! * `report`: `pgkpi report`, a before/after verdict on a change from the KPIs a Prometheus
+//!   server holds (its HTTP API, never a database); uses only `tls` of the modules above.
+//!
 //! # Where new things go
 //! * A collector that is only SQL: a definition file in `collectors/` (see
 //!   docs/collectors.md); no Rust.
@@ -70,6 +74,7 @@ pub mod logging;
 pub mod metric;
 pub mod poller;
 pub mod reference;
+pub mod report;
 pub mod shared;
 pub mod snapshot;
 pub mod sql_text;
