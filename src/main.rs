@@ -125,6 +125,10 @@ struct ReportArgs {
     /// Fewest per-step values per range for a verdict; fewer is "not enough data".
     #[arg(long, value_name = "N", default_value_t = 6)]
     min_points: usize,
+    /// Rows whose name matches this regex (e.g. 'workload=webhooks') are reported but do not
+    /// count for the exit code.
+    #[arg(long, value_name = "REGEX")]
+    ignore: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value = "table")]
     format: pgkpi::report::render::Format,
@@ -176,6 +180,12 @@ fn report_request(args: &ReportArgs) -> Result<pgkpi::report::Request, String> {
             args.alpha
         ));
     }
+    let ignore = match &args.ignore {
+        Some(pattern) => {
+            Some(regex::Regex::new(pattern).map_err(|e| format!("--ignore {pattern:?}: {e}"))?)
+        }
+        None => None,
+    };
     if args.min_points < 3 {
         return Err("--min-points must be at least 3".into());
     }
@@ -197,6 +207,7 @@ fn report_request(args: &ReportArgs) -> Result<pgkpi::report::Request, String> {
             alpha: args.alpha,
             min_points: args.min_points,
         },
+        ignore,
     })
 }
 

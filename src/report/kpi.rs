@@ -265,6 +265,8 @@ pub const KPIS: &[Kpi] = &[
             - max_over_time(pg_connections_superuser_reserved{{t}}[{w}]), 1)",
     )
     .unit(Unit::Ratio)
+    // Follows the number of clients, not the change's quality; its target is the gate.
+    .better(Better::Neither)
     .target("pgkpi_kpi:connections_used_ratio_max", Bound::AtMost),
     kpi(
         Group::Database,
@@ -289,6 +291,10 @@ pub const KPIS: &[Kpi] = &[
     )
     .by(&["schemaname", "relname"])
     .unit(Unit::Ratio)
+    // A level that grows between two autovacuum runs of the table and drops after one: two
+    // ranges differ by where they fall in that cycle more than by the change; its target is
+    // the gate.
+    .better(Better::Neither)
     .target("pgkpi_kpi:dead_rows_ratio_max", Bound::AtMost),
 ];
 

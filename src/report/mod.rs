@@ -78,6 +78,9 @@ pub struct Request {
     /// The length of the windows the per-step values are computed over.
     pub step: Duration,
     pub significance: Significance,
+    /// Rows whose name (as the outputs show it) matches are reported but do not count for the
+    /// exit code (a KPI the change is meant to move, a known-noisy one).
+    pub ignore: Option<regex::Regex>,
 }
 
 /// One row: a KPI for one combination of its split labels.
@@ -91,6 +94,8 @@ pub struct Row {
     pub better: kpi::Better,
     #[serde(flatten)]
     pub comparison: Comparison,
+    /// Matched by `--ignore`: shown, not counted for the exit code.
+    pub ignored: bool,
     /// The per-step values, for the HTML charts and tools (time, value).
     pub before_values: Vec<(f64, f64)>,
     pub after_values: Vec<(f64, f64)>,
@@ -121,7 +126,9 @@ pub const METHOD: &str = "Each KPI is computed by Prometheus once per step, over
 impl Report {
     /// True when a row regressed or misses its target: the exit code says so.
     pub fn fails(&self) -> bool {
-        self.rows.iter().any(|row| row.comparison.fails())
+        self.rows
+            .iter()
+            .any(|row| !row.ignored && row.comparison.fails())
     }
 }
 
@@ -191,6 +198,12 @@ pub async fn build(request: &Request, progress: &mut dyn Progress) -> Result<Rep
                 .map(|&value| Target { rule, bound, value })
         });
         rows.extend(rows_of(kpi, before, after, target, request.significance));
+    }
+    for row in &mut rows {
+        row.ignored = request
+            .ignore
+            .as_ref()
+            .is_some_and(|ignore| ignore.is_match(&render::name(row)));
     }
     progress.finish();
     Ok(Report {
@@ -310,21 +323,30 @@ fn rows_of(
         .into_iter()
         .map(|(labels, (before_values, after_values))| {
             let values = |points: &[(f64, f64)]| points.iter().map(|p| p.1).collect::<Vec<_>>();
+            // The statements no workload rule matched: which statements those are changes with
+            // the schema (a migration's new statements land there), so a difference is a
+            // change of content, not of speed.
+            let better = if labels.get("workload").is_some_and(|w| w == "other") {
+                kpi::Better::Neither
+            } else {
+                kpi.better
+            };
             Row {
                 group: kpi.group,
                 kpi: kpi.name,
                 labels,
                 unit: kpi.unit,
-                better: kpi.better,
+                better,
                 comparison: verdict::compare(
                     &values(&before_values),
                     &values(&after_values),
-                    kpi.better,
+                    better,
                     target,
                     significance,
                 ),
                 before_values,
                 after_values,
+                ignored: false,
             }
         })
         .collect()

@@ -106,14 +106,14 @@ impl Client {
         step: Duration,
     ) -> Result<Vec<Series>, ReportError> {
         let data = self
-            .post(
+            .call(
                 "/api/v1/query_range",
-                &[
+                Some(&[
                     ("query", expr),
                     ("start", &format!("{:.3}", range.start)),
                     ("end", &format!("{:.3}", range.end)),
                     ("step", &format!("{:.3}", step.as_secs_f64())),
-                ],
+                ]),
             )
             .await?;
         Ok(parse_result(&data))
@@ -122,9 +122,9 @@ impl Client {
     /// An instant query at `at` (Unix seconds).
     pub async fn query(&self, expr: &str, at: f64) -> Result<Vec<Series>, ReportError> {
         let data = self
-            .post(
+            .call(
                 "/api/v1/query",
-                &[("query", expr), ("time", &format!("{at:.3}"))],
+                Some(&[("query", expr), ("time", &format!("{at:.3}"))]),
             )
             .await?;
         Ok(parse_result(&data))
@@ -133,7 +133,7 @@ impl Client {
     /// The values of `label` on any series Prometheus holds.
     pub async fn label_values(&self, label: &str) -> Result<Vec<String>, ReportError> {
         let data = self
-            .post(&format!("/api/v1/label/{label}/values"), &[])
+            .call(&format!("/api/v1/label/{label}/values"), None)
             .await?;
         Ok(data
             .as_array()
@@ -143,18 +143,21 @@ impl Client {
             .collect())
     }
 
-    /// POSTs a form to an API path; returns the answer's `data`, or the error Prometheus gave.
-    async fn post(
+    /// Calls an API path, with a POSTed form (queries, which can be long) or a GET (the label
+    /// endpoints accept only GET); returns the answer's `data`, or the error Prometheus gave.
+    async fn call(
         &self,
         path: &str,
-        form: &[(&str, &str)],
+        form: Option<&[(&str, &str)]>,
     ) -> Result<serde_json::Value, ReportError> {
-        let body: Vec<String> = form
-            .iter()
-            .map(|(key, value)| format!("{key}={}", percent_encode(value)))
-            .collect();
+        let body = form.map(|form| {
+            form.iter()
+                .map(|(key, value)| format!("{key}={}", percent_encode(value)))
+                .collect::<Vec<_>>()
+                .join("&")
+        });
         let request = async {
-            let (status, answer) = self.send(path, body.join("&")).await?;
+            let (status, answer) = self.send(path, body).await?;
             let json: serde_json::Value = serde_json::from_slice(&answer).map_err(|_| {
                 self.failed(format!(
                     "{path} answered HTTP {status} without JSON ({}); is this a Prometheus server?",
@@ -183,7 +186,7 @@ impl Client {
             })
     }
 
-    async fn send(&self, path: &str, form: String) -> Result<(u16, Bytes), ReportError> {
+    async fn send(&self, path: &str, form: Option<String>) -> Result<(u16, Bytes), ReportError> {
         let stream = TcpStream::connect((self.host.as_str(), self.port))
             .await
             .map_err(|e| self.unreachable(format!("cannot connect: {e}")))?;
@@ -205,7 +208,7 @@ impl Client {
         &self,
         stream: S,
         path: &str,
-        form: String,
+        form: Option<String>,
     ) -> Result<(u16, Bytes), ReportError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -219,21 +222,24 @@ impl Client {
         } else {
             format!("{}:{}", self.host, self.port)
         };
-        let mut request = hyper::Request::post(format!("{}{path}", self.base_path))
-            .header(hyper::header::HOST, host)
-            .header(
+        let uri = format!("{}{path}", self.base_path);
+        let mut request = match form {
+            Some(_) => hyper::Request::post(uri).header(
                 hyper::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
-            )
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("pgkpi/", env!("CARGO_PKG_VERSION")),
-            );
+            ),
+            None => hyper::Request::get(uri),
+        }
+        .header(hyper::header::HOST, host)
+        .header(
+            hyper::header::USER_AGENT,
+            concat!("pgkpi/", env!("CARGO_PKG_VERSION")),
+        );
         if let Some(value) = &self.authorization {
             request = request.header(hyper::header::AUTHORIZATION, value);
         }
         let request = request
-            .body(Full::new(Bytes::from(form)))
+            .body(Full::new(Bytes::from(form.unwrap_or_default())))
             .map_err(|e| self.failed(format!("request: {e}")))?;
         let response = sender
             .send_request(request)

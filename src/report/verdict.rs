@@ -117,7 +117,11 @@ pub fn compare(
         test,
         verdict,
         target,
-        target_met: target.zip(after_median).map(|(t, v)| t.met_by(v)),
+        // Judged, as the change, only on enough values: one sample is no level.
+        target_met: target
+            .zip(after_median)
+            .filter(|_| after.len() >= significance.min_points)
+            .map(|(t, v)| t.met_by(v)),
     }
 }
 

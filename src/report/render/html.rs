@@ -60,7 +60,7 @@ pub fn render(report: &Report) -> String {
                 escape(&change(c)),
                 escape(&p_value(c)),
                 escape(&target(row)),
-                escape(c.verdict.text()),
+                escape(&super::verdict(row)),
             ));
         }
         out.push_str("</table>\n");
@@ -184,6 +184,7 @@ mod tests {
             ),
             before_values: before,
             after_values: after,
+            ignored: false,
         };
         let report = Report {
             target: "app".into(),

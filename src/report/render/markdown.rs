@@ -21,9 +21,9 @@ pub fn render(report: &Report) -> String {
             let c = &row.comparison;
             let verdict = match c.verdict {
                 super::Verdict::Improved | super::Verdict::Regressed => {
-                    format!("**{}**", c.verdict.text())
+                    format!("**{}**", super::verdict(row))
                 }
-                _ => c.verdict.text().to_string(),
+                _ => super::verdict(row),
             };
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {verdict} |\n",

@@ -104,6 +104,16 @@ pub fn side(unit: Unit, median: Option<f64>, points: usize) -> String {
     }
 }
 
+/// The verdict as shown: with "(ignored)" for a row `--ignore` matched.
+pub fn verdict(row: &Row) -> String {
+    let text = row.comparison.verdict.text();
+    if row.ignored {
+        format!("{text} (ignored)")
+    } else {
+        text.to_string()
+    }
+}
+
 /// One line counting the verdicts, and the exit code they give.
 pub fn summary(report: &Report) -> String {
     let count = |verdict: Verdict| {
@@ -116,11 +126,12 @@ pub fn summary(report: &Report) -> String {
     let missed = report
         .rows
         .iter()
-        .filter(|r| r.comparison.target_met == Some(false))
+        .filter(|r| !r.ignored && r.comparison.target_met == Some(false))
         .count();
+    let ignored = report.rows.iter().filter(|r| r.ignored).count();
     format!(
         "{} improved, {} regressed, {} changed (load), {} no significant change, {} not enough data; \
-         {missed} target(s) missed; exit code {}",
+         {missed} target(s) missed; {ignored} row(s) ignored; exit code {}",
         count(Verdict::Improved),
         count(Verdict::Regressed),
         count(Verdict::Changed),

@@ -24,7 +24,7 @@ pub fn render(report: &Report) -> String {
                     change(c),
                     p_value(c),
                     target(row),
-                    c.verdict.text().to_string(),
+                    super::verdict(row),
                 ]
             })
             .collect();
