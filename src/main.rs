@@ -299,6 +299,46 @@ fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
             &about,
         );
     }
+    // Subcommands with flags of their own (pgkpi report) list them here, from the definition.
+    for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let flags: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_long().is_some())
+            .collect();
+        if flags.is_empty() {
+            continue;
+        }
+        page.control(
+            "SH",
+            [format!("{} OPTIONS", command.get_name().to_uppercase()).as_str()],
+        );
+        for flag in flags {
+            let value = flag
+                .get_value_names()
+                .map(|names| format!(" {}", names.join(" ")))
+                .unwrap_or_default();
+            let help = flag.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let default = match flag.get_default_values() {
+                [] => String::new(),
+                values => format!(
+                    " (default {})",
+                    values
+                        .iter()
+                        .map(|v| v.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            entry(
+                &mut page,
+                vec![
+                    bold(format!("--{}", flag.get_long().unwrap_or_default())),
+                    italic(value),
+                ],
+                &format!("{help}{default}"),
+            );
+        }
+    }
     page.control("SH", ["ENVIRONMENT"]);
     for (name, text) in [
         ("DATA_SOURCE_NAME, PGKPI_DSN", "One database to monitor, a libpq key=value string or a postgresql:// URL; replaces the targets of the configuration file."),

@@ -85,6 +85,10 @@ pub struct Kpi {
     pub better: Better,
     pub target: Option<(&'static str, Bound)>,
     pub source: Source,
+    /// A gauge holding the length of the sliding window the KPI's series already cover (the
+    /// webhook ratios): consecutive values closer than that share most of their data, so the
+    /// KPI is evaluated every window (at least every step) to stay independent per value.
+    pub sliding_window: Option<&'static str>,
 }
 
 const fn kpi(group: Group, name: &'static str, expr: &'static str) -> Kpi {
@@ -97,6 +101,7 @@ const fn kpi(group: Group, name: &'static str, expr: &'static str) -> Kpi {
         better: Better::Lower,
         target: None,
         source: Source::Database,
+        sliding_window: None,
     }
 }
 
@@ -115,6 +120,10 @@ impl Kpi {
     }
     const fn target(mut self, rule: &'static str, bound: Bound) -> Kpi {
         self.target = Some((rule, bound));
+        self
+    }
+    const fn sliding(mut self, window_gauge: &'static str) -> Kpi {
+        self.sliding_window = Some(window_gauge);
         self
     }
     const fn pooler(mut self) -> Kpi {
@@ -236,6 +245,7 @@ pub const KPIS: &[Kpi] = &[
         "first-attempt success",
         "avg_over_time(app_webhook_first_attempt_success_ratio{{t}}[{w}])",
     )
+    .sliding("app_webhook_window_seconds")
     .unit(Unit::Ratio)
     .better(Better::Higher),
     kpi(
@@ -243,6 +253,7 @@ pub const KPIS: &[Kpi] = &[
         "retry success",
         "avg_over_time(app_webhook_retry_success_ratio{{t}}[{w}])",
     )
+    .sliding("app_webhook_window_seconds")
     .unit(Unit::Ratio)
     .better(Better::Higher)
     .target("pgkpi_kpi:webhook_retry_success_min", Bound::AtLeast),
@@ -313,13 +324,12 @@ pub struct Selectors {
     pub target: String,
     pub database: String,
     pub pooler: Option<String>,
-    pub window: String,
     pub tables: String,
 }
 
 impl Selectors {
     /// The expression with its placeholders filled; `None` for a pooler KPI without a pooler.
-    pub fn fill(&self, kpi: &Kpi) -> Option<String> {
+    pub fn fill(&self, kpi: &Kpi, step: std::time::Duration) -> Option<String> {
         let pooler = match kpi.source {
             Source::Pooler => Some(self.pooler.as_deref()?),
             Source::Database => None,
@@ -329,7 +339,7 @@ impl Selectors {
                 .replace("{t}", &self.target)
                 .replace("{d}", &self.database)
                 .replace("{p}", pooler.unwrap_or(""))
-                .replace("{w}", &self.window)
+                .replace("{w}", &format!("{}s", step.as_secs()))
                 .replace("{tables}", &self.tables),
         )
     }
@@ -362,12 +372,13 @@ mod tests {
             target: "target=\"a\"".into(),
             database: "target=\"a\"".into(),
             pooler: Some("target=\"p\"".into()),
-            window: "30s".into(),
             tables: "x".into(),
         };
         let mut names = std::collections::BTreeSet::new();
         for kpi in KPIS {
-            let expr = selectors.fill(kpi).unwrap();
+            let expr = selectors
+                .fill(kpi, std::time::Duration::from_secs(30))
+                .unwrap();
             assert!(!expr.contains("{t}") && !expr.contains("{w}"), "{expr}");
             assert!(!expr.contains("{{"), "{}: {expr}", kpi.name);
             assert!(names.insert((kpi.group, kpi.name)), "{} twice", kpi.name);
@@ -384,7 +395,9 @@ mod tests {
             pooler: None,
             ..selectors
         };
-        assert!(KPIS.iter().any(|k| without_pooler.fill(k).is_none()));
+        assert!(KPIS.iter().any(|k| without_pooler
+            .fill(k, std::time::Duration::from_secs(30))
+            .is_none()));
     }
 
     #[test]

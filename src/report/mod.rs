@@ -116,7 +116,8 @@ pub struct Report {
 }
 
 pub const METHOD: &str = "Each KPI is computed by Prometheus once per step, over non-overlapping \
-    windows of that step, in each range. Before and after are the medians of those per-step \
+    windows of that step, in each range (a KPI whose series already cover a sliding window, \
+    the webhook success ratios, once per that window). Before and after are the medians of those per-step \
     values. A change is significant when the two-sided Mann-Whitney U test (a rank test: normal \
     approximation with tie and continuity correction) of the per-step values gives p below alpha; \
     with fewer per-step values than the minimum in either range the verdict is \"not enough \
@@ -177,20 +178,23 @@ pub async fn build(request: &Request, progress: &mut dyn Progress) -> Result<Rep
         target: selector(&request.target),
         database,
         pooler: request.pooler.as_deref().map(selector),
-        window: format!("{}s", request.step.as_secs()),
         tables,
     };
     let mut rows = Vec::new();
     for (done, kpi) in KPIS.iter().enumerate() {
         progress.step(done, KPIS.len(), kpi.name);
-        let Some(expr) = selectors.fill(kpi) else {
+        let step = match kpi.sliding_window {
+            Some(gauge) => step_for_window(&client, gauge, &selectors.target, request).await?,
+            None => request.step,
+        };
+        let Some(expr) = selectors.fill(kpi, step) else {
             continue;
         };
         let before = client
-            .query_range(&expr, &windows(&request.before, request.step), request.step)
+            .query_range(&expr, &windows(&request.before, step), step)
             .await?;
         let after = client
-            .query_range(&expr, &windows(&request.after, request.step), request.step)
+            .query_range(&expr, &windows(&request.after, step), step)
             .await?;
         let target = kpi.target.and_then(|(rule, bound)| {
             targets
@@ -226,6 +230,24 @@ fn windows(range: &Range, step: Duration) -> Range {
         start: (range.start + step.as_secs_f64()).min(range.end),
         end: range.end,
     }
+}
+
+/// The step of a KPI whose series cover a sliding window: the window (the largest seen at the
+/// end of the after range), rounded up to whole seconds, when it is longer than the step.
+async fn step_for_window(
+    client: &Client,
+    gauge: &str,
+    target: &str,
+    request: &Request,
+) -> Result<Duration, ReportError> {
+    let window = client
+        .query(&format!("max({gauge}{{{target}}})"), request.after.end)
+        .await?
+        .first()
+        .and_then(|s| s.points.first())
+        .map(|p| p.1.ceil() as u64)
+        .unwrap_or(0);
+    Ok(request.step.max(Duration::from_secs(window)))
 }
 
 async fn check_target(client: &Client, target: &str) -> Result<(), ReportError> {

@@ -25,6 +25,7 @@ mod pgbouncer;
 mod queues;
 mod relations;
 mod replication;
+mod report;
 mod rules;
 mod stack_files;
 mod statements;
