@@ -7,7 +7,7 @@
 //! Along the way: an unreachable Prometheus, a range without data, an unknown target and a bad
 //! range each give one error line and their own exit code.
 //!
-//! Phases are short (55 s, 55 s, 40 s) to keep the test near 3 minutes on 2 loaded cores;
+//! Phases are short (55 s, 55 s, 45 s) to keep the test near 3 minutes on 2 loaded cores;
 //! scripts/staging-compare.sh runs the same with minutes per phase.
 
 use std::process::{Command, Output, Stdio};
@@ -21,11 +21,15 @@ use crate::support::{
 
 /// Rows the migrations change by design, reported but not gating (`--ignore`):
 /// * workload "webhooks": 006 moves the fan-out from `webhooks.events ? $1` to
-///   integration.webhook_subscriptions, a different statement whose median can be a few
-///   hundredths of a millisecond slower;
+///   integration.webhook_subscriptions, a different statement, measured 20-60 % slower at the
+///   median (hundredths of a millisecond);
+/// * workload "chat" (what is left of chat once the timeline and unread count have workloads
+///   of their own: message inserts, mark-as-read, inbox): 003's indexes make every insert and
+///   update of chat.messages write more index entries; measured from +4 % to +75 % at the
+///   median across runs;
 /// * the cache hit ratio: the migrations' new indexes are read from disk once; both ranges
-///   stay at 99.9x%, a difference the rank test can call significant.
-const IGNORE: &str = r"workload=webhooks\)|cache hit ratio";
+///   stay at 99.9x %, a difference the rank test can call significant.
+const IGNORE: &str = r"workload=(webhooks|chat)\)|cache hit ratio";
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -220,7 +224,7 @@ fn staging_comparison_improves_the_audited_queries_and_catches_a_dropped_claim_i
         "app",
         "DROP INDEX core.notification_queue_claim_order_idx; DROP INDEX core.notification_queue_claim_idx",
     );
-    let harmful = phase(&cluster, 40);
+    let harmful = phase(&cluster, 45);
     let (output, runtime_harmful) = report(&url, &migrated, &harmful, &["--format", "json"]);
     let rows = json_rows(&output);
     let claim = row(&rows, "latency p95", "notification_claim");
