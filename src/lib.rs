@@ -46,6 +46,10 @@
 //!   start, on reload, on a change of the target files); `app::reload` re-reads the
 //!   configuration on SIGHUP, `POST /-/reload` and changes of `targets_directory`.
 //!
+//! Beside the exporter:
+//! * `report`: `pgkpi report`, a before/after verdict on a change from the KPIs a Prometheus
+//!   server holds (its HTTP API, never a database); uses only `tls` of the modules above.
+//!
 //! # Where new things go
 //! * A collector that is only SQL: a definition file in `collectors/` (see
 //!   docs/collectors.md); no Rust.
@@ -74,6 +78,7 @@ pub mod logging;
 pub mod metric;
 pub mod poller;
 pub mod reference;
+pub mod report;
 pub mod shard;
 pub mod shared;
 pub mod snapshot;

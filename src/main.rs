@@ -105,12 +105,209 @@ enum Command {
     CheckConfig,
     /// Print the metric reference as Markdown.
     MetricsReference,
+    /// Compare a target's KPIs before and after a change, from Prometheus, with a verdict per
+    /// KPI (improved, regressed, no significant change, not enough data); exit 1 when a KPI
+    /// regressed or misses its target.
+    Report(Box<ReportArgs>),
     /// Print the man page or a shell completion script (for packagers).
     #[command(hide = true)]
     Generate {
         #[command(subcommand)]
         what: Generated,
     },
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("ranges").required(true).args(["before", "change"])))]
+struct ReportArgs {
+    /// Base URL of the Prometheus server (a path prefix is kept, e.g. https://host/prometheus).
+    #[arg(
+        long = "prometheus.url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:9090"
+    )]
+    prometheus_url: String,
+    /// Basic-auth user for Prometheus.
+    #[arg(long = "prometheus.user", value_name = "USER")]
+    prometheus_user: Option<String>,
+    /// File holding the basic-auth password.
+    #[arg(long = "prometheus.password-file", value_name = "FILE")]
+    prometheus_password_file: Option<PathBuf>,
+    /// File holding a bearer token.
+    #[arg(long = "prometheus.bearer-token-file", value_name = "FILE")]
+    prometheus_bearer_token_file: Option<PathBuf>,
+    /// PEM file of the CA of an https:// Prometheus (default: the system's trust store).
+    #[arg(long = "prometheus.ca-file", value_name = "FILE")]
+    prometheus_ca_file: Option<PathBuf>,
+    /// The pgkpi target to compare (its `target` label).
+    #[arg(long, value_name = "NAME")]
+    target: String,
+    /// The pgBouncer target in front of it, for the pool-wait KPI.
+    #[arg(long, value_name = "NAME")]
+    pooler: Option<String>,
+    /// Only the rows of this database (datname) for per-database KPIs.
+    #[arg(long, value_name = "DATNAME")]
+    database: Option<String>,
+    /// The range before the change: START..END, each RFC 3339, Unix seconds, now or now-30m.
+    #[arg(
+        long,
+        value_name = "START..END",
+        requires = "after",
+        conflicts_with = "change"
+    )]
+    before: Option<String>,
+    /// The range after the change, as --before.
+    #[arg(long, value_name = "START..END", requires = "before")]
+    after: Option<String>,
+    /// The time of the change: compare --window before it with --window after it (after --settle).
+    #[arg(long, value_name = "TIME")]
+    change: Option<String>,
+    /// Length of each range around --change.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = humantime::parse_duration)]
+    window: std::time::Duration,
+    /// Time skipped after --change (caches warming, a backlog draining).
+    #[arg(long, value_name = "DURATION", default_value = "0s", value_parser = humantime::parse_duration)]
+    settle: std::time::Duration,
+    /// Length of the windows the per-step values are computed over (whole seconds; at least
+    /// two scrape intervals).
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = humantime::parse_duration)]
+    step: std::time::Duration,
+    /// Significance level of the rank test.
+    #[arg(long, value_name = "P", default_value_t = 0.01)]
+    alpha: f64,
+    /// Fewest per-step values per range for a verdict; fewer is "not enough data".
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    min_points: usize,
+    /// Rows whose name matches this regex (e.g. 'workload=webhooks') are reported but do not
+    /// count for the exit code.
+    #[arg(long, value_name = "REGEX")]
+    ignore: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: pgkpi::report::render::Format,
+    /// No progress indicator on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// The progress line on stderr while the queries run, when stderr is a terminal.
+struct TerminalProgress {
+    enabled: bool,
+}
+
+impl pgkpi::report::Progress for TerminalProgress {
+    fn step(&mut self, done: usize, total: usize, what: &str) {
+        if self.enabled {
+            eprint!("\r\x1b[Kquerying Prometheus: {done}/{total} {what}");
+        }
+    }
+    fn finish(&mut self) {
+        if self.enabled {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn report_request(args: &ReportArgs) -> Result<pgkpi::report::Request, String> {
+    use pgkpi::report::range;
+    let now = range::now();
+    let (before, after) = match (&args.before, &args.after, &args.change) {
+        (Some(before), Some(after), None) => (
+            range::parse_range("--before", before, now)?,
+            range::parse_range("--after", after, now)?,
+        ),
+        (None, None, Some(change)) => range::around_change(
+            range::parse_time(change, now).map_err(|e| format!("--change: {e}"))?,
+            args.window,
+            args.settle,
+            now,
+        )?,
+        _ => return Err("give --before and --after, or --change (with --window)".into()),
+    };
+    if args.step.as_secs() < 1 || args.step.subsec_nanos() != 0 {
+        return Err("--step must be whole seconds, at least 1s (e.g. 30s, 1m)".into());
+    }
+    if !(args.alpha > 0.0 && args.alpha < 0.5) {
+        return Err(format!(
+            "--alpha {} must be between 0 and 0.5 (e.g. 0.01)",
+            args.alpha
+        ));
+    }
+    let ignore = match &args.ignore {
+        Some(pattern) => {
+            Some(regex::Regex::new(pattern).map_err(|e| format!("--ignore {pattern:?}: {e}"))?)
+        }
+        None => None,
+    };
+    if args.min_points < 3 {
+        return Err("--min-points must be at least 3".into());
+    }
+    Ok(pgkpi::report::Request {
+        connection: pgkpi::report::prometheus::Connection {
+            url: args.prometheus_url.clone(),
+            user: args.prometheus_user.clone(),
+            password_file: args.prometheus_password_file.clone(),
+            bearer_token_file: args.prometheus_bearer_token_file.clone(),
+            ca_file: args.prometheus_ca_file.clone(),
+        },
+        target: args.target.clone(),
+        pooler: args.pooler.clone(),
+        database: args.database.clone(),
+        before,
+        after,
+        step: args.step,
+        significance: pgkpi::report::verdict::Significance {
+            alpha: args.alpha,
+            min_points: args.min_points,
+        },
+        ignore,
+    })
+}
+
+/// `pgkpi report`: exit 0 (no KPI regressed or misses its target), 1 (one does), or the
+/// error's code (2 usage, 3 Prometheus unreachable or failing, 4 no data, 5 unknown target).
+fn report(args: &ReportArgs) -> ExitCode {
+    use pgkpi::report::{Progress as _, ReportError};
+    use std::io::IsTerminal as _;
+    let fail = |error: ReportError| {
+        eprintln!("pgkpi report: {error}");
+        ExitCode::from(error.exit_code())
+    };
+    let request = match report_request(args) {
+        Ok(request) => request,
+        Err(message) => return fail(ReportError::Usage(message)),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("pgkpi report: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut progress = TerminalProgress {
+        enabled: !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let report = match runtime.block_on(pgkpi::report::build(&request, &mut progress)) {
+        Ok(report) => report,
+        Err(error) => {
+            progress.finish();
+            return fail(error);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let text = pgkpi::report::render::render(&report, args.format);
+    if let Err(error) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        eprintln!("pgkpi report: cannot write: {error}");
+        return ExitCode::from(1);
+    }
+    if report.fails() {
+        ExitCode::from(pgkpi::report::EXIT_FAILED_KPI)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[derive(Subcommand)]
@@ -158,6 +355,46 @@ fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
             &about,
         );
     }
+    // Subcommands with flags of their own (pgkpi report) list them here, from the definition.
+    for command in cli.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let flags: Vec<_> = command
+            .get_arguments()
+            .filter(|a| a.get_long().is_some())
+            .collect();
+        if flags.is_empty() {
+            continue;
+        }
+        page.control(
+            "SH",
+            [format!("{} OPTIONS", command.get_name().to_uppercase()).as_str()],
+        );
+        for flag in flags {
+            let value = flag
+                .get_value_names()
+                .map(|names| format!(" {}", names.join(" ")))
+                .unwrap_or_default();
+            let help = flag.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let default = match flag.get_default_values() {
+                [] => String::new(),
+                values => format!(
+                    " (default {})",
+                    values
+                        .iter()
+                        .map(|v| v.to_string_lossy())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            entry(
+                &mut page,
+                vec![
+                    bold(format!("--{}", flag.get_long().unwrap_or_default())),
+                    italic(value),
+                ],
+                &format!("{help}{default}"),
+            );
+        }
+    }
     page.control("SH", ["ENVIRONMENT"]);
     for (name, text) in [
         ("DATA_SOURCE_NAME, PGKPI_DSN", "One database to monitor, a libpq key=value string or a postgresql:// URL; replaces the targets of the configuration file."),
@@ -189,6 +426,29 @@ fn write_man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
         "0 on success, 1 on a runtime failure (e.g. the listen address is taken), 2 on a \
          configuration problem, with a message naming the file, line or key and the fix.",
     )]);
+    page.text([roman("pgkpi report exits with its own codes:")]);
+    for (code, text) in [
+        (
+            "0",
+            "no KPI regressed and every KPI with a target meets it after the change",
+        ),
+        (
+            "1",
+            "a KPI regressed, or misses its target after the change",
+        ),
+        ("2", "usage error (a flag, a time or a range)"),
+        (
+            "3",
+            "Prometheus unreachable, or it answered with an error (e.g. authentication)",
+        ),
+        (
+            "4",
+            "no data for the target in the before or the after range",
+        ),
+        ("5", "the target is unknown to Prometheus"),
+    ] {
+        entry(&mut page, vec![bold(code)], text);
+    }
     page.control("SH", ["SEE ALSO"]).text([roman(
         "The configuration reference, docs/configuration.md in the pgkpi sources, and the \
          metric reference printed by pgkpi metrics-reference.",
@@ -234,6 +494,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::Generate { what }) => return generate(what),
+        Some(Command::Report(args)) => return report(&args),
         other => cli.command = other,
     }
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();

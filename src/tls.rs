@@ -35,7 +35,7 @@ pub struct Tls {
 pub fn build(options: &TlsOptions) -> Result<Tls, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = match &options.root_cert {
-        Some(path) => Some(Arc::new(load_roots(path)?)),
+        Some(path) => Some(Arc::new(load_roots(path, "sslrootcert")?)),
         None => None,
     };
     let verifier: Arc<dyn ServerCertVerifier> = match (options.mode, roots) {
@@ -80,7 +80,9 @@ fn webpki(
         .map_err(|e| format!("tls setup: {e}"))
 }
 
-fn load_roots(path: &Path) -> Result<RootCertStore, String> {
+/// The trust anchors in `path` (PEM), or the operating system's store for `system`; errors
+/// name the setting the path came from (`setting`, e.g. "sslrootcert").
+pub fn load_roots(path: &Path, setting: &str) -> Result<RootCertStore, String> {
     let mut store = RootCertStore::empty();
     if path == Path::new("system") {
         let found = rustls_native_certs::load_native_certs();
@@ -88,25 +90,25 @@ fn load_roots(path: &Path) -> Result<RootCertStore, String> {
             let _ = store.add(cert);
         }
         if store.is_empty() {
-            return Err("sslrootcert=system: no trusted certificates found in the operating system's store; install ca-certificates or give a PEM file".into());
+            return Err(format!("{setting}=system: no trusted certificates found in the operating system's store; install ca-certificates or give a PEM file"));
         }
         return Ok(store);
     }
     let pem = std::fs::read(path).map_err(|e| {
         format!(
-            "sslrootcert {}: cannot read it ({e}); give the path of a PEM file",
+            "{setting} {}: cannot read it ({e}); give the path of a PEM file",
             path.display()
         )
     })?;
     for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
         let cert =
-            cert.map_err(|e| format!("sslrootcert {}: not valid PEM ({e})", path.display()))?;
+            cert.map_err(|e| format!("{setting} {}: not valid PEM ({e})", path.display()))?;
         store
             .add(cert)
-            .map_err(|e| format!("sslrootcert {}: unusable certificate ({e})", path.display()))?;
+            .map_err(|e| format!("{setting} {}: unusable certificate ({e})", path.display()))?;
     }
     if store.is_empty() {
-        return Err(format!("sslrootcert {}: no certificate found in the file; it must hold PEM 'BEGIN CERTIFICATE' blocks", path.display()));
+        return Err(format!("{setting} {}: no certificate found in the file; it must hold PEM 'BEGIN CERTIFICATE' blocks", path.display()));
     }
     Ok(store)
 }

@@ -335,7 +335,18 @@ fn man_page_and_completions_cover_the_public_command_line() {
     public.extend(["check-config", "metrics-reference"]);
     // roff escapes each hyphen.
     let man = stdout(&["generate", "man"]).replace("\\-", "-");
-    for word in public.iter().chain(&["DATA_SOURCE_NAME", "EXIT STATUS"]) {
+    // pgkpi report's own flags and exit codes.
+    public.extend(["report", "--prometheus.url", "--before", "--format"]);
+    let report_exits = [
+        "unknown to Prometheus",
+        "no data for the target",
+        "Prometheus unreachable",
+    ];
+    for word in public
+        .iter()
+        .chain(&["DATA_SOURCE_NAME", "EXIT STATUS"])
+        .chain(&report_exits)
+    {
         assert!(man.contains(word), "the man page lacks {word}");
     }
     assert!(

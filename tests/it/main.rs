@@ -28,6 +28,7 @@ mod queues;
 mod relations;
 mod reload;
 mod replication;
+mod report;
 mod rules;
 mod shards;
 mod stack_files;
