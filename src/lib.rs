@@ -10,6 +10,7 @@
 //!
 //! Foundations (no knowledge of PostgreSQL sessions or collectors):
 //! * `duration`: human-readable durations ("5s") in every configuration section.
+//! * `html`: escaping for the pages pgkpi writes (status page, report).
 //! * `sql_text`: identifiers and predicates from the configuration, quoted and checked.
 //! * `metric`: metric declarations (`Metric`), families and the Prometheus text encoding.
 //! * `dsn`: connection-string parsing, TLS options, password masking.
@@ -48,7 +49,7 @@
 //!
 //! Beside the exporter:
 //! * `report`: `pgkpi report`, a before/after verdict on a change from the KPIs a Prometheus
-//!   server holds (its HTTP API, never a database); uses only `tls` of the modules above.
+//!   server holds (its HTTP API, never a database); uses only `tls` and `html` of the modules above.
 //!
 //! # Where new things go
 //! * A collector that is only SQL: a definition file in `collectors/` (see
@@ -71,6 +72,7 @@ pub mod config;
 pub mod definition;
 pub mod dsn;
 pub mod duration;
+pub mod html;
 pub mod http;
 #[cfg(test)]
 mod layering;

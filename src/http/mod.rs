@@ -36,6 +36,7 @@ use self::limits::{
     out_of_descriptors, AcceptErrors, Admission, Busy, SlotGuard, Slots, TrackedBody,
 };
 pub use self::probe::{ProbeQuery, ProbeRefused, ProbeRequests};
+use crate::html::escape;
 use crate::shared::Shared;
 use crate::web_config::BasicAuth;
 
@@ -559,13 +560,6 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(Full::new(text.into()))
         .expect("valid response")
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -23,10 +23,12 @@
 //! Estimates (bloat) are explained in docs/relations.md.
 //!
 //! Files: `columns` (label columns, naming SQL, chunked reads, the `Col` declarations), `rollup`
-//! (the cap and the `(other)` rows, pure logic), one file per collector (`stats`, `sizes`,
-//! `health`) with its SQL, and `settings` (`[relations]`).
+//! (the cap and the `(other)` rows, pure logic), `export` (naming the kept ones, the
+//! families), one file per collector (`stats`, `sizes`, `health`) with its SQL, and `settings`
+//! (`[relations]`).
 
 mod columns;
+mod export;
 mod health;
 mod rollup;
 pub mod settings;

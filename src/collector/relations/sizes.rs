@@ -28,10 +28,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
-use super::columns::{
-    for_each_chunk, names, Col, INDEX, INDEX_KEY, INDEX_LABELS, TABLE, TABLE_KEY, TABLE_LABELS,
-};
-use super::rollup::{aggs, cap, families, group, to_name, Key, Series};
+use super::columns::{for_each_chunk, Col, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::export::export;
+use super::rollup::{aggs, cap, group, Key, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::{Family, Metric};
@@ -595,17 +594,13 @@ impl Collector for RelationSizes {
                 &aggs(INDEX_SIZES),
             );
             let dropped = cut_tables + cut_indexes;
-            let (named_tables, _) = to_name(&tables);
-            let (named_indexes, their_tables) = to_name(&indexes);
-            let names = names(
+            let out = export(
                 session,
                 children,
-                &[named_tables, their_tables].concat(),
-                &named_indexes,
+                (&tables, TABLE_SIZES),
+                (&indexes, INDEX_SIZES),
             )
             .await?;
-            let mut out = families(&tables, &names, TABLE_LABELS, TABLE_SIZES);
-            out.extend(families(&indexes, &names, INDEX_LABELS, INDEX_SIZES));
             self.dropped = dropped;
             self.report = Some((out.clone(), dropped));
             Ok(out)

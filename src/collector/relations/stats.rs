@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use super::columns::{
-    for_each_chunk, names, user_tables, Col, INDEX, INDEX_KEY, INDEX_LABELS, TABLE, TABLE_KEY,
-    TABLE_LABELS,
-};
-use super::rollup::{aggs, families, group, select, to_name, CounterRollups, Series};
+use super::columns::{for_each_chunk, user_tables, Col, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::export::export;
+use super::rollup::{aggs, group, select, CounterRollups, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -236,17 +234,13 @@ impl Collector for RelationStats {
             self.dropped = tables.dropped + indexes.dropped;
             let tables = self.tables.apply(tables, TABLE_STATS);
             let indexes = self.indexes.apply(indexes, INDEX_STATS);
-            let (named_tables, _) = to_name(&tables);
-            let (named_indexes, their_tables) = to_name(&indexes);
-            let names = names(
+            let out = export(
                 session,
                 children,
-                &[named_tables, their_tables].concat(),
-                &named_indexes,
+                (&tables, TABLE_STATS),
+                (&indexes, INDEX_STATS),
             )
             .await?;
-            let mut out = families(&tables, &names, TABLE_LABELS, TABLE_STATS);
-            out.extend(families(&indexes, &names, INDEX_LABELS, INDEX_STATS));
             Ok(out)
         })
     }

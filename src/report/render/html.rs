@@ -6,6 +6,7 @@ use super::super::kpi::Bound;
 use super::super::verdict::Verdict;
 use super::super::{Report, Row};
 use super::{change, header_lines, name, p_value, side, summary, target};
+use crate::html::escape;
 
 const WIDTH: f64 = 220.0;
 const HEIGHT: f64 = 44.0;
@@ -141,13 +142,6 @@ fn chart(row: &Row) -> String {
     }
     svg.push_str("</svg>");
     svg
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
