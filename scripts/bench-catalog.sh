@@ -19,6 +19,8 @@
 #   BENCH_TOP       also print each exporter's N costliest statements (calls, total and max ms)
 #   BENCH_BASELINE_BIN  another pgkpi binary (an earlier version) run in the same window as its
 #                   own role, printed as "pgkpi baseline": before and after side by side
+#   BENCH_EXPORTERS which of "pgkpi anchor" to run (default both; "pgkpi" alone measures pgkpi
+#                   on a machine the anchor's scrapes do not saturate, as at 50 000 tables)
 # Starts its own throwaway PostgreSQL cluster; installs postgres_exporter from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +42,7 @@ bench_setup catalog
 psql_ -d postgres -c "CREATE ROLE bench_pgkpi LOGIN IN ROLE pg_monitor" \
   -c "CREATE ROLE bench_anchor LOGIN IN ROLE pg_monitor" \
   -c "CREATE ROLE bench_baseline LOGIN IN ROLE pg_monitor"
-exporters=(pgkpi anchor)
+read -r -a exporters <<<"${BENCH_EXPORTERS:-pgkpi anchor}"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && exporters+=(baseline)
 
 # Private memory (RssAnon, kB) of a role's backends: "total_kB count".

@@ -175,6 +175,10 @@ struct ReportArgs {
     /// Significance level of the rank test.
     #[arg(long, value_name = "P", default_value_t = 0.01)]
     alpha: f64,
+    /// Smallest relative change of the medians worth a verdict (0.05 = 5 %); smaller
+    /// significant changes are "no significant change".
+    #[arg(long, value_name = "RATIO", default_value_t = 0.05)]
+    min_change: f64,
     /// Fewest per-step values per range for a verdict; fewer is "not enough data".
     #[arg(long, value_name = "N", default_value_t = 6)]
     min_points: usize,
@@ -239,6 +243,12 @@ fn report_request(args: &ReportArgs) -> Result<pgkpi::report::Request, String> {
         }
         None => None,
     };
+    if !(0.0..1.0).contains(&args.min_change) {
+        return Err(format!(
+            "--min-change {} must be at least 0 and below 1 (e.g. 0.05 for 5 %)",
+            args.min_change
+        ));
+    }
     if args.min_points < 3 {
         return Err("--min-points must be at least 3".into());
     }
@@ -259,6 +269,7 @@ fn report_request(args: &ReportArgs) -> Result<pgkpi::report::Request, String> {
         significance: pgkpi::report::verdict::Significance {
             alpha: args.alpha,
             min_points: args.min_points,
+            min_change: args.min_change,
         },
         ignore,
     })

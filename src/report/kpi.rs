@@ -56,6 +56,25 @@ pub enum Unit {
     Count,
 }
 
+impl Unit {
+    /// The smallest difference of the medians that counts as a change, whatever the rank test
+    /// says: under it a difference is below what the measurement resolves or what anyone acts on.
+    pub fn resolution(self) -> f64 {
+        match self {
+            // 0.1 ms: the spread of a sub-millisecond statement's percentiles between two
+            // quiet minutes on the same host.
+            Unit::Seconds => 0.000_1,
+            // Half a percentage point (a cache hit ratio from 99.9 % to 99.5 % is not news).
+            Unit::Ratio => 0.005,
+            // Fewer than one event per 100 seconds.
+            Unit::PerSecond => 0.01,
+            Unit::BytesPerSecond => 1024.0,
+            // Medians of counts: a whole one.
+            Unit::Count => 1.0,
+        }
+    }
+}
+
 /// A bound from a `pgkpi_kpi:*` recording rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -119,8 +119,9 @@ pub const METHOD: &str = "Each KPI is computed by Prometheus once per step, over
     windows of that step, in each range (a KPI whose series already cover a sliding window, \
     the webhook success ratios, once per that window). Before and after are the medians of those per-step \
     values. A change is significant when the two-sided Mann-Whitney U test (a rank test: normal \
-    approximation with tie and continuity correction) of the per-step values gives p below alpha; \
-    with fewer per-step values than the minimum in either range the verdict is \"not enough \
+    approximation with tie and continuity correction) of the per-step values gives p below alpha \
+    and the medians differ by at least the minimum change and the unit's resolution (0.1 ms, \
+    half a percentage point, 0.01/s, 1 KiB/s, one); with fewer per-step values than the minimum in either range the verdict is \"not enough \
     data\". Targets are the pgkpi_kpi:* recording rules Prometheus holds, compared with the after \
     median.";
 
@@ -365,6 +366,7 @@ fn rows_of(
                     better,
                     target,
                     significance,
+                    kpi.unit.resolution(),
                 ),
                 before_values,
                 after_values,

@@ -30,11 +30,16 @@ impl Verdict {
     }
 }
 
-/// When a difference counts: the test's level and the fewest per-step values per range.
+/// When a difference counts: the test's level, the fewest per-step values per range, and the
+/// smallest relative change of the medians worth a verdict.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Significance {
     pub alpha: f64,
     pub min_points: usize,
+    /// A change of the medians smaller than this share of the before median is "no significant
+    /// change" however small p is: with steady per-step values the rank test calls a 0.1 %
+    /// shift significant, which is true and of no use to a deployment gate.
+    pub min_change: f64,
 }
 
 /// A KPI target as Prometheus holds it.
@@ -77,12 +82,16 @@ impl Comparison {
     }
 }
 
+/// `resolution` is the smallest absolute difference of the medians that counts, in the KPI's
+/// unit ([`super::kpi::Unit::resolution`]): one slow call in a 45-second range is a rate of
+/// 0.00002/s, infinitely more than none, and no regression.
 pub fn compare(
     before: &[f64],
     after: &[f64],
     better: Better,
     target: Option<Target>,
     significance: Significance,
+    resolution: f64,
 ) -> Comparison {
     let before_median = statistics::median(&mut before.to_vec());
     let after_median = statistics::median(&mut after.to_vec());
@@ -92,9 +101,15 @@ pub fn compare(
     };
     let enough = before.len() >= significance.min_points && after.len() >= significance.min_points;
     let test = statistics::mann_whitney(before, after);
+    let large_enough = match (before_median, after_median) {
+        (Some(b), Some(a)) => {
+            (a - b).abs() >= resolution && (a - b).abs() >= significance.min_change * b.abs()
+        }
+        _ => false,
+    };
     let verdict = match test {
         Some(test) if enough => {
-            if test.p_value >= significance.alpha || test.z == 0.0 {
+            if test.p_value >= significance.alpha || test.z == 0.0 || !large_enough {
                 Verdict::NoSignificantChange
             } else {
                 let went_up = test.z > 0.0;
@@ -132,7 +147,9 @@ mod tests {
     const SIGNIFICANCE: Significance = Significance {
         alpha: 0.01,
         min_points: 6,
+        min_change: 0.05,
     };
+    const RESOLUTION: f64 = 0.0001;
 
     fn ramp(from: f64, step: f64, n: usize) -> Vec<f64> {
         // Interleaved so the values are not sorted by time.
@@ -152,6 +169,7 @@ mod tests {
             Better::Lower,
             Some(target),
             SIGNIFICANCE,
+            RESOLUTION,
         );
         assert_eq!(c.verdict, Verdict::Improved);
         assert_eq!(c.target_met, Some(true));
@@ -164,18 +182,18 @@ mod tests {
         let low = ramp(0.90, 0.001, 10);
         let high = ramp(0.99, 0.001, 10);
         assert_eq!(
-            compare(&high, &low, Better::Higher, None, SIGNIFICANCE).verdict,
+            compare(&high, &low, Better::Higher, None, SIGNIFICANCE, RESOLUTION).verdict,
             Verdict::Regressed
         );
         assert_eq!(
-            compare(&low, &high, Better::Lower, None, SIGNIFICANCE).verdict,
+            compare(&low, &high, Better::Lower, None, SIGNIFICANCE, RESOLUTION).verdict,
             Verdict::Regressed
         );
         assert_eq!(
-            compare(&low, &high, Better::Neither, None, SIGNIFICANCE).verdict,
+            compare(&low, &high, Better::Neither, None, SIGNIFICANCE, RESOLUTION).verdict,
             Verdict::Changed
         );
-        assert!(compare(&low, &high, Better::Lower, None, SIGNIFICANCE).fails());
+        assert!(compare(&low, &high, Better::Lower, None, SIGNIFICANCE, RESOLUTION).fails());
     }
 
     #[test]
@@ -186,9 +204,17 @@ mod tests {
             Better::Lower,
             None,
             SIGNIFICANCE,
+            RESOLUTION,
         );
         assert_eq!(few.verdict, Verdict::NotEnoughData);
-        let missing = compare(&[], &ramp(1.0, 0.1, 10), Better::Lower, None, SIGNIFICANCE);
+        let missing = compare(
+            &[],
+            &ramp(1.0, 0.1, 10),
+            Better::Lower,
+            None,
+            SIGNIFICANCE,
+            RESOLUTION,
+        );
         assert_eq!(missing.verdict, Verdict::NotEnoughData);
         assert_eq!(missing.before, None);
         assert_eq!(missing.change, None);
@@ -203,9 +229,59 @@ mod tests {
             value: 0.9,
         };
         let same = ramp(0.5, 0.001, 10);
-        let c = compare(&same, &same, Better::Higher, Some(target), SIGNIFICANCE);
+        let c = compare(
+            &same,
+            &same,
+            Better::Higher,
+            Some(target),
+            SIGNIFICANCE,
+            RESOLUTION,
+        );
         assert_eq!(c.verdict, Verdict::NoSignificantChange);
         assert_eq!(c.target_met, Some(false));
         assert!(c.fails());
+    }
+
+    #[test]
+    fn a_significant_change_below_the_floors_is_no_significant_change() {
+        // Steady values: the rank test finds the shift, p is tiny.
+        let before = ramp(0.999, 0.00001, 12);
+        let after = ramp(0.998, 0.00001, 12);
+        let ratio = compare(&before, &after, Better::Higher, None, SIGNIFICANCE, 0.005);
+        assert!(ratio.test.unwrap().p_value < 0.001);
+        assert_eq!(ratio.verdict, Verdict::NoSignificantChange);
+        // One slow call in the after range: from none to a tiny rate.
+        let none = vec![0.0; 9];
+        let mut one = vec![0.0; 9];
+        one.iter_mut().take(5).for_each(|v| *v = 0.00002);
+        let rate = compare(&none, &one, Better::Lower, None, SIGNIFICANCE, 0.01);
+        assert_eq!(rate.verdict, Verdict::NoSignificantChange);
+        // Above the absolute floor but under 5 % of the level: still no change.
+        let slow = ramp(0.100, 0.0001, 12);
+        let slower = ramp(0.103, 0.0001, 12);
+        let small = compare(
+            &slow,
+            &slower,
+            Better::Lower,
+            None,
+            SIGNIFICANCE,
+            RESOLUTION,
+        );
+        assert!(small.test.unwrap().p_value < 0.01);
+        assert_eq!(small.verdict, Verdict::NoSignificantChange);
+        // The same data with a larger shift is a regression.
+        let much_slower = ramp(0.120, 0.0001, 12);
+        assert_eq!(
+            compare(
+                &slow,
+                &much_slower,
+                Better::Lower,
+                None,
+                SIGNIFICANCE,
+                RESOLUTION
+            )
+            .verdict,
+            Verdict::Regressed
+        );
     }
 }

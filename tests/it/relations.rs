@@ -772,19 +772,35 @@ fn paged_catalog_reads_give_the_same_series_as_one_page() {
         all
     };
     let spread = [("relname", "spread"), ("schemaname", "core")];
+    // relation_stats and relation_sizes are separate collectors on their own schedules: wait
+    // for both families the assertions compare, sizes included.
     let ready = |target: &'static str| {
         move |m: &Metrics| {
-            m.find("pg_table_tup_inserted_total", &[("target", target)])
-                .len()
-                > 300
+            [
+                "pg_table_tup_inserted_total",
+                "pg_table_size_bytes",
+                "pg_index_size_bytes",
+            ]
+            .iter()
+            .all(|family| m.find(family, &[("target", target)]).len() > 300)
                 && m.value(
                     "pg_table_tup_inserted_total",
                     &[&[("target", target)], &spread[..]].concat(),
                 ) == Some(5.0)
         }
     };
-    let p = paged.wait_for(WAIT, "every table, the partitions summed", ready("paged"));
-    let w = whole.wait_for(WAIT, "every table, the partitions summed", ready("whole"));
+    // The first size pass measures 600 relations; on 2 loaded cores that takes a while.
+    let wait = Duration::from_secs(60);
+    let p = paged.wait_for(
+        wait,
+        "every table and index, the partitions summed",
+        ready("paged"),
+    );
+    let w = whole.wait_for(
+        wait,
+        "every table and index, the partitions summed",
+        ready("whole"),
+    );
     let counters = ["pg_table_tup_inserted_total", "pg_index_scans_total"];
     let sizes = ["pg_table_size_bytes", "pg_index_size_bytes"];
     assert_eq!(

@@ -174,7 +174,9 @@ mod tests {
                 Significance {
                     alpha: 0.01,
                     min_points: 6,
+                    min_change: 0.05,
                 },
+                Unit::Seconds.resolution(),
             ),
             before_values: before,
             after_values: after,
@@ -195,6 +197,7 @@ mod tests {
             significance: Significance {
                 alpha: 0.01,
                 min_points: 6,
+                min_change: 0.05,
             },
             method: "m",
             rows: vec![row],

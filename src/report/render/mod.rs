@@ -147,8 +147,11 @@ pub fn header_lines(report: &Report) -> Vec<String> {
         format!("before {}", report.before.display()),
         format!("after  {}", report.after.display()),
         format!(
-            "step {} s, alpha {}, at least {} values per range",
-            report.step_seconds, report.significance.alpha, report.significance.min_points
+            "step {} s, alpha {}, at least {} values per range, minimum change {}%",
+            report.step_seconds,
+            report.significance.alpha,
+            report.significance.min_points,
+            report.significance.min_change * 100.0
         ),
     ]
 }
