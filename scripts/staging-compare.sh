@@ -14,7 +14,7 @@
 #   STAGING_OUT     directory for the reports (default ./staging-report)
 #   STAGING_HARMFUL 1 to add the harmful phase
 #   STAGING_IGNORE  --ignore regex of the reports: rows shown but not counted for the exit code
-#                   (the test uses 'workload=(webhooks|chat)\)|cache hit ratio', see docs/report.md)
+#                   (the test's list and its reasons are in docs/report.md)
 #   STAGING_HOLD    1 to keep PostgreSQL, pgkpi and Prometheus running after the reports (until
 #                   Ctrl-C), to run `pgkpi report` again with other options
 # Exit status: that of the (first) report: 0 when nothing regressed or misses its target.

@@ -175,8 +175,8 @@ struct ReportArgs {
     /// Significance level of the rank test.
     #[arg(long, value_name = "P", default_value_t = 0.01)]
     alpha: f64,
-    /// Smallest relative change of the medians worth a verdict (0.05 = 5 %); smaller
-    /// significant changes are "no significant change".
+    /// Smallest change of the medians worth a verdict, as a share of the before median
+    /// (0.05 = 5 %); smaller significant changes are "no significant change".
     #[arg(long, value_name = "RATIO", default_value_t = 0.05)]
     min_change: f64,
     /// Fewest per-step values per range for a verdict; fewer is "not enough data".

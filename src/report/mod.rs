@@ -120,8 +120,8 @@ pub const METHOD: &str = "Each KPI is computed by Prometheus once per step, over
     the webhook success ratios, once per that window). Before and after are the medians of those per-step \
     values. A change is significant when the two-sided Mann-Whitney U test (a rank test: normal \
     approximation with tie and continuity correction) of the per-step values gives p below alpha \
-    and the medians differ by at least the minimum change and the unit's resolution (0.1 ms, \
-    half a percentage point, 0.01/s, 1 KiB/s, one); with fewer per-step values than the minimum in either range the verdict is \"not enough \
+    and the medians differ by at least the minimum change (a share of the before median) and by \
+    the unit's resolution (0.1 ms, half a percentage point, 0.01/s, 1 KiB/s, one); with fewer per-step values than the minimum in either range the verdict is \"not enough \
     data\". Targets are the pgkpi_kpi:* recording rules Prometheus holds, compared with the after \
     median.";
 
