@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{backends_of, both_lanes_up, children_of, postmaster_pid, storm_config, ROLE};
-use crate::support::{Cluster, Exporter, ExporterConfig, Frozen};
+use crate::support::{Cluster, Exporter, ExporterConfig, Frozen, TempDir};
 
 /// Seconds since midnight of a log line's timestamp (`2026-12-04T17:39:42.261453Z ...`).
 fn log_seconds(line: &str) -> f64 {
@@ -249,5 +249,50 @@ async fn a_crash_loop_is_survived_without_a_restart() {
             after_ready < Duration::from_secs(5),
             "recovery took {after_ready:?}"
         );
+    }
+}
+
+/// A collector that keeps hitting its client-side timeout costs the lane its session each time
+/// (the statement may still run), and the lane reconnects at once. The other collectors of the
+/// lane keep their schedule: their last run had a session, so nothing was missed. Before, every
+/// reconnect ran all of them at once, and on an overloaded server each timeout re-ran the
+/// catalog-wide collectors (167 unused-index checks in ten minutes at 50 000 tables).
+#[test]
+fn a_collector_timing_out_does_not_rerun_the_others_at_each_reconnect() {
+    let (cluster, db) = Cluster::shared_database("timeouts");
+    let dir = TempDir::new("timeoutdefs");
+    dir.write(
+        "stuck.toml",
+        "name = \"stuck_report\"\ndescription = \"Outlasts its client-side timeout.\"\n\
+         interval = \"1s\"\ntimeout = \"1s\"\n\
+         [[query]]\nsql = \"SELECT 1 AS n FROM pg_sleep(3)\"\n\
+         [[metric]]\ncolumn = \"n\"\nname = \"app_stuck_report\"\ntype = \"gauge\"\nhelp = \"Never arrives.\"\n",
+    );
+    let config = ExporterConfig::new("stuck", &cluster.dsn(&db))
+        .collector_paths(&[&dir.0])
+        .session("statement_timeout", "10s");
+    let exporter = Exporter::start(&config.build());
+    // Several timeouts, each followed by a reconnect of the main lane.
+    let m = exporter.wait_for(Duration::from_secs(60), "five reconnects", |m| {
+        m.value(
+            "pgkpi_target_connection_attempts_total",
+            &[("target", "stuck")],
+        )
+        .unwrap_or(0.0)
+            >= 6.0
+    });
+    assert!(
+        m.value(
+            "pgkpi_collector_errors_total",
+            &[("target", "stuck"), ("collector", "stuck_report")]
+        )
+        .unwrap_or(0.0)
+            >= 4.0,
+        "{}",
+        m.text
+    );
+    // Five-minute collectors of the same lane: one run each, at the start.
+    for collector in ["settings", "database_size", "sequences"] {
+        assert_eq!(m.runs("stuck", collector), 1.0, "{collector}\n{}", m.text);
     }
 }
