@@ -286,3 +286,48 @@ fn pgbackrest_backups_are_read_from_the_saved_info() {
     );
     assert!(logs.contains(&expected), "{expected}\nnot in:\n{logs}");
 }
+
+/// WAL-G is not packaged in Debian: its listing is the fixture written from WAL-G's documented
+/// format (tests/fixtures/backups/README.md). What this checks live is the configuration key,
+/// the file read and the summary through pgkpi's /metrics.
+#[test]
+fn walg_listing_is_read_from_the_saved_file() {
+    let (cluster, db) = Cluster::shared_database("walg");
+    let dir = TempDir::new("walg");
+    let listing = dir.0.join("walg-backups.json");
+    std::fs::copy(
+        crate::support::repo_path("tests/fixtures/backups/walg-backup-list-detail.json"),
+        &listing,
+    )
+    .unwrap();
+    let config = ExporterConfig::new(T, &cluster.dsn(&db))
+        .only_builtin(&["server", "backups"])
+        .interval("backups", "1s")
+        .set("backups", "walg_backup_list", listing.display().to_string())
+        // Ten years: the fixture's backups (November 2026) stay within it.
+        .set("backups", "retention", "3650d")
+        .build();
+    let exporter = Exporter::start(&config);
+    let m = exporter.wait_for(Duration::from_secs(30), "backup metrics", |m| {
+        m.of(T, "pg_backup_files", &[]).is_some()
+    });
+    // The newest full backup, base_000000010000000000000020, finished 2026-11-22T02:15:30Z;
+    // the delta after base_...02 is not a full backup.
+    assert!(
+        near(
+            m.of(T, "pg_backup_newest_age_seconds", &[]),
+            seconds_since(1795313730)
+        ),
+        "{}",
+        m.text
+    );
+    assert_eq!(
+        m.of(T, "pg_backup_newest_size_bytes", &[]),
+        Some(1700000000.0)
+    );
+    assert_eq!(m.of(T, "pg_backup_files", &[]), Some(3.0));
+    assert_eq!(
+        m.of(T, "pg_backup_size_bytes", &[]),
+        Some((1684893052u64 + 52428800 + 1700000000) as f64)
+    );
+}
