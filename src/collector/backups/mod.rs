@@ -136,11 +136,7 @@ fn scan(config: &BackupsConfig, now: SystemTime) -> Result<Vec<Family>, CollectE
         return Ok(Vec::new());
     };
     let (backups, written) = list(source).map_err(|e| {
-        let path = match source {
-            Source::Directory { path, .. } => path,
-            Source::PgBackRest { file, .. } | Source::WalG { file } => file,
-        };
-        CollectError::failed(format!("{} {}: {e}", source.key(), path.display()))
+        CollectError::failed(format!("{} {}: {e}", source.key(), source.path().display()))
     })?;
     let mut out = summarize(&backups, now, config.retention);
     if let Some(written) = written {

@@ -82,6 +82,14 @@ impl Source<'_> {
             Source::WalG { .. } => "backups.walg_backup_list",
         }
     }
+
+    /// The directory or file read, for messages.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::Directory { path, .. } => path,
+            Source::PgBackRest { file, .. } | Source::WalG { file } => file,
+        }
+    }
 }
 
 impl BackupsConfig {
