@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib/packages.sh
 # python3 runs the mixin's render (scripts/render-mixin.sh adds jsonnet and PyYAML in target/py);
-# binutils: objdump, for the libraries the container image must provide (stack_files.rs).
-ensure_packages "${PGKPI_BASE_PACKAGES[@]}" python3 binutils
+# binutils: objdump, for the libraries the container image must provide (stack_files.rs);
+# pgbackrest: the backups test makes a real backup and reads its info (tests/it/backups.rs).
+ensure_packages "${PGKPI_BASE_PACKAGES[@]}" python3 binutils pgbackrest
 
 echo "== alerts/ and dashboards/ match the monitoring mixin's render (mixin/)"
 bash scripts/render-mixin.sh --check

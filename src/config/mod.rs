@@ -462,9 +462,9 @@ pub struct FlagOverrides {
 
 impl Config {
     /// The target `[backups]` belongs to: the one it names, else the first PostgreSQL
-    /// target; None when no backup directory is configured.
+    /// target; None when `[backups]` sets no source (directory or JSON file).
     pub fn backups_target(&self) -> Option<&str> {
-        self.backups.directory.as_ref()?;
+        self.backups.source()?;
         match &self.backups.target {
             Some(name) => Some(name.as_str()),
             None => self
