@@ -1,5 +1,5 @@
-// Backups: full backups from the `backups` collector ([backups] directory), the restore-test
-// marker. WAL archiving has its own alerts in replication.yml (PostgresWalArchivingFailing,
+// Backups: full backups from the `backups` collector ([backups] directory or a pgBackRest /
+// WAL-G listing), the listing's freshness, the restore-test marker. WAL archiving has its own alerts in replication.yml (PostgresWalArchivingFailing,
 // PostgresWalArchiveStale). Thresholds in kpi.yml.
 local text = import '../lib/text.libsonnet';
 
@@ -19,7 +19,23 @@ local text = import '../lib/text.libsonnet';
             labels: { severity: 'critical' },
             annotations: {
               summary: 'No full backup of {{ $labels.target }} within %s' % text.duration($._config.kpi.backup_age_max_seconds),
-              description: 'The newest file matching [backups] pattern is older than %s, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.' % text.duration($._config.kpi.backup_age_max_seconds),
+              description: 'The newest full backup ([backups] directory, pgBackRest or WAL-G listing) is older than %s, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.' % text.duration($._config.kpi.backup_age_max_seconds),
+            },
+          },
+          {
+            // The listing is written by the backup job's timer: when it stops, the backup ages
+            // keep growing (they come from the backups' own finish times), so
+            // PostgresBackupMissing fires too; this one says that the listing, not
+            // necessarily the backup, is what stopped.
+            alert: 'PostgresBackupListingStale',
+            expr: |||
+              pg_backup_info_age_seconds{%(pgkpiSelector)s} > on () group_left () pgkpi_kpi:backup_age_max_seconds
+            ||| % $._config,
+            'for': '10m',
+            labels: { severity: 'warning' },
+            annotations: {
+              summary: 'The backup listing of {{ $labels.target }} is {{ $value | humanizeDuration }} old',
+              description: 'The file [backups] pgbackrest_info or walg_backup_list was not rewritten for more than %s: the job that refreshes it stopped, so newer backups are not seen.' % text.duration($._config.kpi.backup_age_max_seconds),
             },
           },
           {

@@ -40,7 +40,7 @@
                   exp_labels: labels + { severity: 'critical', instance: 'i', target: 'gone' },
                   exp_annotations: {
                     summary: 'No full backup of gone within 26 hours',
-                    description: 'The newest file matching [backups] pattern is older than 26 hours, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.',
+                    description: 'The newest full backup ([backups] directory, pgBackRest or WAL-G listing) is older than 26 hours, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.',
                     runbook_url: $._config.runbookURLPattern % 'postgresbackupmissing',
                   },
                 },
@@ -54,7 +54,7 @@
                   exp_labels: labels + { severity: 'critical', instance: 'i', target: 'gone' },
                   exp_annotations: {
                     summary: 'No full backup of gone within 26 hours',
-                    description: 'The newest file matching [backups] pattern is older than 26 hours, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.',
+                    description: 'The newest full backup ([backups] directory, pgBackRest or WAL-G listing) is older than 26 hours, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.',
                     runbook_url: $._config.runbookURLPattern % 'postgresbackupmissing',
                   },
                 },
@@ -62,8 +62,41 @@
                   exp_labels: labels + { severity: 'critical', instance: 'i', target: 'late' },
                   exp_annotations: {
                     summary: 'No full backup of late within 26 hours',
-                    description: 'The newest file matching [backups] pattern is older than 26 hours, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.',
+                    description: 'The newest full backup ([backups] directory, pgBackRest or WAL-G listing) is older than 26 hours, or none is kept: the daily backup did not run, failed, or writes elsewhere. A restore now would lose more than a day.',
                     runbook_url: $._config.runbookURLPattern % 'postgresbackupmissing',
+                  },
+                },
+              ],
+            },
+          ],
+        },
+        {
+          name: 'a backup listing not rewritten for 26 hours opens a ticket; a daily one does not',
+          interval: '5m',
+          input_series: [
+            // stale: the listing ages past 26 h (93600 s) at 145 minutes.
+            {
+              series: 'pg_backup_info_age_seconds{%s,instance="i",target="stale"}' % sel,
+              values: '85200+300x40',
+            },
+            // daily: rewritten an hour ago.
+            {
+              series: 'pg_backup_info_age_seconds{%s,instance="i",target="daily"}' % sel,
+              values: '3600x40',
+            },
+          ],
+          alert_rule_test: [
+            { eval_time: '2h30m', alertname: 'PostgresBackupListingStale', exp_alerts: [] },
+            {
+              eval_time: '3h',
+              alertname: 'PostgresBackupListingStale',
+              exp_alerts: [
+                {
+                  exp_labels: labels + { severity: 'warning', instance: 'i', target: 'stale' },
+                  exp_annotations: {
+                    summary: 'The backup listing of stale is 1d 2h 40m 0s old',
+                    description: 'The file [backups] pgbackrest_info or walg_backup_list was not rewritten for more than 26 hours: the job that refreshes it stopped, so newer backups are not seen.',
+                    runbook_url: $._config.runbookURLPattern % 'postgresbackuplistingstale',
                   },
                 },
               ],
