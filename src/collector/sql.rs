@@ -4,8 +4,10 @@
 use std::error::Error;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::types::{FromSql, ToSql, Type};
+use tokio_postgres::Row;
 
 use super::{CollectError, CollectFuture, Collector, Session, SkipReason};
 use crate::definition::{Definition, Privilege, ServerRole};
@@ -115,36 +117,45 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
             _ => {}
         }
     }
-    let rows = match session.client.query(query.sql.as_str(), &[]).await {
-        Ok(rows) => rows,
-        Err(error) if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
-            return Err(CollectError::skipped(
+    // Read row by row, keeping at most `max_series` (twice that between compactions): a
+    // definition over every table of a 50 000-table catalogue held all its rows, then all
+    // their cells, only to keep 50.
+    let privilege = |error: tokio_postgres::Error| -> CollectError {
+        if error.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+            CollectError::skipped(
                 SkipReason::Permission,
                 describe_with(&error, PG_MONITOR_HINT),
-            ))
+            )
+        } else {
+            error.into()
         }
-        Err(error) => return Err(error.into()),
     };
-    let Some(first) = rows.first() else {
+    let no_params: [&(dyn ToSql + Sync); 0] = [];
+    let rows = session
+        .client
+        .query_raw(
+            query.sql.as_str(),
+            no_params.iter().map(|p| *p as &dyn ToSql),
+        )
+        .await
+        .map_err(privilege)?;
+    let mut rows = std::pin::pin!(rows);
+    let Some(first) = rows.next().await.transpose().map_err(privilege)? else {
         return Ok((Vec::new(), 0));
     };
+    let columns: Vec<String> = first
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
     let position = |column: &str| {
-        first
-            .columns()
-            .iter()
-            .position(|c| c.name() == column)
-            .ok_or_else(|| {
-                CollectError::failed(format!(
-                    "the query returned no column \"{column}\", which the definition uses; \
-                     fix the SQL or the definition (columns: {})",
-                    first
-                        .columns()
-                        .iter()
-                        .map(|c| c.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ))
-            })
+        columns.iter().position(|c| c == column).ok_or_else(|| {
+            CollectError::failed(format!(
+                "the query returned no column \"{column}\", which the definition uses; \
+                 fix the SQL or the definition (columns: {})",
+                columns.join(", ")
+            ))
+        })
     };
     let label_at: Vec<usize> = def
         .labels
@@ -156,38 +167,17 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         .iter()
         .map(|m| position(&m.column))
         .collect::<Result<_, _>>()?;
-    let mut table: Vec<Vec<Cell>> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let mut cells = Vec::with_capacity(row.len());
-        for i in 0..row.len() {
-            cells.push(row.try_get::<_, Cell>(i).map_err(|e| {
-                CollectError::failed(format!(
-                    "column \"{}\": {}",
-                    row.columns()[i].name(),
-                    e.source()
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| e.to_string())
-                ))
-            })?);
-        }
-        table.push(cells);
+    let order_at = match (&def.max_series, &def.order_by) {
+        (Some(_), Some(column)) => Some(position(column)?),
+        _ => None,
+    };
+    let mut kept = Kept::new(def.max_series, order_at);
+    kept.push(cells(&first)?);
+    drop(first);
+    while let Some(row) = rows.next().await.transpose().map_err(privilege)? {
+        kept.push(cells(&row)?);
     }
-    let mut dropped = 0;
-    if let Some(max) = def.max_series {
-        if table.len() > max {
-            if let Some(column) = &def.order_by {
-                let at = position(column)?;
-                table.sort_by(|a, b| {
-                    b[at]
-                        .number()
-                        .unwrap_or(f64::MIN)
-                        .total_cmp(&a[at].number().unwrap_or(f64::MIN))
-                });
-            }
-            dropped = (table.len() - max) as u64;
-            table.truncate(max);
-        }
-    }
+    let (table, dropped) = kept.finish();
     let families = def
         .metrics
         .iter()
@@ -213,6 +203,88 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         })
         .collect();
     Ok((families, dropped))
+}
+
+/// One row's cells, converted as the definition reads them.
+fn cells(row: &Row) -> Result<Vec<Cell>, CollectError> {
+    (0..row.len())
+        .map(|i| {
+            row.try_get::<_, Cell>(i).map_err(|e| {
+                CollectError::failed(format!(
+                    "column \"{}\": {}",
+                    row.columns()[i].name(),
+                    e.source()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| e.to_string())
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The rows a definition keeps while they stream in: all of them without `max_series`; with
+/// it, the first `max_series`, or with `order_by` the largest by that column (ties in query
+/// order), compacted whenever twice as many have piled up. The same rows as sorting them all
+/// and cutting, in memory bounded by the cap.
+struct Kept {
+    max: Option<usize>,
+    order_at: Option<usize>,
+    rows: Vec<Vec<Cell>>,
+    seen: u64,
+}
+
+impl Kept {
+    fn new(max: Option<usize>, order_at: Option<usize>) -> Kept {
+        Kept {
+            max,
+            order_at,
+            rows: Vec::new(),
+            seen: 0,
+        }
+    }
+
+    fn push(&mut self, row: Vec<Cell>) {
+        self.seen += 1;
+        match (self.max, self.order_at) {
+            (None, _) => self.rows.push(row),
+            (Some(max), None) => {
+                if self.rows.len() < max {
+                    self.rows.push(row);
+                }
+            }
+            (Some(max), Some(_)) => {
+                self.rows.push(row);
+                if self.rows.len() >= 2 * max.max(1) {
+                    self.compact(max);
+                }
+            }
+        }
+    }
+
+    /// The `max` largest by the order column; a stable sort keeps ties in query order.
+    fn compact(&mut self, max: usize) {
+        if let Some(at) = self.order_at {
+            self.rows.sort_by(|a, b| {
+                b[at]
+                    .number()
+                    .unwrap_or(f64::MIN)
+                    .total_cmp(&a[at].number().unwrap_or(f64::MIN))
+            });
+        }
+        self.rows.truncate(max);
+    }
+
+    /// The rows kept and how many the cap cut.
+    fn finish(mut self) -> (Vec<Vec<Cell>>, u64) {
+        let Some(max) = self.max else {
+            return (self.rows, 0);
+        };
+        if self.seen as usize > max || self.rows.len() > max {
+            self.compact(max);
+        }
+        let dropped = self.seen.saturating_sub(max as u64);
+        (self.rows, dropped)
+    }
 }
 
 /// A result cell of any column type a definition may reasonably return.
@@ -322,5 +394,44 @@ mod tests {
         assert_eq!(Cell::Text(" 42 ".into()).number(), Some(42.0));
         assert_eq!(Cell::Null.number(), None);
         assert_eq!(Cell::Null.label(), "");
+    }
+
+    /// Rows of (value, arrival) pushed through `Kept` and the reference: sort all, then cut.
+    fn kept(values: &[f64], max: Option<usize>, ordered: bool) -> (Vec<(f64, f64)>, u64) {
+        let mut kept = Kept::new(max, ordered.then_some(0));
+        for (i, v) in values.iter().enumerate() {
+            kept.push(vec![Cell::Number(*v), Cell::Number(i as f64)]);
+        }
+        let (rows, dropped) = kept.finish();
+        let rows = rows
+            .iter()
+            .map(|r| (r[0].number().unwrap(), r[1].number().unwrap()))
+            .collect();
+        (rows, dropped)
+    }
+
+    #[test]
+    fn streamed_rows_are_capped_as_sorting_them_all_would() {
+        // Many compactions (cap 3, 40 rows), ties across them.
+        let values: Vec<f64> = (0..40).map(|i| ((i * 7) % 10) as f64).collect();
+        let mut reference: Vec<(f64, f64)> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (*v, i as f64))
+            .collect();
+        reference.sort_by(|a, b| b.0.total_cmp(&a.0));
+        reference.truncate(3);
+        assert_eq!(kept(&values, Some(3), true), (reference, 37));
+        // Without order_by: the first rows; without a cap: everything, in query order.
+        assert_eq!(
+            kept(&values, Some(2), false),
+            (vec![(0.0, 0.0), (7.0, 1.0)], 38)
+        );
+        assert_eq!(kept(&values, None, false).0.len(), 40);
+        // Under the cap nothing is sorted or cut.
+        assert_eq!(
+            kept(&[1.0, 5.0], Some(3), true),
+            (vec![(1.0, 0.0), (5.0, 1.0)], 0)
+        );
     }
 }

@@ -100,9 +100,42 @@ pub fn group(mut all: Vec<Series>, aggs: &[Agg]) -> Vec<Series> {
 #[derive(Debug)]
 pub struct Capped {
     kept: Vec<Series>,
-    rolled: BTreeMap<Id, Vec<Series>>,
+    /// The series rolled into `(other)` rows, by row and then key: the rows' members one after
+    /// the other, in the vector the series arrived in (no second copy of a big catalogue's).
+    rolled: Vec<Series>,
+    /// Each `(other)` row and how many of `rolled` it holds, in order.
+    rows: Vec<(Id, usize)>,
     /// Series not exported individually.
     pub dropped: u64,
+}
+
+/// The `(other)` rows of a [`Capped`] with their members.
+fn groups<'a>(
+    rolled: &'a [Series],
+    rows: &'a [(Id, usize)],
+) -> impl Iterator<Item = (Id, &'a [Series])> + 'a {
+    let mut start = 0;
+    rows.iter().map(move |&(id, count)| {
+        let members = &rolled[start..start + count];
+        start += count;
+        (id, members)
+    })
+}
+
+/// Puts `items[order[i]]` at position `i`, in place, one cycle of the permutation at a time.
+fn permute<T>(items: &mut [T], mut order: Vec<u32>) {
+    for start in 0..items.len() {
+        let mut current = start;
+        while order[current] as usize != current {
+            let next = order[current] as usize;
+            order[current] = current as u32;
+            if next == start {
+                break;
+            }
+            items.swap(current, next);
+            current = next;
+        }
+    }
 }
 
 /// Keeps at most `max` series and groups the rest. A series' position is its best rank over
@@ -114,7 +147,8 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
         all.sort_by_key(|s| s.id);
         return Capped {
             kept: all,
-            rolled: BTreeMap::new(),
+            rolled: Vec::new(),
+            rows: Vec::new(),
             dropped: 0,
         };
     }
@@ -152,27 +186,44 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
             _ => None,
         })
         .collect();
-    let mut rolled: BTreeMap<Id, Vec<Series>> = BTreeMap::new();
-    let mut kept = Vec::with_capacity(max);
     let dropped = (all.len() - max) as u64;
-    for (series, keep) in all.into_iter().zip(keep) {
-        if keep {
-            kept.push(series);
-            continue;
+    // Where each series goes: its own row (kept) or an `(other)` row. Rolled-up series are
+    // ordered first (by row, then key) and kept ones last, so that splitting the kept ones
+    // off copies at most `max` series and the rest stays where it is.
+    let place: Vec<Option<Id>> = all
+        .iter()
+        .zip(&keep)
+        .map(|(series, &keep)| {
+            (!keep).then(|| match series.id {
+                Id::Relation(key) if per_table && tables_kept.contains(&key.table) => {
+                    Id::OtherOf(key.table)
+                }
+                _ => Id::Other,
+            })
+        })
+        .collect();
+    drop(keep);
+    let mut order: Vec<u32> = (0..all.len() as u32).collect();
+    order.sort_by_key(|&i| {
+        let i = i as usize;
+        (place[i].is_none(), place[i], all[i].id)
+    });
+    let mut rows: Vec<(Id, usize)> = Vec::new();
+    for &i in &order {
+        match (place[i as usize], rows.last_mut()) {
+            (None, _) => break,
+            (Some(row), Some((last, count))) if *last == row => *count += 1,
+            (Some(row), _) => rows.push((row, 1)),
         }
-        let row = match series.id {
-            Id::Relation(key) if per_table && tables_kept.contains(&key.table) => {
-                Id::OtherOf(key.table)
-            }
-            _ => Id::Other,
-        };
-        rolled.entry(row).or_default().push(series);
     }
+    drop(place);
+    permute(&mut all, order);
     // Kept series in a stable order (by key); the rollups follow them.
-    kept.sort_by_key(|s| s.id);
+    let kept = all.split_off(all.len() - max);
     Capped {
         kept,
-        rolled,
+        rolled: all,
+        rows,
         dropped,
     }
 }
@@ -208,13 +259,10 @@ pub fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
     let Capped {
         mut kept,
         rolled,
+        rows,
         dropped,
     } = select(all, max, per_table);
-    kept.extend(
-        rolled
-            .into_iter()
-            .map(|(id, members)| combine(id, &members, aggs)),
-    );
+    kept.extend(groups(&rolled, &rows).map(|(id, members)| combine(id, members, aggs)));
     (kept, dropped)
 }
 
@@ -228,15 +276,44 @@ pub fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
 /// nothing, and a counter that went down (statistics reset) counts from 0.
 #[derive(Debug, Default)]
 pub struct CounterRollups {
-    /// Every relation's values at the last run, kept or rolled up, by key (NaN for a missing
-    /// value): an oid pair and a boxed slice each.
-    last: HashMap<Id, Box<[f64]>>,
+    /// Every relation's values at the last run, kept or rolled up, by key: an oid pair and a
+    /// boxed slice each. Updated in place: on a big catalogue a second map built beside it
+    /// would be the exporter's largest allocation.
+    last: HashMap<Id, Seen>,
     /// Each `(other)` row's values at the last run.
     rows: BTreeMap<Id, Box<[Option<f64>]>>,
+    /// Runs so far: a relation not seen by this run is forgotten at its end.
+    run: u32,
 }
 
-fn packed(values: &[Option<f64>]) -> Box<[f64]> {
-    values.iter().map(|v| v.unwrap_or(f64::NAN)).collect()
+/// A relation's values (NaN for a missing value) and the run that read them.
+#[derive(Debug)]
+struct Seen {
+    run: u32,
+    values: Box<[f64]>,
+}
+
+/// Records `values` as the relation's last ones, in its existing slot when it has one.
+fn remember(last: &mut HashMap<Id, Seen>, id: Id, values: &[Option<f64>], run: u32) {
+    let packed = values.iter().map(|v| v.unwrap_or(f64::NAN));
+    match last.get_mut(&id) {
+        Some(seen) if seen.values.len() == values.len() => {
+            seen.run = run;
+            seen.values
+                .iter_mut()
+                .zip(packed)
+                .for_each(|(slot, v)| *slot = v);
+        }
+        _ => {
+            last.insert(
+                id,
+                Seen {
+                    run,
+                    values: packed.collect(),
+                },
+            );
+        }
+    }
 }
 
 impl CounterRollups {
@@ -244,14 +321,20 @@ impl CounterRollups {
     /// (columns of other types are combined as [`cap`] does).
     pub fn apply(&mut self, capped: Capped, cols: &[Col]) -> Vec<Series> {
         let aggs = aggs(cols);
-        let mut last = HashMap::with_capacity(self.last.len());
+        self.run = self.run.wrapping_add(1);
+        let run = self.run;
         let mut rows = BTreeMap::new();
-        let mut out = capped.kept;
+        let Capped {
+            kept: mut out,
+            rolled,
+            rows: rows_of,
+            ..
+        } = capped;
         for series in &out {
-            last.insert(series.id, packed(&series.values));
+            remember(&mut self.last, series.id, &series.values, run);
         }
-        for (id, members) in capped.rolled {
-            let mut row = combine(id, &members, &aggs);
+        for (id, members) in groups(&rolled, &rows_of) {
+            let mut row = combine(id, members, &aggs);
             if let Some(previous) = self.rows.get(&row.id) {
                 for (at, col) in cols.iter().enumerate() {
                     if col.metric.kind != MetricType::Counter {
@@ -260,23 +343,31 @@ impl CounterRollups {
                     let gained: f64 = members
                         .iter()
                         .map(|m| {
-                            let before =
-                                self.last.get(&m.id).map(|v| v[at]).filter(|v| !v.is_nan());
+                            // Still last run's values: a relation is kept or rolled up
+                            // once per run, and members are remembered after their row.
+                            let before = self
+                                .last
+                                .get(&m.id)
+                                .map(|seen| seen.values[at])
+                                .filter(|v| !v.is_nan());
                             increase(before, m.values[at])
                         })
                         .sum();
                     row.values[at] = Some(previous[at].unwrap_or(0.0) + gained);
                 }
             }
-            for member in &members {
-                last.insert(member.id, packed(&member.values));
+            for member in members {
+                remember(&mut self.last, member.id, &member.values, run);
             }
             rows.insert(row.id, row.values.clone());
             out.push(row);
         }
         // Rows and relations gone this run are forgotten: the state stays as large as the
         // catalogue.
-        self.last = last;
+        self.last.retain(|_, seen| seen.run == run);
+        if self.last.capacity() > 2 * self.last.len().max(64) {
+            self.last.shrink_to_fit();
+        }
         self.rows = rows;
         out
     }
@@ -551,5 +642,20 @@ mod tests {
         let out = rollups.apply(select(vec![stats(1, 4.0)], 1, false), STATS_COLS);
         assert_eq!(out.len(), 1);
         assert_eq!((rollups.last.len(), rollups.rows.len()), (1, 0));
+    }
+
+    #[test]
+    fn permute_places_each_item_where_the_order_says() {
+        for n in [0usize, 1, 2, 7, 50] {
+            // A scrambled order with cycles of several lengths.
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            order.sort_by_key(|&i| (i * 37 + 11) % (n as u32).max(1));
+            order.reverse();
+            let items: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+            let expected: Vec<String> = order.iter().map(|&i| items[i as usize].clone()).collect();
+            let mut permuted = items.clone();
+            permute(&mut permuted, order);
+            assert_eq!(permuted, expected, "n = {n}");
+        }
     }
 }

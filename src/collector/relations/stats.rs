@@ -219,6 +219,10 @@ impl Collector for RelationStats {
                 self.config.max_tables,
                 false,
             );
+            let tables_dropped = tables.dropped;
+            // Rolled up before the index pass: the rolled-up tables' series (every table of a
+            // big catalogue) are freed before the indexes' are read.
+            let tables = self.tables.apply(tables, TABLE_STATS);
             let mut indexes = Vec::new();
             let sql = index_stats_sql(session.server.major());
             for_each_chunk(session, &oids, chunk, &sql, &[&children], |row| {
@@ -231,8 +235,7 @@ impl Collector for RelationStats {
                 self.config.max_indexes,
                 true,
             );
-            self.dropped = tables.dropped + indexes.dropped;
-            let tables = self.tables.apply(tables, TABLE_STATS);
+            self.dropped = tables_dropped + indexes.dropped;
             let indexes = self.indexes.apply(indexes, INDEX_STATS);
             let out = export(
                 session,
