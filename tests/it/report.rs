@@ -7,7 +7,9 @@
 //! Along the way: an unreachable Prometheus, a range without data, an unknown target and a bad
 //! range each give one error line and their own exit code.
 //!
-//! Phases are short (55 s, 55 s, 45 s) to keep the test near 3 minutes on 2 loaded cores;
+//! Phases are short (55 s each; 9 per-step values a range, enough for p < 0.01 with some
+//! overlap: with 45 s, 7 values after the harmful change left no margin on a loaded machine)
+//! to keep the test near 3 minutes on 2 loaded cores;
 //! scripts/staging-compare.sh runs the same with minutes per phase.
 
 use std::process::{Command, Output, Stdio};
@@ -234,7 +236,7 @@ fn staging_comparison_improves_the_audited_queries_and_catches_a_dropped_claim_i
         "app",
         "DROP INDEX core.notification_queue_claim_order_idx; DROP INDEX core.notification_queue_claim_idx",
     );
-    let harmful = phase(&cluster, 45);
+    let harmful = phase(&cluster, 55);
     let (output, runtime_harmful) = report(&url, &migrated, &harmful, &["--format", "json"]);
     let rows = json_rows(&output);
     let claim = row(&rows, "latency p95", "notification_claim");
