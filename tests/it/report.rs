@@ -7,9 +7,8 @@
 //! Along the way: an unreachable Prometheus, a range without data, an unknown target and a bad
 //! range each give one error line and their own exit code.
 //!
-//! Phases are short (55 s each; 9 per-step values a range, enough for p < 0.01 with some
-//! overlap: with 45 s, 7 values after the harmful change left no margin on a loaded machine)
-//! to keep the test near 3 minutes on 2 loaded cores;
+//! Phases are short (55 s each: 9 per-step values per range; the harmful phase had 45 s and 7
+//! values, less margin for the rank test) to keep the test near 3 minutes on 2 loaded cores;
 //! scripts/staging-compare.sh runs the same with minutes per phase.
 
 use std::process::{Command, Output, Stdio};
