@@ -130,13 +130,9 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
             error.into()
         }
     };
-    let no_params: [&(dyn ToSql + Sync); 0] = [];
     let rows = session
         .client
-        .query_raw(
-            query.sql.as_str(),
-            no_params.iter().map(|p| *p as &dyn ToSql),
-        )
+        .query_raw(query.sql.as_str(), std::iter::empty::<&dyn ToSql>())
         .await
         .map_err(privilege)?;
     let mut rows = std::pin::pin!(rows);
