@@ -50,7 +50,7 @@ function(g) {
       'Database size growth per day',
       [['deriv(pg_database_size_bytes{%s}[1h]) * 86400' % TD, '{{datname}}']],
       'bytes',
-      'Growth rate of each database (deriv over the last hour, scaled to a day). Sizes are sampled every minute by the database_size collector.',
+      'Growth rate of each database (deriv over the last hour, scaled to a day). Sizes are sampled every 5 minutes by the database_size collector.',
       minZero=false,
     ),
   lockPanels: [

@@ -68,6 +68,7 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
     for (i, target_config) in config.targets.iter().enumerate() {
         let target = Target::from_config(config, target_config).map_err(ConfigError)?;
         let server = target_config.databases.is_some();
+        let derived_sizes = Arc::new(collector::relations::DerivedSizes::default());
         let mut collectors = Vec::new();
         let mut per_database = Vec::new();
         for entry in entries.iter().filter(|e| e.kind == target.kind) {
@@ -81,11 +82,15 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
             collectors.push(schedule(
                 config,
                 entry,
-                &target.name,
-                &target.session,
-                target_config.data_directory.as_deref(),
-                (config.backups_target() == Some(target.name.as_str())).then_some(&config.backups),
-                views,
+                &PerTarget {
+                    name: &target.name,
+                    session: &target.session,
+                    data_directory: target_config.data_directory.as_deref(),
+                    backups: (config.backups_target() == Some(target.name.as_str()))
+                        .then_some(&config.backups),
+                    views,
+                    derived_sizes: &derived_sizes,
+                },
             ));
         }
         let databases = match &target_config.databases {
@@ -114,6 +119,7 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
                     target.name.clone(),
                     target.session.clone(),
                     views.clone(),
+                    derived_sizes.clone(),
                 );
                 Some(DatabasePlan {
                     filter,
@@ -151,26 +157,48 @@ fn per_database_builder(
     target: String,
     session: SessionConfig,
     views: Arc<Views>,
+    derived_sizes: Arc<collector::relations::DerivedSizes>,
 ) -> BuildCollectors {
     Arc::new(move |_database: &str| {
         entries
             .iter()
             .filter(|e| names.contains(&e.name))
-            .map(|entry| schedule(&config, entry, &target, &session, None, None, &views))
+            .map(|entry| {
+                let per_target = PerTarget {
+                    name: &target,
+                    session: &session,
+                    data_directory: None,
+                    backups: None,
+                    views: &views,
+                    derived_sizes: &derived_sizes,
+                };
+                schedule(&config, entry, &per_target)
+            })
             .collect()
     })
 }
 
+/// What a target gives the collectors built for it (the database ones of a server target:
+/// neither its data directory nor the backups, which are server-wide).
+struct PerTarget<'a> {
+    name: &'a str,
+    session: &'a SessionConfig,
+    data_directory: Option<&'a std::path::Path>,
+    backups: Option<&'a crate::collector::backups::settings::BackupsConfig>,
+    views: &'a Arc<Views>,
+    derived_sizes: &'a Arc<collector::relations::DerivedSizes>,
+}
+
 /// One collector instance with its effective schedule.
-fn schedule(
-    config: &Config,
-    entry: &Entry,
-    target: &str,
-    session: &SessionConfig,
-    data_directory: Option<&std::path::Path>,
-    backups: Option<&crate::collector::backups::settings::BackupsConfig>,
-    views: &Arc<Views>,
-) -> Scheduled {
+fn schedule(config: &Config, entry: &Entry, target: &PerTarget) -> Scheduled {
+    let PerTarget {
+        name: target,
+        session,
+        data_directory,
+        backups,
+        views,
+        derived_sizes,
+    } = *target;
     let settings = config
         .collectors
         .get(&entry.name)
@@ -201,6 +229,7 @@ fn schedule(
             data_directory,
             backups,
             views: views.clone(),
+            derived_sizes: derived_sizes.clone(),
         }),
     }
 }

@@ -237,6 +237,8 @@ pub struct BuildContext<'a> {
     pub backups: Option<&'a BackupsConfig>,
     /// Where the instance may publish JSON debug views (see [`crate::views`]).
     pub views: Arc<Views>,
+    /// Database sizes `relation_sizes` derives and `database_size` reports; one per target.
+    pub derived_sizes: Arc<relations::DerivedSizes>,
 }
 
 /// A collector written in Rust: its name, defaults, the families it may emit and a

@@ -27,6 +27,7 @@ pub fn builtins() -> Vec<Spec> {
         statements::spec(),
         relations::stats_spec(),
         relations::sizes_spec(),
+        relations::database_size_spec(),
         relations::health_spec(),
         queues::spec(),
         webhooks::spec(),

@@ -1,12 +1,14 @@
 //! Tables and indexes of the target database: what index and partitioning plans act on.
 //!
-//! Three collectors share the `[relations]` section:
+//! Three collectors share the `[relations]` section, and a fourth uses their measures:
 //! * `relation_stats` (every 60s): scan and row counters per table and per index
 //!   (`pg_stat_user_tables`, `pg_stat_user_indexes`); catalog reads only, cheap.
 //! * `relation_sizes` (every 5m): heap, TOAST, index and total sizes plus bloat estimates. Size
 //!   functions stat files, which is not free on a big catalog, hence the slower interval of
 //!   their own; only the tables changed since the previous run are measured again (`sizes`).
 //! * `index_health` (every 5m): unused, invalid and duplicate indexes.
+//! * `database_size` (every 5m, once per server): each database's size, derived from
+//!   `relation_sizes`' measures where it inspects the tables, else `pg_database_size`.
 //!
 //! Partitioned tables are the `partitions` definition (`collectors/partitions.toml`).
 //!
@@ -25,9 +27,10 @@
 //! Files: `columns` (label columns, naming SQL, chunked reads, the `Col` declarations), `rollup`
 //! (the cap and the `(other)` rows, pure logic), `export` (naming the kept ones, the
 //! families), one file per collector (`stats`, `sizes`, `health`) with its SQL, and `settings`
-//! (`[relations]`).
+//! (`[relations]`), `database` (`database_size` and the sizes `relation_sizes` derives).
 
 mod columns;
+mod database;
 mod export;
 mod health;
 mod rollup;
@@ -35,6 +38,7 @@ pub mod settings;
 mod sizes;
 mod stats;
 
+pub use self::database::{spec as database_size_spec, Derived, DerivedSizes};
 pub use self::health::spec as health_spec;
 pub use self::rollup::OTHER;
 pub use self::sizes::spec as sizes_spec;

@@ -26,9 +26,11 @@
 //! its indexes' sizes, not a second `pg_indexes_size`.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::columns::{for_each_chunk, Col, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::database::{Derived, DerivedSizes};
 use super::export::export;
 use super::rollup::{aggs, cap, group, Key, Series};
 use super::settings::RelationsConfig;
@@ -84,7 +86,7 @@ const INDEX_SIZES: &[Col] = &[
         Metric::gauge(
             "pg_index_size_bytes",
             INDEX,
-            "Size of the index (pg_relation_size).",
+            "Size of the index, every fork (pg_total_relation_size of the index).",
         ),
     ),
     Col::sum(
@@ -118,6 +120,9 @@ pub fn spec() -> Spec {
                 opened: 0,
                 fingerprints: Vec::new(),
                 report: None,
+                derived: ctx.derived_sizes.clone(),
+                database: None,
+                last_derived: None,
             })
         },
     }
@@ -165,12 +170,45 @@ const FINGERPRINTS_SQL: &str = "
 /// Tables fingerprinted per statement (keyset pages by oid): about 40 ms at 10 000 tables.
 const FINGERPRINT_PAGE: i64 = 2_000;
 
+/// A table's own files, every fork (what `pg_table_size` adds up before its TOAST table), so
+/// that the TOAST files are stat'ed once, by [`toast_bytes!`], not by both.
+macro_rules! heap_bytes {
+    ($relid:literal) => {
+        concat!(
+            "(pg_relation_size(",
+            $relid,
+            ", 'main') + pg_relation_size(",
+            $relid,
+            ", 'fsm') + ",
+            "pg_relation_size(",
+            $relid,
+            ", 'vm') + pg_relation_size(",
+            $relid,
+            ", 'init'))::float8"
+        )
+    };
+}
+
+/// A table's TOAST table with its index, every fork; 0 without one.
+macro_rules! toast_bytes {
+    ($toastrelid:literal) => {
+        concat!(
+            "(CASE WHEN ",
+            $toastrelid,
+            " <> 0 THEN pg_total_relation_size(",
+            $toastrelid,
+            ") ELSE 0 END)::float8"
+        )
+    };
+}
+
 /// Heap bloat estimate: pages the table has (relpages) minus pages its rows need. A row needs
 /// the MAXALIGNed header (23 bytes + null bitmap) and data (sum of avg_width × non-null
 /// share over its columns, from pg_stats), MAXALIGNed, plus a 4-byte line pointer; a page
 /// offers (block_size - 24) × fillfactor. NULL when a column lacks statistics. Only the
 /// tables of `$1` are measured (and only their rows of pg_stats read).
-const MEASURE_TABLES_SQL: &str = "
+const MEASURE_TABLES_SQL: &str = concat!(
+    "
     WITH t AS (
         SELECT c.oid AS relid, n.nspname AS schemaname, c.relname, c.relkind, c.relpages,
                c.reltuples, c.reltoastrelid,
@@ -193,9 +231,11 @@ const MEASURE_TABLES_SQL: &str = "
     ), w AS (
         SELECT t.*, t.stats[1] AS width, t.stats[2] > 0 AS nulls, t.stats[3] AS ncols FROM t
     )
-    SELECT w.relid, pg_table_size(w.relid)::float8 AS table_bytes,
-           CASE WHEN w.reltoastrelid <> 0
-                THEN pg_total_relation_size(w.reltoastrelid)::float8 ELSE 0 END AS toast_bytes,
+    SELECT w.relid, ",
+    heap_bytes!("w.relid"),
+    " AS heap_bytes, ",
+    toast_bytes!("w.reltoastrelid"),
+    " AS toast_bytes,
            (CASE WHEN w.relkind <> 'p' AND w.reltuples >= 0 AND w.ncols = w.natts THEN
                greatest(w.relpages - ceil(w.reltuples / greatest(floor(
                    (current_setting('block_size')::int - 24) * w.fillfactor / 100.0
@@ -203,7 +243,8 @@ const MEASURE_TABLES_SQL: &str = "
                             + w.width) / 8.0) * 8 + 4)), 1)), 0)
                * current_setting('block_size')::int
            END)::float8 AS bloat_bytes
-    FROM w";
+    FROM w"
+);
 
 /// B-tree bloat estimate: leaf pages needed = entries (reltuples) / entries per page, where an
 /// entry is an 8-byte IndexTuple header plus the key and INCLUDE columns' average widths
@@ -248,7 +289,7 @@ const MEASURE_INDEXES_SQL: &str = "
         FROM colstats c
         GROUP BY c.indexrelid
     )
-    SELECT i.indrelid AS relid, i.indexrelid, pg_relation_size(i.indexrelid)::float8 AS index_bytes,
+    SELECT i.indrelid AS relid, i.indexrelid, pg_total_relation_size(i.indexrelid)::float8 AS index_bytes,
            (CASE WHEN i.amname = 'btree' AND i.reltuples >= 0 AND w.known = w.total THEN
                greatest(i.relpages - 1 - ceil(i.reltuples / greatest(floor(
                    (current_setting('block_size')::int - 40) * i.fillfactor / 100.0
@@ -258,19 +299,36 @@ const MEASURE_INDEXES_SQL: &str = "
     FROM i LEFT JOIN widths w ON w.indexrelid = i.indexrelid";
 
 /// Sizes only, for tables whose fingerprint did not change (their estimates are carried).
-const MEASURE_TABLE_SIZES_SQL: &str = "
-    SELECT c.oid AS relid, pg_table_size(c.oid)::float8 AS table_bytes,
-           CASE WHEN c.reltoastrelid <> 0
-                THEN pg_total_relation_size(c.reltoastrelid)::float8 ELSE 0 END AS toast_bytes,
-           NULL::float8 AS bloat_bytes
-    FROM pg_class c WHERE c.oid = ANY($1::oid[])";
+const MEASURE_TABLE_SIZES_SQL: &str = concat!(
+    "SELECT c.oid AS relid, ",
+    heap_bytes!("c.oid"),
+    " AS heap_bytes, ",
+    toast_bytes!("c.reltoastrelid"),
+    " AS toast_bytes, NULL::float8 AS bloat_bytes
+    FROM pg_class c WHERE c.oid = ANY($1::oid[])"
+);
 
 /// Sizes only of the indexes (with storage) of the tables of `$1`.
 const MEASURE_INDEX_SIZES_SQL: &str = "
     SELECT x.indrelid AS relid, x.indexrelid,
-           pg_relation_size(x.indexrelid)::float8 AS index_bytes, NULL::float8 AS bloat_bytes
+           pg_total_relation_size(x.indexrelid)::float8 AS index_bytes, NULL::float8 AS bloat_bytes
     FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
     WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'";
+
+/// What the database's directory holds besides the tables measured one by one, for its
+/// derived size (`database_size`): the system catalogs with their TOAST tables and indexes
+/// (shared catalogs live in another directory) and the sequences, which are one block each
+/// (and an init fork when unlogged) and are counted rather than stat'ed. Temporary tables
+/// are left out, as they are from the measures.
+const REST_SQL: &str = "
+    SELECT (coalesce(sum(pg_total_relation_size(c.oid)) FILTER (WHERE c.relkind <> 'S'), 0)
+            + (count(*) FILTER (WHERE c.relkind = 'S')
+               + count(*) FILTER (WHERE c.relkind = 'S' AND c.relpersistence = 'u'))
+              * current_setting('block_size')::int)::float8
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+    WHERE (c.relkind IN ('r', 'm') AND NOT c.relisshared
+           AND n.nspname IN ('pg_catalog', 'information_schema'))
+       OR (c.relkind = 'S' AND c.relpersistence <> 't')";
 
 /// Grouping keys and activity ranks of the tables of `$1`, for the report: sizes come from
 /// [`Measured`], so this reads the catalog and statistics counters only, no file.
@@ -312,7 +370,9 @@ struct Measured {
     fingerprint: i64,
     /// The full pass ([`Pass::number`]) in which its sizes were last measured.
     pass: u32,
-    table_bytes: f64,
+    /// The table's own files (every fork), TOAST excluded.
+    heap_bytes: f64,
+    /// Its TOAST table and the TOAST index.
     toast_bytes: f64,
     bloat_bytes: Option<f64>,
     indexes: Vec<MeasuredIndex>,
@@ -329,6 +389,11 @@ impl Measured {
     /// Every file of the table's indexes, stat'ed once by the index measure.
     fn index_bytes(&self) -> f64 {
         self.indexes.iter().map(|i| i.bytes).sum()
+    }
+
+    /// Every file of the table: what `pg_total_relation_size` adds up.
+    fn total_bytes(&self) -> f64 {
+        self.heap_bytes + self.toast_bytes + self.index_bytes()
     }
 }
 
@@ -383,13 +448,19 @@ struct RelationSizes {
     /// What the last report exported: runs that continue pending work serve it again rather
     /// than name and rank the catalog after every chunk.
     report: Option<(Vec<Family>, u64)>,
+    /// Where the database's size derived from the measures goes, for `database_size`.
+    derived: Arc<DerivedSizes>,
+    /// The connected database's name, asked once.
+    database: Option<String>,
+    /// The last size derived from a complete set of measures.
+    last_derived: Option<f64>,
 }
 
 impl RelationSizes {
     /// Steps (1) to (3) of the module comment: fingerprints, then the changed tables and a
     /// slice of the aged ones measured in chunks until the run's budget is spent; tables gone
-    /// from the catalog are forgotten.
-    async fn refresh(&mut self, session: &Session) -> Result<(), CollectError> {
+    /// from the catalog are forgotten. True when every table has a measure.
+    async fn refresh(&mut self, session: &Session) -> Result<bool, CollectError> {
         let started = Instant::now();
         if self
             .pass
@@ -439,9 +510,46 @@ impl RelationSizes {
             self.measure(session, chunk, estimates, &fingerprint)
                 .await?;
         }
+        // `measured` holds only present tables: equal counts mean every one is measured.
+        let complete = self.measured.len() == fingerprints.len();
         if self.pending {
             self.fingerprints = fingerprints;
         }
+        Ok(complete)
+    }
+
+    /// Publishes the database's size for `database_size`: the sum of the measures (each
+    /// file stat'ed once, by them) plus the catalogs and sequences, when every table has a
+    /// measure; the last such sum while new tables wait for theirs; "measuring" before the
+    /// first. Valid for three intervals, after which `database_size` walks the files itself.
+    async fn derive_database_size(
+        &mut self,
+        session: &Session,
+        complete: bool,
+    ) -> Result<(), CollectError> {
+        let database = match &self.database {
+            Some(database) => database.clone(),
+            None => {
+                let row = session
+                    .client
+                    .query_one("SELECT current_database()::text", &[])
+                    .await?;
+                self.database.insert(row.try_get(0)?).clone()
+            }
+        };
+        if complete {
+            let row = session.client.query_one(REST_SQL, &[]).await?;
+            let rest: f64 = row.try_get(0)?;
+            self.last_derived = Some(
+                rest + self
+                    .measured
+                    .values()
+                    .map(Measured::total_bytes)
+                    .sum::<f64>(),
+            );
+        }
+        let derived = self.last_derived.map_or(Derived::Measuring, Derived::Bytes);
+        self.derived.publish(&database, derived, self.interval * 3);
         Ok(())
     }
 
@@ -494,7 +602,7 @@ impl RelationSizes {
                 Measured {
                     fingerprint,
                     pass: self.pass.number,
-                    table_bytes: row.try_get::<_, Option<f64>>("table_bytes")?.unwrap_or(0.0),
+                    heap_bytes: row.try_get::<_, Option<f64>>("heap_bytes")?.unwrap_or(0.0),
                     toast_bytes: row.try_get::<_, Option<f64>>("toast_bytes")?.unwrap_or(0.0),
                     bloat_bytes,
                     indexes: indexes.remove(&oid).unwrap_or_default(),
@@ -509,7 +617,8 @@ impl RelationSizes {
 impl Collector for RelationSizes {
     fn collect<'a>(&'a mut self, session: &'a Session) -> CollectFuture<'a> {
         Box::pin(async move {
-            self.refresh(session).await?;
+            let complete = self.refresh(session).await?;
+            self.derive_database_size(session, complete).await?;
             if self.pending {
                 if let Some((out, dropped)) = &self.report {
                     self.dropped = *dropped;
@@ -532,14 +641,14 @@ impl Collector for RelationSizes {
                     let Some(m) = measured.get(&row.try_get::<_, u32>("oid")?) else {
                         return Ok(());
                     };
-                    let (index, total) = (m.index_bytes(), m.table_bytes + m.index_bytes());
+                    let total = m.total_bytes();
                     tables.push(Series::new(
                         key(&row)?,
                         vec![
                             Some(total),
-                            Some(m.table_bytes - m.toast_bytes),
+                            Some(m.heap_bytes),
                             Some(m.toast_bytes),
-                            Some(index),
+                            Some(m.index_bytes()),
                             m.bloat_bytes,
                         ],
                         vec![
@@ -628,7 +737,7 @@ mod tests {
         Measured {
             fingerprint,
             pass: 1,
-            table_bytes: 8192.0,
+            heap_bytes: 8192.0,
             toast_bytes: 0.0,
             bloat_bytes: None,
             indexes: vec![
