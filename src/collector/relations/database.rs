@@ -9,7 +9,8 @@
 //! for the others (those of the server that pgkpi does not inspect relation by relation).
 //!
 //! A database whose first pass is still running (published as measuring) has no sample yet
-//! rather than a walk of its files. A published value expires after three `relation_sizes`
+//! rather than a walk of its files; so has the connected database before `relation_sizes`'
+//! first run, for up to three of its intervals, when it runs on the target's connection. A published value expires after three `relation_sizes`
 //! intervals (that collector disabled, failing or its database gone), and the database is
 //! walked again. The derived size leaves out what belongs to no relation pgkpi can see:
 //! other sessions' temporary tables, the few small per-database files (`PG_VERSION`, the
@@ -64,12 +65,38 @@ pub enum Derived {
 
 /// The sizes `relation_sizes` instances derived, by database name, shared by a target's
 /// collectors (one per target: a server target's databases publish into the same one).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DerivedSizes {
     by_database: Mutex<HashMap<String, (Derived, Instant)>>,
+    /// Until when the connected database is left unmeasured while nothing is published for
+    /// it: `relation_sizes` runs on the same session and publishes at its first run, but the
+    /// collectors' tasks start in no set order, and a first `database_size` run that came
+    /// first would walk every file of the very catalogue the exporter measures anyway.
+    awaited_until: Option<Instant>,
+}
+
+impl Default for DerivedSizes {
+    fn default() -> Self {
+        DerivedSizes::awaiting(None)
+    }
 }
 
 impl DerivedSizes {
+    /// `grace`: how long `relation_sizes`' first publication for the connected database is
+    /// awaited (None when it does not run on the target's own connection).
+    pub fn awaiting(grace: Option<Duration>) -> Self {
+        DerivedSizes {
+            by_database: Mutex::new(HashMap::new()),
+            awaited_until: grace.map(|grace| Instant::now() + grace),
+        }
+    }
+
+    /// Whether the connected database's first publication is still awaited.
+    fn awaited(&self) -> bool {
+        self.awaited_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     /// Records `derived` for `database`, valid for `valid_for`.
     pub fn publish(&self, database: &str, derived: Derived, valid_for: Duration) {
         self.lock()
@@ -100,7 +127,7 @@ impl DerivedSizes {
 /// The databases this role may see the size of (pg_database_size needs CONNECT or
 /// pg_read_all_stats). The size itself is asked per database, only for those not derived.
 const DATABASES_SQL: &str = "
-    SELECT datname::text, oid FROM pg_database
+    SELECT datname::text, oid, datname = current_database() FROM pg_database
     WHERE datallowconn AND NOT datistemplate
       AND (has_database_privilege(oid, 'CONNECT') OR pg_has_role('pg_read_all_stats', 'USAGE'))
     ORDER BY datname";
@@ -117,9 +144,11 @@ impl Collector for DatabaseSize {
             let mut walked: Vec<(String, u32)> = Vec::new();
             for row in session.client.query(DATABASES_SQL, &[]).await? {
                 let name: String = row.try_get(0)?;
+                let connected: bool = row.try_get(2)?;
                 match self.derived.get(&name) {
                     Some(Derived::Bytes(bytes)) => sizes.push((name, bytes)),
                     Some(Derived::Measuring) => {}
+                    None if connected && self.derived.awaited() => {}
                     None => walked.push((name, row.try_get(1)?)),
                 }
             }
@@ -170,5 +199,12 @@ mod tests {
         assert_eq!(derived.get("other"), None);
         derived.publish("app", Derived::Bytes(8192.0), Duration::ZERO);
         assert_eq!(derived.get("app"), None);
+    }
+
+    #[test]
+    fn the_connected_database_is_awaited_only_for_its_grace() {
+        assert!(DerivedSizes::awaiting(Some(Duration::from_secs(60))).awaited());
+        assert!(!DerivedSizes::awaiting(Some(Duration::ZERO)).awaited());
+        assert!(!DerivedSizes::default().awaited());
     }
 }
