@@ -68,20 +68,7 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
     for (i, target_config) in config.targets.iter().enumerate() {
         let target = Target::from_config(config, target_config).map_err(ConfigError)?;
         let server = target_config.databases.is_some();
-        // relation_sizes measures the connected database itself on a plain target; on a server
-        // target, it runs in the databases found, on connections of their own.
-        let measured_here = entries
-            .iter()
-            .find(|e| e.name == "relation_sizes")
-            .filter(|e| !server && enabled(config, e))
-            .map(|e| {
-                3 * config
-                    .collectors
-                    .get(&e.name)
-                    .and_then(|s| s.interval)
-                    .unwrap_or(e.default_interval)
-            });
-        let derived_sizes = Arc::new(collector::relations::DerivedSizes::awaiting(measured_here));
+        let derived_sizes = Arc::new(collector::relations::DerivedSizes::default());
         let mut collectors = Vec::new();
         let mut per_database = Vec::new();
         for entry in entries.iter().filter(|e| e.kind == target.kind) {
@@ -105,6 +92,11 @@ pub fn plan(config: &Config, views: &Arc<Views>) -> Result<Vec<TargetPlan>, Conf
                     derived_sizes: &derived_sizes,
                 },
             ));
+        }
+        // relation_sizes on the target's own connection (a plain target; on a server target it
+        // runs in the databases found) measures the connected database: database_size awaits it.
+        if let Some(sizes) = collectors.iter().find(|c| c.name == "relation_sizes") {
+            derived_sizes.await_connected(3 * sizes.interval);
         }
         let databases = match &target_config.databases {
             None => None,

@@ -10,15 +10,15 @@
 //!
 //! A database whose first pass is still running (published as measuring) has no sample yet
 //! rather than a walk of its files; so has the connected database before `relation_sizes`'
-//! first run, for up to three of its intervals, when it runs on the target's connection. A published value expires after three `relation_sizes`
-//! intervals (that collector disabled, failing or its database gone), and the database is
-//! walked again. The derived size leaves out what belongs to no relation pgkpi can see:
+//! first run, for up to three of its intervals, when it runs on the target's connection. A
+//! published value expires after three `relation_sizes` intervals (that collector disabled,
+//! failing or its database gone), and the database is walked again. The derived size leaves out what belongs to no relation pgkpi can see:
 //! other sessions' temporary tables, the few small per-database files (`PG_VERSION`, the
 //! relation map, the relation cache init file, a few hundred kilobytes at most) and orphaned
 //! files left by a crash (docs/relations.md).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::collector::{CollectFuture, Collector, Session, Spec};
@@ -65,36 +65,28 @@ pub enum Derived {
 
 /// The sizes `relation_sizes` instances derived, by database name, shared by a target's
 /// collectors (one per target: a server target's databases publish into the same one).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct DerivedSizes {
     by_database: Mutex<HashMap<String, (Derived, Instant)>>,
     /// Until when the connected database is left unmeasured while nothing is published for
     /// it: `relation_sizes` runs on the same session and publishes at its first run, but the
     /// collectors' tasks start in no set order, and a first `database_size` run that came
     /// first would walk every file of the very catalogue the exporter measures anyway.
-    awaited_until: Option<Instant>,
-}
-
-impl Default for DerivedSizes {
-    fn default() -> Self {
-        DerivedSizes::awaiting(None)
-    }
+    awaited_until: OnceLock<Instant>,
 }
 
 impl DerivedSizes {
-    /// `grace`: how long `relation_sizes`' first publication for the connected database is
-    /// awaited (None when it does not run on the target's own connection).
-    pub fn awaiting(grace: Option<Duration>) -> Self {
-        DerivedSizes {
-            by_database: Mutex::new(HashMap::new()),
-            awaited_until: grace.map(|grace| Instant::now() + grace),
-        }
+    /// Awaits `relation_sizes`' first publication for the connected database for `grace`
+    /// from now; called once, when it is scheduled on the target's own connection.
+    pub fn await_connected(&self, grace: Duration) {
+        let _ = self.awaited_until.set(Instant::now() + grace);
     }
 
     /// Whether the connected database's first publication is still awaited.
     fn awaited(&self) -> bool {
         self.awaited_until
-            .is_some_and(|until| Instant::now() < until)
+            .get()
+            .is_some_and(|until| Instant::now() < *until)
     }
 
     /// Records `derived` for `database`, valid for `valid_for`.
@@ -203,8 +195,13 @@ mod tests {
 
     #[test]
     fn the_connected_database_is_awaited_only_for_its_grace() {
-        assert!(DerivedSizes::awaiting(Some(Duration::from_secs(60))).awaited());
-        assert!(!DerivedSizes::awaiting(Some(Duration::ZERO)).awaited());
+        let awaiting = |grace| {
+            let derived = DerivedSizes::default();
+            derived.await_connected(grace);
+            derived.awaited()
+        };
+        assert!(awaiting(Duration::from_secs(60)));
+        assert!(!awaiting(Duration::ZERO));
         assert!(!DerivedSizes::default().awaited());
     }
 }

@@ -38,7 +38,7 @@ pub mod settings;
 mod sizes;
 mod stats;
 
-pub use self::database::{spec as database_size_spec, Derived, DerivedSizes};
+pub use self::database::{spec as database_size_spec, DerivedSizes};
 pub use self::health::spec as health_spec;
 pub use self::rollup::OTHER;
 pub use self::sizes::spec as sizes_spec;
