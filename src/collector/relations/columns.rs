@@ -7,8 +7,8 @@
 //! `relation_stats` and `relation_sizes` each list their columns as `Col` tables; the tables
 //! are the one source of both the families they emit and the families their spec describes.
 
+use futures_util::StreamExt;
 use std::collections::HashMap;
-
 use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
@@ -189,9 +189,9 @@ pub async fn user_tables(session: &Session) -> Result<Vec<u32>, CollectError> {
 }
 
 /// Runs a query over the tables of `$1` (an oid array; further parameters follow it),
-/// `chunk` tables per statement (`[relations] page_size`), handing each row to `each`: no
-/// statement grows with the catalog, and the rows are never all in memory at once. Tables
-/// dropped meanwhile simply have no row.
+/// `chunk` tables per statement (`[relations] page_size`), handing each row to `each` as it
+/// arrives: no statement grows with the catalog, and the rows are never all in memory at
+/// once, not even a chunk's. Tables dropped meanwhile simply have no row.
 pub async fn for_each_chunk(
     session: &Session,
     tables: &[u32],
@@ -204,7 +204,12 @@ pub async fn for_each_chunk(
         let oids = oids.to_vec();
         let mut all: Vec<&(dyn ToSql + Sync)> = vec![&oids];
         all.extend_from_slice(params);
-        for row in session.client.query(sql, &all).await? {
+        let rows = session
+            .client
+            .query_raw(sql, all.iter().map(|p| *p as &dyn ToSql))
+            .await?;
+        let mut rows = std::pin::pin!(rows);
+        while let Some(row) = rows.next().await.transpose()? {
             each(row)?;
         }
     }

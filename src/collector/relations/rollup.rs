@@ -34,45 +34,87 @@ pub enum Id {
     Other,
 }
 
-/// One row of a capped query: what it stands for, values (by `Col`) and ranking keys (larger
-/// first).
-#[derive(Debug, Clone, PartialEq)]
+/// One row of a capped query: what it stands for, its values (by `Col`, NaN where missing)
+/// and then its ranking keys (larger first), in one allocation: a big catalogue has hundreds
+/// of thousands of rows, and a second allocation and `Option` tags per row would double them.
+#[derive(Debug, Clone)]
 pub struct Series {
     id: Id,
-    values: Box<[Option<f64>]>,
-    rank: Box<[f64]>,
+    cells: Box<[f64]>,
+    /// How many of `cells` are values; the rest are ranking keys.
+    width: u16,
+}
+
+impl PartialEq for Series {
+    /// Bit for bit, so that a missing value (NaN) equals itself.
+    fn eq(&self, other: &Series) -> bool {
+        self.id == other.id
+            && self.width == other.width
+            && self.cells.len() == other.cells.len()
+            && self
+                .cells
+                .iter()
+                .zip(other.cells.iter())
+                .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
 }
 
 impl Series {
+    fn packed(id: Id, values: impl ExactSizeIterator<Item = Option<f64>>, rank: &[f64]) -> Series {
+        let width = values.len() as u16;
+        let cells = values
+            .map(|v| v.unwrap_or(f64::NAN))
+            .chain(rank.iter().copied())
+            .collect();
+        Series { id, cells, width }
+    }
+
     /// A series from values computed in Rust (in the order of its `Col` table) and ranking keys.
     pub fn new(key: Key, values: Vec<Option<f64>>, rank: Vec<f64>) -> Series {
-        Series {
-            id: Id::Relation(key),
-            values: values.into(),
-            rank: rank.into(),
-        }
+        Series::packed(Id::Relation(key), values.into_iter(), &rank)
     }
 
     /// One relation's row: `key` and `table` oid columns, values by `Col`, every `rank_*`
     /// column a ranking key.
     pub fn from_row(row: &Row, cols: &[Col]) -> Result<Series, CollectError> {
+        let width = cols.len();
+        let mut cells = Vec::with_capacity(row.len());
+        for col in cols {
+            cells.push(
+                row.try_get::<_, Option<f64>>(col.column)?
+                    .unwrap_or(f64::NAN),
+            );
+        }
+        for (i, column) in row.columns().iter().enumerate() {
+            if column.name().starts_with("rank_") {
+                cells.push(row.try_get::<_, Option<f64>>(i)?.unwrap_or(0.0));
+            }
+        }
         Ok(Series {
             id: Id::Relation(Key {
                 relation: row.try_get("key")?,
                 table: row.try_get("table_key")?,
             }),
-            values: cols
-                .iter()
-                .map(|c| row.try_get::<_, Option<f64>>(c.column))
-                .collect::<Result<_, _>>()?,
-            rank: row
-                .columns()
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.name().starts_with("rank_"))
-                .map(|(i, _)| row.try_get::<_, Option<f64>>(i).map(|v| v.unwrap_or(0.0)))
-                .collect::<Result<_, _>>()?,
+            cells: cells.into_boxed_slice(),
+            width: width as u16,
         })
+    }
+
+    fn values(&self) -> &[f64] {
+        &self.cells[..self.width as usize]
+    }
+
+    fn values_mut(&mut self) -> &mut [f64] {
+        &mut self.cells[..self.width as usize]
+    }
+
+    /// The value of column `at`, `None` where missing.
+    fn value(&self, at: usize) -> Option<f64> {
+        Some(self.cells[at]).filter(|v| !v.is_nan())
+    }
+
+    fn rank(&self) -> &[f64] {
+        &self.cells[self.width as usize..]
     }
 }
 
@@ -86,8 +128,9 @@ pub fn group(mut all: Vec<Series>, aggs: &[Agg]) -> Vec<Series> {
         if later.id != first.id {
             return false;
         }
-        merge(&mut first.values, &later.values, aggs);
-        for (sum, rank) in first.rank.iter_mut().zip(later.rank.iter()) {
+        merge(first.values_mut(), later.values(), aggs);
+        let width = first.width as usize;
+        for (sum, rank) in first.cells[width..].iter_mut().zip(later.rank()) {
             *sum += rank;
         }
         true
@@ -152,11 +195,11 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
             dropped: 0,
         };
     }
-    let keys = all.first().map_or(0, |s| s.rank.len());
+    let keys = all.first().map_or(0, |s| s.rank().len());
     let mut best = vec![usize::MAX; all.len()];
     let mut order: Vec<u32> = (0..all.len() as u32).collect();
     for k in 0..keys {
-        order.sort_by(|&a, &b| all[b as usize].rank[k].total_cmp(&all[a as usize].rank[k]));
+        order.sort_by(|&a, &b| all[b as usize].rank()[k].total_cmp(&all[a as usize].rank()[k]));
         for (position, &i) in order.iter().enumerate() {
             best[i as usize] = best[i as usize].min(position);
         }
@@ -166,7 +209,7 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
         best[a]
             .cmp(&best[b])
             .then_with(|| {
-                let (x, y) = (all[a].rank.first(), all[b].rank.first());
+                let (x, y) = (all[a].rank().first(), all[b].rank().first());
                 y.unwrap_or(&0.0).total_cmp(x.unwrap_or(&0.0))
             })
             .then_with(|| all[a].id.cmp(&all[b].id))
@@ -230,26 +273,29 @@ pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
 
 /// One `(other)` row: its members' values combined column by column.
 fn combine(id: Id, members: &[Series], aggs: &[Agg]) -> Series {
-    let mut values = vec![None; aggs.len()];
+    let mut values = vec![f64::NAN; aggs.len()];
     for member in members {
-        merge(&mut values, &member.values, aggs);
+        merge(&mut values, member.values(), aggs);
     }
     Series {
         id,
-        values: values.into(),
-        rank: Box::new([]),
+        cells: values.into(),
+        width: aggs.len() as u16,
     }
 }
 
-/// Adds `values` into `acc` column by column; a missing value leaves the other side as is.
-fn merge(acc: &mut [Option<f64>], values: &[Option<f64>], aggs: &[Agg]) {
-    for ((acc, value), agg) in acc.iter_mut().zip(values).zip(aggs) {
-        *acc = match (*acc, *value, agg) {
-            (None, v, _) => v,
-            (a, None, _) => a,
-            (Some(a), Some(v), Agg::Sum) => Some(a + v),
-            (Some(a), Some(v), Agg::Max) => Some(a.max(v)),
-        };
+/// Adds `values` into `acc` column by column; a missing value (NaN) leaves the other side as
+/// is.
+fn merge(acc: &mut [f64], values: &[f64], aggs: &[Agg]) {
+    for ((acc, &value), agg) in acc.iter_mut().zip(values).zip(aggs) {
+        if acc.is_nan() {
+            *acc = value;
+        } else if !value.is_nan() {
+            *acc = match agg {
+                Agg::Sum => *acc + value,
+                Agg::Max => acc.max(value),
+            };
+        }
     }
 }
 
@@ -276,43 +322,82 @@ pub fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<
 /// nothing, and a counter that went down (statistics reset) counts from 0.
 #[derive(Debug, Default)]
 pub struct CounterRollups {
-    /// Every relation's values at the last run, kept or rolled up, by key: an oid pair and a
-    /// boxed slice each. Updated in place: on a big catalogue a second map built beside it
-    /// would be the exporter's largest allocation.
-    last: HashMap<Id, Seen>,
-    /// Each `(other)` row's values at the last run.
-    rows: BTreeMap<Id, Box<[Option<f64>]>>,
+    /// Every relation's counters at the last run, kept or rolled up.
+    last: Last,
+    /// Each `(other)` row's values at the last run (NaN where missing).
+    rows: BTreeMap<Id, Box<[f64]>>,
     /// Runs so far: a relation not seen by this run is forgotten at its end.
     run: u32,
 }
 
-/// A relation's values (NaN for a missing value) and the run that read them.
-#[derive(Debug)]
-struct Seen {
-    run: u32,
-    values: Box<[f64]>,
+/// The relations' counters at their last run, in flat vectors: a slot per relation oid,
+/// `width` values per slot (NaN where missing). A big catalogue has hundreds of thousands of
+/// relations: a map of boxed slices cost three times as much, in as many allocations.
+#[derive(Debug, Default)]
+struct Last {
+    slots: HashMap<u32, u32>,
+    width: usize,
+    values: Vec<f64>,
+    /// The run that last wrote each slot.
+    runs: Vec<u32>,
+    /// Slots of forgotten relations, reused before the vectors grow.
+    free: Vec<u32>,
 }
 
-/// Records `values` as the relation's last ones, in its existing slot when it has one.
-fn remember(last: &mut HashMap<Id, Seen>, id: Id, values: &[Option<f64>], run: u32) {
-    let packed = values.iter().map(|v| v.unwrap_or(f64::NAN));
-    match last.get_mut(&id) {
-        Some(seen) if seen.values.len() == values.len() => {
-            seen.run = run;
-            seen.values
-                .iter_mut()
-                .zip(packed)
-                .for_each(|(slot, v)| *slot = v);
+impl Last {
+    /// Counter `c` of `oid` at its last run, if it was seen and had one.
+    fn get(&self, oid: u32, c: usize) -> Option<f64> {
+        let slot = *self.slots.get(&oid)? as usize;
+        Some(self.values[slot * self.width + c]).filter(|v| !v.is_nan())
+    }
+
+    /// Records `counters` (`width` of them) as the relation's last ones.
+    fn remember(&mut self, oid: u32, counters: impl Iterator<Item = f64>, run: u32) {
+        let slot = match self.slots.get(&oid) {
+            Some(&slot) => slot as usize,
+            None => {
+                let slot = match self.free.pop() {
+                    Some(slot) => slot as usize,
+                    None => {
+                        self.runs.push(run);
+                        self.values.resize(self.values.len() + self.width, f64::NAN);
+                        self.runs.len() - 1
+                    }
+                };
+                self.slots.insert(oid, slot as u32);
+                slot
+            }
+        };
+        self.runs[slot] = run;
+        let at = slot * self.width;
+        for (cell, value) in self.values[at..at + self.width].iter_mut().zip(counters) {
+            *cell = value;
         }
-        _ => {
-            last.insert(
-                id,
-                Seen {
-                    run,
-                    values: packed.collect(),
-                },
-            );
+    }
+
+    /// Forgets the relations `run` did not see: the state stays as large as the catalogue.
+    fn forget_all_but(&mut self, run: u32) {
+        let (runs, free) = (&self.runs, &mut self.free);
+        self.slots.retain(|_, slot| {
+            let seen = runs[*slot as usize] == run;
+            if !seen {
+                free.push(*slot);
+            }
+            seen
+        });
+        if self.slots.is_empty() {
+            *self = Last {
+                width: self.width,
+                ..Last::default()
+            };
+        } else if self.slots.capacity() > 2 * self.slots.len().max(64) {
+            self.slots.shrink_to_fit();
         }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.slots.len()
     }
 }
 
@@ -321,8 +406,23 @@ impl CounterRollups {
     /// (columns of other types are combined as [`cap`] does).
     pub fn apply(&mut self, capped: Capped, cols: &[Col]) -> Vec<Series> {
         let aggs = aggs(cols);
-        self.run = self.run.wrapping_add(1);
+        let counters: Vec<usize> = (0..cols.len())
+            .filter(|&at| cols[at].metric.kind == MetricType::Counter)
+            .collect();
+        if self.last.width != counters.len() {
+            self.last = Last {
+                width: counters.len(),
+                ..Last::default()
+            };
+        }
+        self.run = self.run.wrapping_add(1).max(1);
         let run = self.run;
+        let remember = |last: &mut Last, series: &Series| {
+            if let Id::Relation(key) = series.id {
+                let values = series.values();
+                last.remember(key.relation, counters.iter().map(|&at| values[at]), run);
+            }
+        };
         let mut rows = BTreeMap::new();
         let Capped {
             kept: mut out,
@@ -331,43 +431,36 @@ impl CounterRollups {
             ..
         } = capped;
         for series in &out {
-            remember(&mut self.last, series.id, &series.values, run);
+            remember(&mut self.last, series);
         }
         for (id, members) in groups(&rolled, &rows_of) {
             let mut row = combine(id, members, &aggs);
             if let Some(previous) = self.rows.get(&row.id) {
-                for (at, col) in cols.iter().enumerate() {
-                    if col.metric.kind != MetricType::Counter {
-                        continue;
-                    }
+                for (c, &at) in counters.iter().enumerate() {
                     let gained: f64 = members
                         .iter()
                         .map(|m| {
                             // Still last run's values: a relation is kept or rolled up
                             // once per run, and members are remembered after their row.
-                            let before = self
-                                .last
-                                .get(&m.id)
-                                .map(|seen| seen.values[at])
-                                .filter(|v| !v.is_nan());
-                            increase(before, m.values[at])
+                            let before = match m.id {
+                                Id::Relation(key) => self.last.get(key.relation, c),
+                                _ => None,
+                            };
+                            increase(before, m.value(at))
                         })
                         .sum();
-                    row.values[at] = Some(previous[at].unwrap_or(0.0) + gained);
+                    let before = Some(previous[at]).filter(|v| !v.is_nan());
+                    row.values_mut()[at] = before.unwrap_or(0.0) + gained;
                 }
             }
             for member in members {
-                remember(&mut self.last, member.id, &member.values, run);
+                remember(&mut self.last, member);
             }
-            rows.insert(row.id, row.values.clone());
+            rows.insert(row.id, row.values().into());
             out.push(row);
         }
-        // Rows and relations gone this run are forgotten: the state stays as large as the
-        // catalogue.
-        self.last.retain(|_, seen| seen.run == run);
-        if self.last.capacity() > 2 * self.last.len().max(64) {
-            self.last.shrink_to_fit();
-        }
+        // Rows and relations gone this run are forgotten.
+        self.last.forget_all_but(run);
         self.rows = rows;
         out
     }
@@ -432,7 +525,7 @@ pub fn families(
         .map(|(at, col)| {
             let mut family = col.metric.family();
             for (values, s) in &named {
-                if let Some(value) = s.values[at] {
+                if let Some(value) = s.value(at) {
                     let pairs: Vec<(&str, &str)> = labels
                         .iter()
                         .copied()
@@ -462,6 +555,12 @@ mod tests {
             vec![Some(scans), Some(size)],
             vec![size, scans],
         )
+    }
+
+    impl Series {
+        fn options(&self) -> Vec<Option<f64>> {
+            (0..self.width as usize).map(|at| self.value(at)).collect()
+        }
     }
 
     fn relation(id: Id) -> u32 {
@@ -506,8 +605,8 @@ mod tests {
             ]
         );
         // Table 1 kept series: its rest is summed in its own row; 2 and 3 go to the global one.
-        assert_eq!(&*kept[2].values, [Some(1.0), Some(2.0)]);
-        assert_eq!(&*kept[3].values, [Some(2.0), Some(3.5)]);
+        assert_eq!(kept[2].options(), [Some(1.0), Some(2.0)]);
+        assert_eq!(kept[3].options(), [Some(2.0), Some(3.5)]);
     }
 
     /// Table `relation` (its own table).
@@ -533,7 +632,7 @@ mod tests {
         assert_eq!(dropped, 2);
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[1].id, Id::Other);
-        assert_eq!(&*kept[1].values, [Some(6.0), Some(7.0)]);
+        assert_eq!(kept[1].options(), [Some(6.0), Some(7.0)]);
     }
 
     #[test]
@@ -547,8 +646,8 @@ mod tests {
         let grouped = group(all, &[Agg::Sum, Agg::Max]);
         let (kept, _) = cap(grouped, 10, false, &[Agg::Sum, Agg::Max]);
         assert_eq!(kept.len(), 2);
-        assert_eq!(&*kept[0].values, [Some(14.0), Some(3.0)]);
-        assert_eq!(&*kept[0].rank, [14.0]);
+        assert_eq!(kept[0].options(), [Some(14.0), Some(3.0)]);
+        assert_eq!(kept[0].rank(), [14.0]);
         let names = HashMap::from([(5, vec!["s".into(), "root".into(), String::new()])]);
         const COLS: &[Col] = &[
             Col::sum("size", Metric::gauge("t_size_bytes", &[], "Size.")),
@@ -580,8 +679,7 @@ mod tests {
         out.iter()
             .find(|s| s.id == Id::Other)
             .expect("an (other) row")
-            .values
-            .to_vec()
+            .options()
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //! server's memory. Each file is stat'ed once per measure: a table's index total is the sum of
 //! its indexes' sizes, not a second `pg_indexes_size`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -347,7 +347,7 @@ fn report_tables_sql() -> String {
 /// Grouping keys and scan ranks of the indexes (with storage) of the tables of `$1`.
 fn report_indexes_sql() -> String {
     format!(
-        "SELECT x.indexrelid, {INDEX_KEY},
+        "SELECT x.indexrelid, x.indrelid, {INDEX_KEY},
             pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
         FROM pg_index x
         JOIN pg_class ci ON ci.oid = x.indexrelid
@@ -487,9 +487,14 @@ impl RelationSizes {
             }
         }
         let fingerprints = std::mem::take(&mut self.fingerprints);
-        let present: HashSet<u32> = fingerprints.iter().map(|(oid, _)| *oid).collect();
-        self.measured.retain(|oid, _| present.contains(oid));
-        let fingerprint: HashMap<u32, i64> = fingerprints.iter().copied().collect();
+        // Sorted by oid (keyset pages): searched in place rather than copied into maps.
+        let fingerprint = |oid: &u32| {
+            fingerprints
+                .binary_search_by_key(oid, |(oid, _)| *oid)
+                .ok()
+                .map(|at| fingerprints[at].1)
+        };
+        self.measured.retain(|oid, _| fingerprint(oid).is_some());
         let Work { changed, mut aged } = work(&fingerprints, &self.measured, self.pass.number);
         aged.truncate(aged_slice(
             fingerprints.len(),
@@ -560,7 +565,7 @@ impl RelationSizes {
         session: &Session,
         chunk: &[u32],
         estimates: bool,
-        fingerprint: &HashMap<u32, i64>,
+        fingerprint: &impl Fn(&u32) -> Option<i64>,
     ) -> Result<(), CollectError> {
         let (tables_sql, indexes_sql) = if estimates {
             (MEASURE_TABLES_SQL, MEASURE_INDEXES_SQL)
@@ -589,7 +594,7 @@ impl RelationSizes {
         }
         for row in session.client.query(tables_sql, &[&chunk]).await? {
             let oid: u32 = row.try_get("relid")?;
-            let Some(&fingerprint) = fingerprint.get(&oid) else {
+            let Some(fingerprint) = fingerprint(&oid) else {
                 continue;
             };
             let bloat_bytes = if estimates {
@@ -662,11 +667,14 @@ impl Collector for RelationSizes {
                 },
             )
             .await?;
-            let sizes: HashMap<u32, &MeasuredIndex> = measured
-                .values()
-                .flat_map(|m| &m.indexes)
-                .map(|i| (i.oid, i))
-                .collect();
+            // Capped before the index pass: every table's series are freed before the
+            // indexes' are read.
+            let (tables, cut_tables) = cap(
+                group(tables, &aggs(TABLE_SIZES)),
+                self.config.max_tables,
+                false,
+                &aggs(TABLE_SIZES),
+            );
             let mut indexes = Vec::new();
             for_each_chunk(
                 session,
@@ -675,7 +683,13 @@ impl Collector for RelationSizes {
                 &report_indexes_sql(),
                 &[&children],
                 |row| {
-                    let Some(i) = sizes.get(&row.try_get::<_, u32>("indexrelid")?) else {
+                    // Found through its table's measure (a few indexes each): no map of
+                    // every index of the catalog.
+                    let oid: u32 = row.try_get("indexrelid")?;
+                    let Some(i) = measured
+                        .get(&row.try_get::<_, u32>("indrelid")?)
+                        .and_then(|m| m.indexes.iter().find(|i| i.oid == oid))
+                    else {
                         return Ok(());
                     };
                     indexes.push(Series::new(
@@ -690,12 +704,6 @@ impl Collector for RelationSizes {
                 },
             )
             .await?;
-            let (tables, cut_tables) = cap(
-                group(tables, &aggs(TABLE_SIZES)),
-                self.config.max_tables,
-                false,
-                &aggs(TABLE_SIZES),
-            );
             let (indexes, cut_indexes) = cap(
                 group(indexes, &aggs(INDEX_SIZES)),
                 self.config.max_indexes,
