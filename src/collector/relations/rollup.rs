@@ -78,7 +78,12 @@ impl Series {
     /// column a ranking key.
     pub fn from_row(row: &Row, cols: &[Col]) -> Result<Series, CollectError> {
         let width = cols.len();
-        let mut cells = Vec::with_capacity(row.len());
+        let ranks = row
+            .columns()
+            .iter()
+            .filter(|c| c.name().starts_with("rank_"));
+        // Exactly sized: the boxed slice below is then the same allocation, not a copy.
+        let mut cells = Vec::with_capacity(width + ranks.count());
         for col in cols {
             cells.push(
                 row.try_get::<_, Option<f64>>(col.column)?

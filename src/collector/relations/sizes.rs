@@ -364,25 +364,47 @@ fn key(row: &tokio_postgres::Row) -> Result<Key, tokio_postgres::Error> {
     })
 }
 
-/// What a table measured to, kept until its fingerprint changes.
+/// What a table measured to, kept until its fingerprint changes. One of these per table of
+/// the catalog, so kept small: estimates as `f32` with NaN for none (they are estimates; the
+/// sizes stay `f64` bytes, exact), the indexes in a boxed slice (no spare capacity).
 #[derive(Debug, Clone, PartialEq)]
 struct Measured {
     fingerprint: i64,
-    /// The full pass ([`Pass::number`]) in which its sizes were last measured.
-    pass: u32,
     /// The table's own files (every fork), TOAST excluded.
     heap_bytes: f64,
     /// Its TOAST table and the TOAST index.
     toast_bytes: f64,
-    bloat_bytes: Option<f64>,
-    indexes: Vec<MeasuredIndex>,
+    /// The full pass ([`Pass::number`]) in which its sizes were last measured.
+    pass: u32,
+    bloat_bytes: Estimate,
+    indexes: Box<[MeasuredIndex]>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct MeasuredIndex {
     oid: u32,
+    bloat_bytes: Estimate,
     bytes: f64,
-    bloat_bytes: Option<f64>,
+}
+
+/// A bloat estimate, or none (NaN): the query's NULL when statistics are missing.
+#[derive(Debug, Clone, Copy)]
+struct Estimate(f32);
+
+impl Estimate {
+    fn new(bytes: Option<f64>) -> Estimate {
+        Estimate(bytes.map_or(f32::NAN, |bytes| bytes as f32))
+    }
+
+    fn get(self) -> Option<f64> {
+        (!self.0.is_nan()).then_some(f64::from(self.0))
+    }
+}
+
+impl PartialEq for Estimate {
+    fn eq(&self, other: &Estimate) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
 }
 
 impl Measured {
@@ -578,12 +600,12 @@ impl RelationSizes {
             let table: u32 = row.try_get("relid")?;
             let oid: u32 = row.try_get("indexrelid")?;
             let bloat_bytes = if estimates {
-                row.try_get("bloat_bytes")?
+                Estimate::new(row.try_get("bloat_bytes")?)
             } else {
                 self.measured
                     .get(&table)
                     .and_then(|m| m.indexes.iter().find(|i| i.oid == oid))
-                    .and_then(|i| i.bloat_bytes)
+                    .map_or(Estimate::new(None), |i| i.bloat_bytes)
             };
             indexes.entry(table).or_default().push(MeasuredIndex {
                 oid,
@@ -598,9 +620,11 @@ impl RelationSizes {
                 continue;
             };
             let bloat_bytes = if estimates {
-                row.try_get("bloat_bytes")?
+                Estimate::new(row.try_get("bloat_bytes")?)
             } else {
-                self.measured.get(&oid).and_then(|m| m.bloat_bytes)
+                self.measured
+                    .get(&oid)
+                    .map_or(Estimate::new(None), |m| m.bloat_bytes)
             };
             self.measured.insert(
                 oid,
@@ -610,7 +634,7 @@ impl RelationSizes {
                     heap_bytes: row.try_get::<_, Option<f64>>("heap_bytes")?.unwrap_or(0.0),
                     toast_bytes: row.try_get::<_, Option<f64>>("toast_bytes")?.unwrap_or(0.0),
                     bloat_bytes,
-                    indexes: indexes.remove(&oid).unwrap_or_default(),
+                    indexes: indexes.remove(&oid).unwrap_or_default().into(),
                 },
             );
             self.opened += 1;
@@ -635,7 +659,7 @@ impl Collector for RelationSizes {
             oids.sort_unstable();
             let chunk = self.config.page_size;
             let measured = &self.measured;
-            let mut tables = Vec::new();
+            let mut tables = Vec::with_capacity(oids.len());
             for_each_chunk(
                 session,
                 &oids,
@@ -654,7 +678,7 @@ impl Collector for RelationSizes {
                             Some(m.heap_bytes),
                             Some(m.toast_bytes),
                             Some(m.index_bytes()),
-                            m.bloat_bytes,
+                            m.bloat_bytes.get(),
                         ],
                         vec![
                             total,
@@ -694,7 +718,7 @@ impl Collector for RelationSizes {
                     };
                     indexes.push(Series::new(
                         key(&row)?,
-                        vec![Some(i.bytes), i.bloat_bytes],
+                        vec![Some(i.bytes), i.bloat_bytes.get()],
                         vec![
                             i.bytes,
                             row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
@@ -747,19 +771,19 @@ mod tests {
             pass: 1,
             heap_bytes: 8192.0,
             toast_bytes: 0.0,
-            bloat_bytes: None,
-            indexes: vec![
+            bloat_bytes: Estimate::new(None),
+            indexes: Box::new([
                 MeasuredIndex {
                     oid: 10,
                     bytes: 16384.0,
-                    bloat_bytes: Some(0.0),
+                    bloat_bytes: Estimate::new(Some(0.0)),
                 },
                 MeasuredIndex {
                     oid: 11,
                     bytes: 8192.0,
-                    bloat_bytes: None,
+                    bloat_bytes: Estimate::new(None),
                 },
-            ],
+            ]),
         }
     }
 

@@ -201,7 +201,8 @@ impl Collector for RelationStats {
             let children = self.config.partition_children;
             let chunk = self.config.page_size;
             let oids = user_tables(session).await?;
-            let mut tables = Vec::new();
+            // A row per table: sized once rather than grown by doubling.
+            let mut tables = Vec::with_capacity(oids.len());
             for_each_chunk(
                 session,
                 &oids,
