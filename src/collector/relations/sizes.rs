@@ -7,13 +7,13 @@
 //! truncated or rewritten. So a run
 //! 1. reads a fingerprint per table from the catalog and the statistics counters (no file is
 //!    touched, no relation opened);
-//! 2. measures the tables whose fingerprint changed (sizes and estimates), with their indexes,
-//!    in chunks of [`CHUNK`] tables per statement, and carries the others' values from their
-//!    last measure ([`Measured`]);
-//! 3. re-measures the sizes of unchanged tables a slice at a time, so that every table is
-//!    measured again once per `full_pass_interval` (the slice is sized to finish the pass in
-//!    half of it); their estimates are carried, since everything they read is in the
-//!    fingerprint;
+//! 2. measures the tables whose fingerprint changed (sizes and estimates) and the sizes of new
+//!    ones, with their indexes, in chunks of [`CHUNK`] tables per statement, and carries the
+//!    others' values from their last measure ([`Measured`]);
+//! 3. makes the new tables' first estimates a slice at a time ([`Work`]), and re-measures the
+//!    sizes of unchanged tables a slice at a time, so that every table is measured again once
+//!    per `full_pass_interval` (the slice is sized to finish the pass in half of it); their
+//!    estimates are carried, since everything they read is in the fingerprint;
 //! 4. reports every table through the rollup and the caps: names and activity ranks read in
 //!    chunks of `page_size` tables (catalog and counters only), sizes from [`Measured`].
 //!
@@ -117,6 +117,7 @@ pub fn spec() -> Spec {
                 measured: HashMap::new(),
                 pass: Pass::default(),
                 pending: false,
+                first_estimates: 0,
                 opened: 0,
                 fingerprints: Vec::new(),
                 report: None,
@@ -387,17 +388,25 @@ struct MeasuredIndex {
     bytes: f64,
 }
 
-/// A bloat estimate, or none (NaN): the query's NULL when statistics are missing.
+/// A bloat estimate, or none (NaN): the query's NULL when statistics are missing, or
+/// [`Estimate::PENDING`] for a table first seen whose estimates wait for their slice.
 #[derive(Debug, Clone, Copy)]
 struct Estimate(f32);
 
 impl Estimate {
+    /// Not estimated yet: a NaN of its own, so that it costs no field in [`Measured`].
+    const PENDING: Estimate = Estimate(f32::from_bits(0x7fc0_0001));
+
     fn new(bytes: Option<f64>) -> Estimate {
         Estimate(bytes.map_or(f32::NAN, |bytes| bytes as f32))
     }
 
     fn get(self) -> Option<f64> {
         (!self.0.is_nan()).then_some(f64::from(self.0))
+    }
+
+    fn is_pending(self) -> bool {
+        self == Estimate::PENDING
     }
 }
 
@@ -419,11 +428,21 @@ impl Measured {
     }
 }
 
-/// What a run measures: `changed` tables (new, or fingerprint changed: sizes and estimates),
-/// then `aged` ones (unchanged but not measured yet in the current full pass: sizes only).
+/// What a run measures, in this order: `changed` tables (fingerprint changed: sizes and
+/// estimates), `new` ones (first seen: in full within the interval's slice of first
+/// estimates, sizes only beyond it, their estimates pending), `unestimated` ones (estimates
+/// pending, fingerprint unchanged: in full, within what is left of the slice), then `aged`
+/// ones (unchanged but not measured yet in the current full pass: sizes only).
+///
+/// The first estimates are spread like the full pass rather than made at once: they read
+/// `pg_stats` and cost several times a size, so a large catalog's first pass was otherwise
+/// half a minute of estimates as soon as pgkpi started (26 s at 50 000 tables). A catalog of
+/// up to [`CHUNK`] tables, or one slice, has them all in its first run.
 #[derive(Debug, Default, PartialEq)]
 struct Work {
     changed: Vec<u32>,
+    new: Vec<u32>,
+    unestimated: Vec<u32>,
     aged: Vec<u32>,
 }
 
@@ -431,9 +450,11 @@ fn work(fingerprints: &[(u32, i64)], measured: &HashMap<u32, Measured>, pass: u3
     let mut work = Work::default();
     for (oid, fingerprint) in fingerprints {
         match measured.get(oid) {
-            Some(m) if m.fingerprint == *fingerprint && m.pass >= pass => {}
-            Some(m) if m.fingerprint == *fingerprint => work.aged.push(*oid),
-            _ => work.changed.push(*oid),
+            None => work.new.push(*oid),
+            Some(m) if m.fingerprint != *fingerprint => work.changed.push(*oid),
+            Some(m) if m.bloat_bytes.is_pending() => work.unestimated.push(*oid),
+            Some(m) if m.pass < pass => work.aged.push(*oid),
+            Some(_) => {}
         }
     }
     work
@@ -462,6 +483,9 @@ struct RelationSizes {
     pass: Pass,
     /// The last run left changed or new tables unmeasured (its time budget ran out).
     pending: bool,
+    /// First estimates (of new or unestimated tables) the runs may still make until the next
+    /// scheduled run: a slice per interval, whatever the number of runs continuing the work.
+    first_estimates: usize,
     /// Relations (tables and indexes) the last run opened.
     opened: usize,
     /// The fingerprints read by the run that started the pending work, and when: the runs
@@ -517,25 +541,46 @@ impl RelationSizes {
                 .map(|at| fingerprints[at].1)
         };
         self.measured.retain(|oid, _| fingerprint(oid).is_some());
-        let Work { changed, mut aged } = work(&fingerprints, &self.measured, self.pass.number);
-        aged.truncate(aged_slice(
+        let Work {
+            changed,
+            new,
+            mut unestimated,
+            mut aged,
+        } = work(&fingerprints, &self.measured, self.pass.number);
+        let slice = aged_slice(
             fingerprints.len(),
             self.interval,
             self.config.full_pass_interval,
-        ));
+        );
+        if !self.pending {
+            self.first_estimates = slice;
+        }
+        // New tables within the slice are measured in full at once (each file stat'ed once),
+        // the others' sizes only; then the slice's rest goes to the tables left unestimated.
+        let (new_in_full, new_sized) = new.split_at(new.len().min(self.first_estimates));
+        self.first_estimates -= new_in_full.len();
+        unestimated.truncate(self.first_estimates);
+        self.first_estimates -= unestimated.len();
+        aged.truncate(slice);
         self.opened = 0;
         self.pending = false;
-        let chunks = changed
-            .chunks(CHUNK)
-            .map(|chunk| (chunk, true))
-            .chain(aged.chunks(CHUNK).map(|chunk| (chunk, false)));
-        for (chunk, estimates) in chunks {
-            if started.elapsed() >= RUN_BUDGET {
-                self.pending = estimates;
-                break;
+        // (tables, with estimates, more runs soon when the budget cuts them short)
+        let lists = [
+            (changed.as_slice(), true, true),
+            (new_in_full, true, true),
+            (new_sized, false, true),
+            (unestimated.as_slice(), true, false),
+            (aged.as_slice(), false, false),
+        ];
+        'budget: for (tables, estimates, urgent) in lists {
+            for chunk in tables.chunks(CHUNK) {
+                if started.elapsed() >= RUN_BUDGET {
+                    self.pending = urgent;
+                    break 'budget;
+                }
+                self.measure(session, chunk, estimates, &fingerprint)
+                    .await?;
             }
-            self.measure(session, chunk, estimates, &fingerprint)
-                .await?;
         }
         // `measured` holds only present tables: equal counts mean every one is measured.
         let complete = self.measured.len() == fingerprints.len();
@@ -581,7 +626,7 @@ impl RelationSizes {
     }
 
     /// Measures one chunk of tables with their indexes: sizes, and the estimates when
-    /// `estimates` (else the previous ones are kept).
+    /// `estimates` (else the previous ones are kept, or marked pending for a new table).
     async fn measure(
         &mut self,
         session: &Session,
@@ -605,7 +650,7 @@ impl RelationSizes {
                 self.measured
                     .get(&table)
                     .and_then(|m| m.indexes.iter().find(|i| i.oid == oid))
-                    .map_or(Estimate::new(None), |i| i.bloat_bytes)
+                    .map_or(Estimate::PENDING, |i| i.bloat_bytes)
             };
             indexes.entry(table).or_default().push(MeasuredIndex {
                 oid,
@@ -624,7 +669,7 @@ impl RelationSizes {
             } else {
                 self.measured
                     .get(&oid)
-                    .map_or(Estimate::new(None), |m| m.bloat_bytes)
+                    .map_or(Estimate::PENDING, |m| m.bloat_bytes)
             };
             self.measured.insert(
                 oid,
@@ -789,14 +834,15 @@ mod tests {
 
     #[test]
     fn changed_tables_are_measured_and_unchanged_ones_only_once_per_pass() {
-        let known = HashMap::from([(1, measured(100)), (2, measured(200))]);
-        // 1 unchanged, 2 written since, 3 new: within pass 1, only 2 and 3.
+        let mut known = HashMap::from([(1, measured(100)), (2, measured(200))]);
+        // 1 unchanged, 2 written since, 3 new: within pass 1, 2 in full and 3's sizes.
         let fingerprints = [(1, 100), (2, 201), (3, 300)];
         assert_eq!(
             work(&fingerprints, &known, 1),
             Work {
-                changed: vec![2, 3],
-                aged: vec![]
+                changed: vec![2],
+                new: vec![3],
+                ..Work::default()
             }
         );
         assert_eq!(work(&[(1, 100), (2, 200)], &known, 1), Work::default());
@@ -804,8 +850,34 @@ mod tests {
         assert_eq!(
             work(&fingerprints, &known, 2),
             Work {
-                changed: vec![2, 3],
+                changed: vec![2],
+                new: vec![3],
+                unestimated: vec![],
                 aged: vec![1]
+            }
+        );
+        // 3 measured without its estimates: they are due whatever the pass, until its
+        // fingerprint changes (then it is measured in full as a changed table).
+        known.insert(
+            3,
+            Measured {
+                bloat_bytes: Estimate::PENDING,
+                ..measured(300)
+            },
+        );
+        assert_eq!(
+            work(&fingerprints, &known, 1),
+            Work {
+                changed: vec![2],
+                unestimated: vec![3],
+                ..Work::default()
+            }
+        );
+        assert_eq!(
+            work(&[(3, 301)], &known, 1),
+            Work {
+                changed: vec![3],
+                ..Work::default()
             }
         );
     }
