@@ -617,6 +617,40 @@ fn a_written_table_is_re_measured_and_an_untouched_one_keeps_its_size() {
     assert_eq!(actual("untouched"), untouched_before);
 }
 
+/// On a catalog within one slice of first estimates, a table's bloat estimates come in the
+/// same run as its first sizes (larger catalogs get theirs a slice per interval).
+#[test]
+fn bloat_estimates_come_with_the_first_sizes_on_a_small_catalog() {
+    let (cluster, db) = Cluster::shared_database("estimates");
+    cluster.psql(
+        &db,
+        "CREATE TABLE bloated (id int PRIMARY KEY, note text); \
+         INSERT INTO bloated SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g; \
+         DELETE FROM bloated WHERE id % 10 <> 0; \
+         ANALYZE bloated",
+    );
+    let exporter = Exporter::start(&config("estimates", &cluster.dsn(&db), ""));
+    let labels = [("target", "estimates"), ("relname", "bloated")];
+    let m = exporter.wait_for(WAIT, "the table's first size", |m| {
+        m.value("pg_table_size_bytes", &labels).is_some()
+    });
+    let bloat = m
+        .value("pg_table_bloat_bytes", &labels)
+        .unwrap_or_else(|| panic!("no bloat estimate with the first size:\n{}", m.text));
+    // Nine rows in ten deleted and not vacuumed: most of the heap is beyond what 2 000 rows need.
+    let heap = cluster.number(&db, "SELECT pg_relation_size('bloated')");
+    assert!(
+        bloat > 0.8 * heap && bloat < heap,
+        "bloat {bloat} of a {heap}-byte heap"
+    );
+    let index = [("target", "estimates"), ("indexrelname", "bloated_pkey")];
+    assert!(
+        m.value("pg_index_bloat_bytes", &index).is_some(),
+        "no index estimate with the first size:\n{}",
+        m.text
+    );
+}
+
 /// A run that measured thousands of relations leaves a relation cache entry per table and
 /// index in its server session, memory the backend keeps for its life: `relation_sizes` then
 /// asks for a fresh session. The main session's backend is replaced, the target never looks

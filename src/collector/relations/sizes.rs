@@ -75,7 +75,7 @@ const TABLE_SIZES: &[Col] = &[
         Metric::gauge(
             "pg_table_bloat_bytes",
             TABLE,
-            "Estimated heap space beyond what the live rows need at the table's fillfactor, from catalog statistics (see docs/relations.md); absent without statistics.",
+            "Estimated heap space beyond what the live rows need at the table's fillfactor, from catalog statistics (see docs/relations.md); absent without statistics, and until the table's first estimate (spread over half an hour on large catalogs).",
         ),
     ),
 ];
@@ -94,7 +94,7 @@ const INDEX_SIZES: &[Col] = &[
         Metric::gauge(
             "pg_index_bloat_bytes",
             INDEX,
-            "Estimated B-tree space beyond what its entries need at the index's fillfactor, from catalog statistics (see docs/relations.md); B-tree only, absent without statistics.",
+            "Estimated B-tree space beyond what its entries need at the index's fillfactor, from catalog statistics (see docs/relations.md); B-tree only, absent without statistics and until its table's first estimate.",
         ),
     ),
 ];
