@@ -893,6 +893,13 @@ mod tests {
     }
 
     #[test]
+    fn a_table_s_measure_stays_small() {
+        // One per table of the catalog, kept between runs (docs/relations.md, "Memory").
+        assert_eq!(std::mem::size_of::<Measured>(), 48);
+        assert_eq!(std::mem::size_of::<MeasuredIndex>(), 16);
+    }
+
+    #[test]
     fn a_table_s_index_total_is_the_sum_of_its_indexes() {
         assert_eq!(measured(1).index_bytes(), 24576.0);
     }
