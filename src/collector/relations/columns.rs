@@ -184,16 +184,31 @@ const USER_TABLES_SQL: &str = "
 
 /// Streamed: a `Row` costs about ten times its oid, and there is one per table.
 pub async fn user_tables(session: &Session) -> Result<Vec<u32>, CollectError> {
+    let mut oids = Vec::new();
+    for_each_row(session, USER_TABLES_SQL, &[], |row| {
+        oids.push(row.try_get(0)?);
+        Ok(())
+    })
+    .await?;
+    Ok(oids)
+}
+
+/// Runs `sql` once, handing each row to `each` as it arrives rather than collecting them.
+async fn for_each_row(
+    session: &Session,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    mut each: impl FnMut(Row) -> Result<(), CollectError>,
+) -> Result<(), CollectError> {
     let rows = session
         .client
-        .query_raw(USER_TABLES_SQL, std::iter::empty::<&dyn ToSql>())
+        .query_raw(sql, params.iter().map(|p| *p as &dyn ToSql))
         .await?;
     let mut rows = std::pin::pin!(rows);
-    let mut oids = Vec::new();
     while let Some(row) = rows.next().await.transpose()? {
-        oids.push(row.try_get(0)?);
+        each(row)?;
     }
-    Ok(oids)
+    Ok(())
 }
 
 /// Runs a query over the tables of `$1` (an oid array; further parameters follow it),
@@ -212,14 +227,7 @@ pub async fn for_each_chunk(
         let oids = oids.to_vec();
         let mut all: Vec<&(dyn ToSql + Sync)> = vec![&oids];
         all.extend_from_slice(params);
-        let rows = session
-            .client
-            .query_raw(sql, all.iter().map(|p| *p as &dyn ToSql))
-            .await?;
-        let mut rows = std::pin::pin!(rows);
-        while let Some(row) = rows.next().await.transpose()? {
-            each(row)?;
-        }
+        for_each_row(session, sql, &all, &mut each).await?;
     }
     Ok(())
 }
