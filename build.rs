@@ -4,7 +4,10 @@ use std::fmt::Write as _;
 
 fn main() {
     println!("cargo:rerun-if-changed=collectors");
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("collectors");
+    // Read when the script runs, not baked in when it is compiled: a build script binary
+    // reused from a shared target/ (another checkout, a worktree) must read this checkout.
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let dir = std::path::Path::new(&manifest).join("collectors");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("collectors/ exists")
         .flatten()
