@@ -79,11 +79,13 @@ pub fn describe(tables: &[&[Col]]) -> Vec<FamilyDesc> {
 }
 
 /// The grouping keys of a table `c`, as [`super::rollup::Key`] reads them: the table it is
-/// reported as (itself, or its partitioned root unless `$2` = partition_children), twice.
+/// reported as (itself, or its partitioned root unless `$2` = partition_children), twice; and
+/// whether it belongs to a partition tree rolled up into its root ([`in_tree`]).
 pub const TABLE_KEY: &str = "
     CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END AS key,
     CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
-        AS table_key";
+        AS table_key,
+    NOT $2 AND (c.relispartition OR c.relkind = 'p') AS in_tree";
 
 /// The grouping keys of an index `ci` of table `c`: the index it is reported as (itself, or
 /// the root partitioned index of a partition's index unless `$2`), and its table's.
@@ -91,7 +93,14 @@ pub const INDEX_KEY: &str = "
     CASE WHEN $2 OR NOT ci.relispartition THEN ci.oid ELSE pg_partition_root(ci.oid)::oid END
         AS key,
     CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
-        AS table_key";
+        AS table_key,
+    NOT $2 AND (c.relispartition OR c.relkind = 'p') AS in_tree";
+
+/// Whether a row read with [`TABLE_KEY`] or [`INDEX_KEY`] belongs to a partition tree rolled
+/// up into its root: rows of other chunks may share its key or its table.
+pub fn in_tree(row: &Row) -> Result<bool, tokio_postgres::Error> {
+    row.try_get("in_tree")
+}
 
 /// Names of a table `c` (namespace `n`), for [`labels`]: its own schema and name, and its
 /// partitioned root's when it is a partition.
@@ -211,6 +220,13 @@ async fn for_each_row(
     Ok(())
 }
 
+/// What a chunked read hands over: each row, and after a chunk's last row, its end (every row
+/// of the chunk's tables has then been read).
+pub enum Read {
+    Row(Row),
+    ChunkEnd,
+}
+
 /// Runs a query over the tables of `$1` (an oid array; further parameters follow it),
 /// `chunk` tables per statement (`[relations] page_size`), handing each row to `each` as it
 /// arrives: no statement grows with the catalog, and the rows are never all in memory at
@@ -221,13 +237,14 @@ pub async fn for_each_chunk(
     chunk: usize,
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
-    mut each: impl FnMut(Row) -> Result<(), CollectError>,
+    mut each: impl FnMut(Read) -> Result<(), CollectError>,
 ) -> Result<(), CollectError> {
     for oids in tables.chunks(chunk.max(1)) {
         let oids = oids.to_vec();
         let mut all: Vec<&(dyn ToSql + Sync)> = vec![&oids];
         all.extend_from_slice(params);
-        for_each_row(session, sql, &all, &mut each).await?;
+        for_each_row(session, sql, &all, |row| each(Read::Row(row))).await?;
+        each(Read::ChunkEnd)?;
     }
     Ok(())
 }

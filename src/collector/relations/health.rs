@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::columns::{for_each_chunk, query_labels, user_tables};
+use super::columns::{for_each_chunk, query_labels, user_tables, Read};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::{describe_all, Family, FamilyDesc, Metric};
@@ -238,8 +238,10 @@ impl Collector for IndexHealth {
             let tables = user_tables(session).await?;
             let mut unused = Vec::new();
             let chunk = self.config.page_size;
-            for_each_chunk(session, &tables, chunk, UNUSED_SQL, &[&min_bytes], |row| {
-                unused.push(row);
+            for_each_chunk(session, &tables, chunk, UNUSED_SQL, &[&min_bytes], |read| {
+                if let Read::Row(row) = read {
+                    unused.push(row);
+                }
                 Ok(())
             })
             .await?;

@@ -20,16 +20,19 @@
 //! members' increases, so they never step down as members change). Partitions are rolled up into
 //! their root table (and partition indexes into the root's index) unless `partition_children`
 //! is set. The queries read one row per relation, in chunks of `page_size` tables so that no
-//! statement grows with the catalog; Rust groups partitions into their root, ranks and cuts,
-//! so that logic is unit-tested.
+//! statement grows with the catalog; Rust groups partitions into their root, ranks and cuts
+//! as the rows arrive (only the rows that can still be kept are held), so that logic is
+//! unit-tested.
 //! Estimates (bloat) are explained in docs/relations.md.
 //!
-//! Files: `columns` (label columns, naming SQL, chunked reads, the `Col` declarations), `rollup`
-//! (the cap and the `(other)` rows, pure logic), `export` (naming the kept ones, the
-//! families), one file per collector (`stats`, `sizes`, `health`) with its SQL, and `settings`
-//! (`[relations]`), `database` (`database_size` and the sizes `relation_sizes` derives).
+//! Files: `columns` (label columns, naming SQL, chunked reads, the `Col` declarations), `cut`
+//! (the cap, applied as rows arrive), `rollup` (rows and the `(other)` counters, pure logic),
+//! `export` (naming the kept ones, the families), one file per collector (`stats`, `sizes`,
+//! `health`) with its SQL, and `settings` (`[relations]`), `database` (`database_size` and the
+//! sizes `relation_sizes` derives).
 
 mod columns;
+mod cut;
 mod database;
 mod export;
 mod health;

@@ -1,12 +1,11 @@
-//! The cap on per-table and per-index series, pure logic: rows are read as [`Series`] keyed
-//! by relation oids (not names: a catalog of 50 000 tables has 150 000 indexes, and their
-//! names would be most of the exporter's memory), partitions grouped into their root
-//! ([`group`]), the best ranked kept, the rest combined into `(other)` rows ([`select`],
-//! [`combine`], [`cap`]), and [`CounterRollups`] keeps the counters of those rows from
-//! stepping down when their members change. Only then are the few kept relations named, and
-//! [`families`] writes the series out through their `Col` declarations.
+//! The rows of the capped queries, pure logic: rows are read as [`Series`] keyed by relation
+//! oids (not names: a catalog of 50 000 tables has 150 000 indexes, and their names would be
+//! most of the exporter's memory), cut to the caps as they arrive ([`super::cut::Cut`]), and
+//! [`CounterRollups`] keeps the counters of the `(other)` rows from stepping down when their
+//! members change. Only then are the few kept relations named, and [`families`] writes the
+//! series out through their `Col` declarations.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use tokio_postgres::Row;
 
@@ -39,7 +38,7 @@ pub enum Id {
 /// of thousands of rows, and a second allocation and `Option` tags per row would double them.
 #[derive(Debug, Clone)]
 pub struct Series {
-    id: Id,
+    pub(super) id: Id,
     cells: Box<[f64]>,
     /// How many of `cells` are values; the rest are ranking keys.
     width: u16,
@@ -105,7 +104,7 @@ impl Series {
         })
     }
 
-    fn values(&self) -> &[f64] {
+    pub(super) fn values(&self) -> &[f64] {
         &self.cells[..self.width as usize]
     }
 
@@ -118,180 +117,33 @@ impl Series {
         Some(self.cells[at]).filter(|v| !v.is_nan())
     }
 
-    fn rank(&self) -> &[f64] {
+    pub(super) fn rank(&self) -> &[f64] {
         &self.cells[self.width as usize..]
     }
-}
 
-/// Series with the same key made one (partitions into their root): values combined by
-/// `aggs`, ranking keys summed. Rows read one per relation are grouped here rather than by the
-/// query, so that the query can be chunked and never sorts the catalog; sorted in place rather
-/// than through a map, so that grouping needs no memory beyond the rows.
-pub fn group(mut all: Vec<Series>, aggs: &[Agg]) -> Vec<Series> {
-    all.sort_unstable_by_key(|s| s.id);
-    all.dedup_by(|later, first| {
-        if later.id != first.id {
-            return false;
+    /// An `(other)` row of `values`.
+    pub(super) fn row(id: Id, values: &[f64]) -> Series {
+        Series {
+            id,
+            cells: values.into(),
+            width: values.len() as u16,
         }
-        merge(first.values_mut(), later.values(), aggs);
-        let width = first.width as usize;
-        for (sum, rank) in first.cells[width..].iter_mut().zip(later.rank()) {
+    }
+
+    /// Adds a row of the same key (a partition, into its root's row): values combined by
+    /// `aggs`, ranking keys summed.
+    pub(super) fn absorb(&mut self, other: &Series, aggs: &[Agg]) {
+        merge(self.values_mut(), other.values(), aggs);
+        let width = self.width as usize;
+        for (sum, rank) in self.cells[width..].iter_mut().zip(other.rank()) {
             *sum += rank;
         }
-        true
-    });
-    all
-}
-
-/// The outcome of a cap: the series kept one by one, and the others grouped under the
-/// `(other)` row they are rolled into.
-#[derive(Debug)]
-pub struct Capped {
-    kept: Vec<Series>,
-    /// The series rolled into `(other)` rows, by row and then key: the rows' members one after
-    /// the other, in the vector the series arrived in (no second copy of a big catalogue's).
-    rolled: Vec<Series>,
-    /// Each `(other)` row and how many of `rolled` it holds, in order.
-    rows: Vec<(Id, usize)>,
-    /// Series not exported individually.
-    pub dropped: u64,
-}
-
-/// The `(other)` rows of a [`Capped`] with their members.
-fn groups<'a>(
-    rolled: &'a [Series],
-    rows: &'a [(Id, usize)],
-) -> impl Iterator<Item = (Id, &'a [Series])> + 'a {
-    let mut start = 0;
-    rows.iter().map(move |&(id, count)| {
-        let members = &rolled[start..start + count];
-        start += count;
-        (id, members)
-    })
-}
-
-/// Puts `items[order[i]]` at position `i`, in place, one cycle of the permutation at a time.
-fn permute<T>(items: &mut [T], mut order: Vec<u32>) {
-    for start in 0..items.len() {
-        let mut current = start;
-        while order[current] as usize != current {
-            let next = order[current] as usize;
-            order[current] = current as u32;
-            if next == start {
-                break;
-            }
-            items.swap(current, next);
-            current = next;
-        }
-    }
-}
-
-/// Keeps at most `max` series and groups the rest. A series' position is its best rank over
-/// all ranking keys, ties broken by the first key, then by key (stable across runs). With
-/// `per_table`, the rest of a table that kept series goes to its own `(other)` row, everything
-/// else to one `(other)` row.
-pub fn select(mut all: Vec<Series>, max: usize, per_table: bool) -> Capped {
-    if all.len() <= max {
-        all.sort_by_key(|s| s.id);
-        return Capped {
-            kept: all,
-            rolled: Vec::new(),
-            rows: Vec::new(),
-            dropped: 0,
-        };
-    }
-    let keys = all.first().map_or(0, |s| s.rank().len());
-    let mut best = vec![usize::MAX; all.len()];
-    let mut order: Vec<u32> = (0..all.len() as u32).collect();
-    for k in 0..keys {
-        order.sort_by(|&a, &b| all[b as usize].rank()[k].total_cmp(&all[a as usize].rank()[k]));
-        for (position, &i) in order.iter().enumerate() {
-            best[i as usize] = best[i as usize].min(position);
-        }
-    }
-    order.sort_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        best[a]
-            .cmp(&best[b])
-            .then_with(|| {
-                let (x, y) = (all[a].rank().first(), all[b].rank().first());
-                y.unwrap_or(&0.0).total_cmp(x.unwrap_or(&0.0))
-            })
-            .then_with(|| all[a].id.cmp(&all[b].id))
-    });
-    let mut keep = vec![false; all.len()];
-    for &i in order.iter().take(max) {
-        keep[i as usize] = true;
-    }
-    drop(order);
-    drop(best);
-    let tables_kept: BTreeSet<u32> = all
-        .iter()
-        .zip(&keep)
-        .filter(|(_, &k)| k)
-        .filter_map(|(s, _)| match s.id {
-            Id::Relation(key) => Some(key.table),
-            _ => None,
-        })
-        .collect();
-    let dropped = (all.len() - max) as u64;
-    // Where each series goes: its own row (kept) or an `(other)` row. Rolled-up series are
-    // ordered first (by row, then key) and kept ones last, so that splitting the kept ones
-    // off copies at most `max` series and the rest stays where it is.
-    let place: Vec<Option<Id>> = all
-        .iter()
-        .zip(&keep)
-        .map(|(series, &keep)| {
-            (!keep).then(|| match series.id {
-                Id::Relation(key) if per_table && tables_kept.contains(&key.table) => {
-                    Id::OtherOf(key.table)
-                }
-                _ => Id::Other,
-            })
-        })
-        .collect();
-    drop(keep);
-    let mut order: Vec<u32> = (0..all.len() as u32).collect();
-    order.sort_by_key(|&i| {
-        let i = i as usize;
-        (place[i].is_none(), place[i], all[i].id)
-    });
-    let mut rows: Vec<(Id, usize)> = Vec::new();
-    for &i in &order {
-        match (place[i as usize], rows.last_mut()) {
-            (None, _) => break,
-            (Some(row), Some((last, count))) if *last == row => *count += 1,
-            (Some(row), _) => rows.push((row, 1)),
-        }
-    }
-    drop(place);
-    permute(&mut all, order);
-    // Kept series in a stable order (by key); the rollups follow them.
-    let kept = all.split_off(all.len() - max);
-    Capped {
-        kept,
-        rolled: all,
-        rows,
-        dropped,
-    }
-}
-
-/// One `(other)` row: its members' values combined column by column.
-fn combine(id: Id, members: &[Series], aggs: &[Agg]) -> Series {
-    let mut values = vec![f64::NAN; aggs.len()];
-    for member in members {
-        merge(&mut values, member.values(), aggs);
-    }
-    Series {
-        id,
-        cells: values.into(),
-        width: aggs.len() as u16,
     }
 }
 
 /// Adds `values` into `acc` column by column; a missing value (NaN) leaves the other side as
 /// is.
-fn merge(acc: &mut [f64], values: &[f64], aggs: &[Agg]) {
+pub(super) fn merge(acc: &mut [f64], values: &[f64], aggs: &[Agg]) {
     for ((acc, &value), agg) in acc.iter_mut().zip(values).zip(aggs) {
         if acc.is_nan() {
             *acc = value;
@@ -302,19 +154,6 @@ fn merge(acc: &mut [f64], values: &[f64], aggs: &[Agg]) {
             };
         }
     }
-}
-
-/// Keeps at most `max` series and sums the rest into `(other)` rows (see [`select`]), for
-/// gauges. Returns the series to export and how many were not exported individually.
-pub fn cap(all: Vec<Series>, max: usize, per_table: bool, aggs: &[Agg]) -> (Vec<Series>, u64) {
-    let Capped {
-        mut kept,
-        rolled,
-        rows,
-        dropped,
-    } = select(all, max, per_table);
-    kept.extend(groups(&rolled, &rows).map(|(id, members)| combine(id, members, aggs)));
-    (kept, dropped)
 }
 
 /// Counters of `(other)` rows that never step down.
@@ -331,6 +170,10 @@ pub struct CounterRollups {
     last: Last,
     /// Each `(other)` row's values at the last run (NaN where missing).
     rows: BTreeMap<Id, Box<[f64]>>,
+    /// The `(other)` rows of the run under way.
+    next: BTreeMap<Id, Box<[f64]>>,
+    /// The counter columns of the rows, by position.
+    columns: Vec<usize>,
     /// Runs so far: a relation not seen by this run is forgotten at its end.
     run: u32,
 }
@@ -407,67 +250,62 @@ impl Last {
 }
 
 impl CounterRollups {
-    /// The series to export: the kept ones, then the `(other)` rows with monotonic counters
-    /// (columns of other types are combined as [`cap`] does).
-    pub fn apply(&mut self, capped: Capped, cols: &[Col]) -> Vec<Series> {
-        let aggs = aggs(cols);
-        let counters: Vec<usize> = (0..cols.len())
+    /// A run of [`super::cut::Cut`] over rows of `cols` starts; returns how many gains an
+    /// `(other)` sum keeps after its values (one per counter column).
+    pub fn begin(&mut self, cols: &[Col]) -> usize {
+        self.columns = (0..cols.len())
             .filter(|&at| cols[at].metric.kind == MetricType::Counter)
             .collect();
-        if self.last.width != counters.len() {
+        if self.last.width != self.columns.len() {
             self.last = Last {
-                width: counters.len(),
+                width: self.columns.len(),
                 ..Last::default()
             };
         }
         self.run = self.run.wrapping_add(1).max(1);
-        let run = self.run;
-        let remember = |last: &mut Last, series: &Series| {
-            if let Id::Relation(key) = series.id {
-                let values = series.values();
-                last.remember(key.relation, counters.iter().map(|&at| values[at]), run);
-            }
-        };
-        let mut rows = BTreeMap::new();
-        let Capped {
-            kept: mut out,
-            rolled,
-            rows: rows_of,
-            ..
-        } = capped;
-        for series in &out {
-            remember(&mut self.last, series);
+        self.next.clear();
+        self.columns.len()
+    }
+
+    /// A series exported on its own: its counters are remembered.
+    pub fn kept(&mut self, series: &Series) {
+        if let Id::Relation(key) = series.id {
+            let values = series.values();
+            let counters = self.columns.iter().map(|&at| values[at]);
+            self.last.remember(key.relation, counters, self.run);
         }
-        for (id, members) in groups(&rolled, &rows_of) {
-            let mut row = combine(id, members, &aggs);
-            if let Some(previous) = self.rows.get(&row.id) {
-                for (c, &at) in counters.iter().enumerate() {
-                    let gained: f64 = members
-                        .iter()
-                        .map(|m| {
-                            // Still last run's values: a relation is kept or rolled up
-                            // once per run, and members are remembered after their row.
-                            let before = match m.id {
-                                Id::Relation(key) => self.last.get(key.relation, c),
-                                _ => None,
-                            };
-                            increase(before, m.value(at))
-                        })
-                        .sum();
-                    let before = Some(previous[at]).filter(|v| !v.is_nan());
-                    row.values_mut()[at] = before.unwrap_or(0.0) + gained;
-                }
+    }
+
+    /// A series summed into an `(other)` row: adds what each counter gained since the last
+    /// run to `gains`, then remembers it. A relation is kept or rolled up once per run, so
+    /// `last` still holds the last run's values here.
+    pub fn rolled(&mut self, gains: &mut [f64], series: &Series) {
+        if let Id::Relation(key) = series.id {
+            for (c, (&at, gain)) in self.columns.iter().zip(gains.iter_mut()).enumerate() {
+                *gain += increase(self.last.get(key.relation, c), series.value(at));
             }
-            for member in members {
-                remember(&mut self.last, member);
-            }
-            rows.insert(row.id, row.values().into());
-            out.push(row);
         }
-        // Rows and relations gone this run are forgotten.
-        self.last.forget_all_but(run);
-        self.rows = rows;
-        out
+        self.kept(series);
+    }
+
+    /// The `(other)` row `id` of combined `values` and `gains`: a row that existed at the last
+    /// run adds the gains to its counters, a new one starts from its members' sum.
+    pub fn row(&mut self, id: Id, values: &[f64], gains: &[f64]) -> Series {
+        let mut row = Series::row(id, values);
+        if let Some(previous) = self.rows.get(&id) {
+            for (&at, gain) in self.columns.iter().zip(gains) {
+                let before = Some(previous[at]).filter(|v| !v.is_nan());
+                row.values_mut()[at] = before.unwrap_or(0.0) + gain;
+            }
+        }
+        self.next.insert(id, row.values().into());
+        row
+    }
+
+    /// The run is over: rows and relations it did not see are forgotten.
+    pub fn end(&mut self) {
+        self.last.forget_all_but(self.run);
+        self.rows = std::mem::take(&mut self.next);
     }
 }
 
@@ -550,8 +388,34 @@ pub fn aggs(cols: &[Col]) -> Vec<Agg> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cut::Cut;
     use super::*;
     use crate::metric::Metric;
+
+    const SUMS: &[Col] = &[
+        Col::sum("a", Metric::gauge("t_a", &[], "A.")),
+        Col::sum("b", Metric::gauge("t_b", &[], "B.")),
+    ];
+    const SUM_MAX: &[Col] = &[
+        Col::sum("size", Metric::gauge("t_size_bytes", &[], "Size.")),
+        Col::max("last", Metric::gauge("t_last", &[], "Last.")),
+    ];
+
+    /// The rows through a cut, in one chunk, none in a partition tree.
+    fn cap(all: Vec<Series>, max: usize, per_table: bool, cols: &[Col]) -> (Vec<Series>, u64) {
+        let mut cut = Cut::new(max, per_table, cols, None);
+        all.into_iter().for_each(|s| cut.push(s, false));
+        cut.chunk_end();
+        cut.finish()
+    }
+
+    /// One run of `relation_stats`' table pass over `rows`.
+    fn apply(rollups: &mut CounterRollups, rows: Vec<Series>, max: usize) -> Vec<Series> {
+        let mut cut = Cut::new(max, false, STATS_COLS, Some(rollups));
+        rows.into_iter().for_each(|s| cut.push(s, false));
+        cut.chunk_end();
+        cut.finish().0
+    }
 
     /// Index `relation` of table `table`.
     fn index(table: u32, relation: u32, size: f64, scans: f64) -> Series {
@@ -578,7 +442,7 @@ mod tests {
     #[test]
     fn under_the_cap_everything_is_kept() {
         let all = vec![index(1, 11, 1.0, 1.0), index(1, 12, 2.0, 0.0)];
-        let (kept, dropped) = cap(all.clone(), 2, true, &[Agg::Sum, Agg::Sum]);
+        let (kept, dropped) = cap(all.clone(), 2, true, SUMS);
         assert_eq!((kept, dropped), (all, 0));
     }
 
@@ -591,7 +455,7 @@ mod tests {
             index(2, 21, 3.0, 2.0),   // idle
             index(3, 31, 0.5, 0.0),   // tiny
         ];
-        let (kept, dropped) = cap(all, 2, true, &[Agg::Sum, Agg::Sum]);
+        let (kept, dropped) = cap(all, 2, true, SUMS);
         assert_eq!(dropped, 3);
         let ids: Vec<Id> = kept.iter().map(|s| s.id).collect();
         assert_eq!(
@@ -633,7 +497,7 @@ mod tests {
             table(2, 5.0, Some(7.0)),
             table(3, 1.0, None),
         ];
-        let (kept, dropped) = cap(all, 1, false, &[Agg::Sum, Agg::Max]);
+        let (kept, dropped) = cap(all, 1, false, SUM_MAX);
         assert_eq!(dropped, 2);
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[1].id, Id::Other);
@@ -643,22 +507,19 @@ mod tests {
     #[test]
     fn partitions_group_into_their_root_and_labels_come_from_names() {
         // Two partitions' rows reported under root 5, a plain table 6.
-        let all = vec![
-            table(5, 10.0, Some(1.0)),
-            table(5, 4.0, Some(3.0)),
-            table(6, 1.0, None),
-        ];
-        let grouped = group(all, &[Agg::Sum, Agg::Max]);
-        let (kept, _) = cap(grouped, 10, false, &[Agg::Sum, Agg::Max]);
+        let mut cut = Cut::new(10, false, SUM_MAX, None);
+        // 5's rows are partitions of a tree, arriving in two chunks.
+        cut.push(table(5, 10.0, Some(1.0)), true);
+        cut.chunk_end();
+        cut.push(table(5, 4.0, Some(3.0)), true);
+        cut.push(table(6, 1.0, None), false);
+        cut.chunk_end();
+        let (kept, _) = cut.finish();
         assert_eq!(kept.len(), 2);
         assert_eq!(kept[0].options(), [Some(14.0), Some(3.0)]);
         assert_eq!(kept[0].rank(), [14.0]);
         let names = HashMap::from([(5, vec!["s".into(), "root".into(), String::new()])]);
-        const COLS: &[Col] = &[
-            Col::sum("size", Metric::gauge("t_size_bytes", &[], "Size.")),
-            Col::max("last", Metric::gauge("t_last", &[], "Last.")),
-        ];
-        let families = families(&kept, &names, &["schemaname", "relname", "parent"], COLS);
+        let families = families(&kept, &names, &["schemaname", "relname", "parent"], SUM_MAX);
         // 6 was not named (dropped meanwhile): left out rather than exported without labels.
         assert_eq!(families[0].samples.len(), 1);
     }
@@ -692,9 +553,7 @@ mod tests {
         let (a, b, c, d) = (1, 2, 3, 4);
         let mut rollups = CounterRollups::default();
         // Run 1: a is kept; b and c are summed (10 + 5).
-        let run = |rollups: &mut CounterRollups, rows: Vec<Series>| {
-            rollups.apply(select(rows, 1, false), STATS_COLS)
-        };
+        let run = |rollups: &mut CounterRollups, rows: Vec<Series>| apply(rollups, rows, 1);
         let out = run(
             &mut rollups,
             vec![stats(a, 100.0), stats(b, 10.0), stats(c, 5.0)],
@@ -736,29 +595,11 @@ mod tests {
     #[test]
     fn counter_rollups_forget_what_is_gone() {
         let mut rollups = CounterRollups::default();
-        rollups.apply(
-            select(vec![stats(1, 3.0), stats(2, 1.0)], 1, false),
-            STATS_COLS,
-        );
+        apply(&mut rollups, vec![stats(1, 3.0), stats(2, 1.0)], 1);
         assert_eq!((rollups.last.len(), rollups.rows.len()), (2, 1));
         // Under the cap: no (other) row, and 2, dropped, is forgotten.
-        let out = rollups.apply(select(vec![stats(1, 4.0)], 1, false), STATS_COLS);
+        let out = apply(&mut rollups, vec![stats(1, 4.0)], 1);
         assert_eq!(out.len(), 1);
         assert_eq!((rollups.last.len(), rollups.rows.len()), (1, 0));
-    }
-
-    #[test]
-    fn permute_places_each_item_where_the_order_says() {
-        for n in [0usize, 1, 2, 7, 50] {
-            // A scrambled order with cycles of several lengths.
-            let mut order: Vec<u32> = (0..n as u32).collect();
-            order.sort_by_key(|&i| (i * 37 + 11) % (n as u32).max(1));
-            order.reverse();
-            let items: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
-            let expected: Vec<String> = order.iter().map(|&i| items[i as usize].clone()).collect();
-            let mut permuted = items.clone();
-            permute(&mut permuted, order);
-            assert_eq!(permuted, expected, "n = {n}");
-        }
     }
 }

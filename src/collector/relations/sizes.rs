@@ -29,10 +29,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::columns::{for_each_chunk, Col, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::columns::{for_each_chunk, in_tree, Col, Read, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::cut::Cut;
 use super::database::{Derived, DerivedSizes};
 use super::export::export;
-use super::rollup::{aggs, cap, group, Key, Series};
+use super::rollup::{Key, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::{Family, Metric};
@@ -704,19 +705,23 @@ impl Collector for RelationSizes {
             oids.sort_unstable();
             let chunk = self.config.page_size;
             let measured = &self.measured;
-            let mut tables = Vec::with_capacity(oids.len());
+            let mut cut = Cut::new(self.config.max_tables, false, TABLE_SIZES, None);
             for_each_chunk(
                 session,
                 &oids,
                 chunk,
                 &report_tables_sql(),
                 &[&children],
-                |row| {
+                |read| {
+                    let Read::Row(row) = read else {
+                        cut.chunk_end();
+                        return Ok(());
+                    };
                     let Some(m) = measured.get(&row.try_get::<_, u32>("oid")?) else {
                         return Ok(());
                     };
                     let total = m.total_bytes();
-                    tables.push(Series::new(
+                    let series = Series::new(
                         key(&row)?,
                         vec![
                             Some(total),
@@ -731,27 +736,25 @@ impl Collector for RelationSizes {
                             row.try_get::<_, Option<f64>>("rank_seq_read")?
                                 .unwrap_or(0.0),
                         ],
-                    ));
+                    );
+                    cut.push(series, in_tree(&row)?);
                     Ok(())
                 },
             )
             .await?;
-            // Capped before the index pass: every table's series are freed before the
-            // indexes' are read.
-            let (tables, cut_tables) = cap(
-                group(tables, &aggs(TABLE_SIZES)),
-                self.config.max_tables,
-                false,
-                &aggs(TABLE_SIZES),
-            );
-            let mut indexes = Vec::new();
+            let (tables, cut_tables) = cut.finish();
+            let mut cut = Cut::new(self.config.max_indexes, true, INDEX_SIZES, None);
             for_each_chunk(
                 session,
                 &oids,
                 chunk,
                 &report_indexes_sql(),
                 &[&children],
-                |row| {
+                |read| {
+                    let Read::Row(row) = read else {
+                        cut.chunk_end();
+                        return Ok(());
+                    };
                     // Found through its table's measure (a few indexes each): no map of
                     // every index of the catalog.
                     let oid: u32 = row.try_get("indexrelid")?;
@@ -761,24 +764,20 @@ impl Collector for RelationSizes {
                     else {
                         return Ok(());
                     };
-                    indexes.push(Series::new(
+                    let series = Series::new(
                         key(&row)?,
                         vec![Some(i.bytes), i.bloat_bytes.get()],
                         vec![
                             i.bytes,
                             row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
                         ],
-                    ));
+                    );
+                    cut.push(series, in_tree(&row)?);
                     Ok(())
                 },
             )
             .await?;
-            let (indexes, cut_indexes) = cap(
-                group(indexes, &aggs(INDEX_SIZES)),
-                self.config.max_indexes,
-                true,
-                &aggs(INDEX_SIZES),
-            );
+            let (indexes, cut_indexes) = cut.finish();
             let dropped = cut_tables + cut_indexes;
             let out = export(
                 session,

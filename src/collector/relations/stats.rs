@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use super::columns::{for_each_chunk, user_tables, Col, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::cut::Cut;
 use super::export::export;
-use super::rollup::{aggs, group, select, CounterRollups, Series};
+use super::rollup::CounterRollups;
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -201,43 +202,35 @@ impl Collector for RelationStats {
             let children = self.config.partition_children;
             let chunk = self.config.page_size;
             let oids = user_tables(session).await?;
-            // A row per table: sized once rather than grown by doubling.
-            let mut tables = Vec::with_capacity(oids.len());
+            let mut cut = Cut::new(
+                self.config.max_tables,
+                false,
+                TABLE_STATS,
+                Some(&mut self.tables),
+            );
             for_each_chunk(
                 session,
                 &oids,
                 chunk,
                 &table_stats_sql(),
                 &[&children],
-                |row| {
-                    tables.push(Series::from_row(&row, TABLE_STATS)?);
-                    Ok(())
-                },
+                |read| cut.read(read, TABLE_STATS),
             )
             .await?;
-            let tables = select(
-                group(tables, &aggs(TABLE_STATS)),
-                self.config.max_tables,
-                false,
-            );
-            let tables_dropped = tables.dropped;
-            // Rolled up before the index pass: the rolled-up tables' series (every table of a
-            // big catalogue) are freed before the indexes' are read.
-            let tables = self.tables.apply(tables, TABLE_STATS);
-            let mut indexes = Vec::new();
-            let sql = index_stats_sql(session.server.major());
-            for_each_chunk(session, &oids, chunk, &sql, &[&children], |row| {
-                indexes.push(Series::from_row(&row, INDEX_STATS)?);
-                Ok(())
-            })
-            .await?;
-            let indexes = select(
-                group(indexes, &aggs(INDEX_STATS)),
+            let (tables, tables_dropped) = cut.finish();
+            let mut cut = Cut::new(
                 self.config.max_indexes,
                 true,
+                INDEX_STATS,
+                Some(&mut self.indexes),
             );
-            self.dropped = tables_dropped + indexes.dropped;
-            let indexes = self.indexes.apply(indexes, INDEX_STATS);
+            let sql = index_stats_sql(session.server.major());
+            for_each_chunk(session, &oids, chunk, &sql, &[&children], |read| {
+                cut.read(read, INDEX_STATS)
+            })
+            .await?;
+            let (indexes, indexes_dropped) = cut.finish();
+            self.dropped = tables_dropped + indexes_dropped;
             let out = export(
                 session,
                 children,
