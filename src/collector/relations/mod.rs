@@ -27,15 +27,17 @@
 //!
 //! Files: `columns` (label columns, naming SQL, chunked reads, the `Col` declarations), `cut`
 //! (the cap, applied as rows arrive), `rollup` (rows and the `(other)` counters, pure logic),
-//! `export` (naming the kept ones, the families), one file per collector (`stats`, `sizes`,
-//! `health`) with its SQL, and `settings` (`[relations]`), `database` (`database_size` and the
-//! sizes `relation_sizes` derives).
+//! `last` (every relation's counters at the last run, compact), `export` (naming the kept
+//! ones, the families), one file per collector (`stats`, `sizes`, `health`) with its SQL, and
+//! `settings` (`[relations]`), `database` (`database_size` and the sizes `relation_sizes`
+//! derives).
 
 mod columns;
 mod cut;
 mod database;
 mod export;
 mod health;
+mod last;
 mod rollup;
 pub mod settings;
 mod sizes;

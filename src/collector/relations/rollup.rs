@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use tokio_postgres::Row;
 
 use super::columns::{Agg, Col};
+use super::last::Last;
 use crate::collector::CollectError;
 use crate::metric::{Family, MetricType};
 
@@ -174,79 +175,6 @@ pub struct CounterRollups {
     next: BTreeMap<Id, Box<[f64]>>,
     /// The counter columns of the rows, by position.
     columns: Vec<usize>,
-    /// Runs so far: a relation not seen by this run is forgotten at its end.
-    run: u32,
-}
-
-/// The relations' counters at their last run, in flat vectors: a slot per relation oid,
-/// `width` values per slot (NaN where missing). A big catalogue has hundreds of thousands of
-/// relations: a map of boxed slices cost three times as much, in as many allocations.
-#[derive(Debug, Default)]
-struct Last {
-    slots: HashMap<u32, u32>,
-    width: usize,
-    values: Vec<f64>,
-    /// The run that last wrote each slot.
-    runs: Vec<u32>,
-    /// Slots of forgotten relations, reused before the vectors grow.
-    free: Vec<u32>,
-}
-
-impl Last {
-    /// Counter `c` of `oid` at its last run, if it was seen and had one.
-    fn get(&self, oid: u32, c: usize) -> Option<f64> {
-        let slot = *self.slots.get(&oid)? as usize;
-        Some(self.values[slot * self.width + c]).filter(|v| !v.is_nan())
-    }
-
-    /// Records `counters` (`width` of them) as the relation's last ones.
-    fn remember(&mut self, oid: u32, counters: impl Iterator<Item = f64>, run: u32) {
-        let slot = match self.slots.get(&oid) {
-            Some(&slot) => slot as usize,
-            None => {
-                let slot = match self.free.pop() {
-                    Some(slot) => slot as usize,
-                    None => {
-                        self.runs.push(run);
-                        self.values.resize(self.values.len() + self.width, f64::NAN);
-                        self.runs.len() - 1
-                    }
-                };
-                self.slots.insert(oid, slot as u32);
-                slot
-            }
-        };
-        self.runs[slot] = run;
-        let at = slot * self.width;
-        for (cell, value) in self.values[at..at + self.width].iter_mut().zip(counters) {
-            *cell = value;
-        }
-    }
-
-    /// Forgets the relations `run` did not see: the state stays as large as the catalogue.
-    fn forget_all_but(&mut self, run: u32) {
-        let (runs, free) = (&self.runs, &mut self.free);
-        self.slots.retain(|_, slot| {
-            let seen = runs[*slot as usize] == run;
-            if !seen {
-                free.push(*slot);
-            }
-            seen
-        });
-        if self.slots.is_empty() {
-            *self = Last {
-                width: self.width,
-                ..Last::default()
-            };
-        } else if self.slots.capacity() > 2 * self.slots.len().max(64) {
-            self.slots.shrink_to_fit();
-        }
-    }
-
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.slots.len()
-    }
 }
 
 impl CounterRollups {
@@ -256,13 +184,7 @@ impl CounterRollups {
         self.columns = (0..cols.len())
             .filter(|&at| cols[at].metric.kind == MetricType::Counter)
             .collect();
-        if self.last.width != self.columns.len() {
-            self.last = Last {
-                width: self.columns.len(),
-                ..Last::default()
-            };
-        }
-        self.run = self.run.wrapping_add(1).max(1);
+        self.last.begin(self.columns.len());
         self.next.clear();
         self.columns.len()
     }
@@ -272,7 +194,7 @@ impl CounterRollups {
         if let Id::Relation(key) = series.id {
             let values = series.values();
             let counters = self.columns.iter().map(|&at| values[at]);
-            self.last.remember(key.relation, counters, self.run);
+            self.last.remember(key.relation, counters);
         }
     }
 
@@ -304,7 +226,7 @@ impl CounterRollups {
 
     /// The run is over: rows and relations it did not see are forgotten.
     pub fn end(&mut self) {
-        self.last.forget_all_but(self.run);
+        self.last.end();
         self.rows = std::mem::take(&mut self.next);
     }
 }

