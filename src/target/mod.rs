@@ -236,7 +236,9 @@ impl Target {
         Ok((client, info, driver))
     }
 
-    /// The SET statements that make a monitoring session harmless.
+    /// The SET statements that make a monitoring session harmless. No parallel workers: a
+    /// catalog-wide statement would otherwise take worker processes from the application's
+    /// pool and multiply the backends pgkpi holds.
     fn session_sql(&self) -> String {
         let s = &self.session;
         let ms = |d: Duration| d.as_millis();
@@ -244,7 +246,7 @@ impl Target {
             "SET statement_timeout = {}; SET lock_timeout = {}; \
              SET idle_in_transaction_session_timeout = {}; \
              SET default_transaction_read_only = {}; \
-             SET jit = off;",
+             SET jit = off; SET max_parallel_workers_per_gather = 0;",
             ms(s.statement_timeout),
             ms(s.lock_timeout),
             ms(s.idle_in_transaction_session_timeout),

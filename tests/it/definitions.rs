@@ -415,6 +415,56 @@ help = "Bookings past the payment deadline that are not expired yet."
 }
 
 #[test]
+fn the_monitoring_session_runs_with_its_safety_settings() {
+    let (cluster, db) = Cluster::shared_database("session_settings");
+    let dir = TempDir::new("session");
+    // A definition reads the settings from inside pgkpi's own session.
+    dir.write(
+        "session.toml",
+        r#"name = "session_settings"
+description = "The monitoring session's own settings."
+interval = "1s"
+labels = ["name", "setting"]
+[[query]]
+sql = """
+SELECT name, current_setting(name) AS setting, 1 AS one
+FROM unnest(ARRAY['statement_timeout', 'lock_timeout', 'idle_in_transaction_session_timeout',
+                  'default_transaction_read_only', 'jit', 'max_parallel_workers_per_gather']) name
+"""
+[[metric]]
+column = "one"
+name = "test_session_setting"
+type = "gauge"
+help = "A setting of the monitoring session."
+"#,
+    );
+    let config = ExporterConfig::new("session", &cluster.dsn(&db)).collector_paths(&[&dir.0]);
+    let exporter = Exporter::start(&config.build());
+    let m = exporter.wait_for(Duration::from_secs(10), "the session's settings", |m| {
+        m.find("test_session_setting", &[("target", "session")])
+            .len()
+            == 6
+    });
+    for (name, setting) in [
+        ("statement_timeout", "5s"),
+        ("lock_timeout", "100ms"),
+        ("idle_in_transaction_session_timeout", "30s"),
+        ("default_transaction_read_only", "on"),
+        ("jit", "off"),
+        ("max_parallel_workers_per_gather", "0"),
+    ] {
+        assert_eq!(
+            m.value(
+                "test_session_setting",
+                &[("target", "session"), ("name", name), ("setting", setting)]
+            ),
+            Some(1.0),
+            "{name} should be {setting}"
+        );
+    }
+}
+
+#[test]
 fn broken_definitions_fail_check_config_precisely() {
     let dir = TempDir::new("broken");
     let cases = [

@@ -87,14 +87,33 @@ pub const TABLE_KEY: &str = "
         AS table_key,
     NOT $2 AND (c.relispartition OR c.relkind = 'p') AS in_tree";
 
-/// The grouping keys of an index `ci` of table `c`: the index it is reported as (itself, or
-/// the root partitioned index of a partition's index unless `$2`), and its table's.
+/// The grouping keys of an index `x` ([`indexes_of_c`]) of table `c`: the index it is reported
+/// as (itself, or the root partitioned index of a partition's index unless `$2`), and its
+/// table's.
 pub const INDEX_KEY: &str = "
-    CASE WHEN $2 OR NOT ci.relispartition THEN ci.oid ELSE pg_partition_root(ci.oid)::oid END
+    CASE WHEN $2 OR NOT x.relispartition THEN x.oid ELSE pg_partition_root(x.oid)::oid END
         AS key,
     CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
         AS table_key,
     NOT $2 AND (c.relispartition OR c.relkind = 'p') AS in_tree";
+
+/// The indexes of the tables `c` of a chunk, as `x`: each one's `pg_index` row and its own
+/// `pg_class` row (`x.oid` is the index's), for a query `FROM pg_class c` [this] `WHERE c.oid =
+/// ANY($1::oid[])`. They are found table by table through the catalog's indexes, in a
+/// subquery the planner keeps as it is: joined plainly, `pg_index` and `pg_class` were hashed
+/// whole (with parallel workers) for every chunk, which cost 130 ms per chunk of 5 000 tables
+/// on a catalog of 50 000 and grows with the catalog, against 50 ms this way.
+macro_rules! indexes_of_c {
+    () => {
+        "
+    CROSS JOIN LATERAL (
+        SELECT ix.*, i.* FROM pg_index ix JOIN pg_class i ON i.oid = ix.indexrelid
+        WHERE ix.indrelid = c.oid
+        OFFSET 0
+    ) x"
+    };
+}
+pub(super) use indexes_of_c;
 
 /// Whether a row read with [`TABLE_KEY`] or [`INDEX_KEY`] belongs to a partition tree rolled
 /// up into its root: rows of other chunks may share its key or its table.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::columns::{for_each_chunk, query_labels, user_tables, Read};
+use super::columns::{for_each_chunk, indexes_of_c, query_labels, user_tables, Read};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::{describe_all, Family, FamilyDesc, Metric};
@@ -65,13 +65,16 @@ fn families() -> Vec<FamilyDesc> {
 /// Never-scanned droppable index trees of the tables of `$1` at least `$2` bytes large: a
 /// plain index, or a partitioned index judged with all its partitions' indexes (the tree is
 /// read from its root, so each tree is judged once, in the chunk of its root's table).
-const UNUSED_SQL: &str = "
+const UNUSED_SQL: &str = concat!(
+    "
     WITH d AS (
         -- Droppable roots only (valid, enforcing nothing), before any file is stat'ed: on a
         -- big catalog most never-scanned indexes are primary keys and unique ones.
-        SELECT x.indexrelid AS idx, x.indrelid, ci.relname::text AS indexrelname
-        FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
-        WHERE x.indrelid = ANY($1::oid[]) AND NOT ci.relispartition
+        SELECT x.indexrelid AS idx, x.indrelid, x.relname::text AS indexrelname
+        FROM pg_class c",
+    indexes_of_c!(),
+    "
+        WHERE c.oid = ANY($1::oid[]) AND NOT x.relispartition
           AND x.indisvalid AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
           -- NOT IN over the whole of pg_constraint is one hashed pass; a correlated NOT EXISTS
           -- (conindid has no index) was planned as a nested loop: 26 s at 30 000 indexes.
@@ -98,7 +101,8 @@ const UNUSED_SQL: &str = "
     FROM g JOIN d ON d.idx = g.idx
     JOIN pg_class t ON t.oid = d.indrelid
     JOIN pg_namespace n ON n.oid = t.relnamespace
-    WHERE g.bytes >= $2::int8";
+    WHERE g.bytes >= $2::int8"
+);
 
 const STATS_AGE_SQL: &str = "
     SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time()))::float8

@@ -29,7 +29,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::columns::{for_each_chunk, in_tree, Col, Read, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::columns::{
+    for_each_chunk, in_tree, indexes_of_c, Col, Read, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
+};
 use super::cut::Cut;
 use super::database::{Derived, DerivedSizes};
 use super::export::export;
@@ -254,16 +256,18 @@ const MEASURE_TABLES_SQL: &str = concat!(
 /// line pointer, and a page offers (block_size - 24 - 16) × fillfactor (default 90); plus the
 /// metapage. Internal pages are ignored (under 1% for typical fan-outs). Only the indexes
 /// (with storage) of the tables of `$1`.
-const MEASURE_INDEXES_SQL: &str = "
+const MEASURE_INDEXES_SQL: &str = concat!(
+    "
     WITH i AS (
-        SELECT x.indexrelid, x.indrelid, ci.relpages, ci.reltuples, am.amname,
+        SELECT x.indexrelid, x.indrelid, x.relpages, x.reltuples, am.amname,
                coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
-                         FROM unnest(ci.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor,
+                         FROM unnest(x.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor,
                x.indkey::int2[] AS indkey
-        FROM pg_index x
-        JOIN pg_class ci ON ci.oid = x.indexrelid
-        JOIN pg_am am ON am.oid = ci.relam
-        WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'
+        FROM pg_class c",
+    indexes_of_c!(),
+    "
+        JOIN pg_am am ON am.oid = x.relam
+        WHERE c.oid = ANY($1::oid[]) AND x.relkind = 'i'
     ), cols AS (
         SELECT i.indexrelid, k.attnum, k.pos
         FROM i, unnest(i.indkey) WITH ORDINALITY AS k(attnum, pos)
@@ -298,7 +302,8 @@ const MEASURE_INDEXES_SQL: &str = "
                    / (ceil((8 + w.width) / 8.0) * 8 + 4)), 1)), 0)
                * current_setting('block_size')::int
            END)::float8 AS bloat_bytes
-    FROM i LEFT JOIN widths w ON w.indexrelid = i.indexrelid";
+    FROM i LEFT JOIN widths w ON w.indexrelid = i.indexrelid"
+);
 
 /// Sizes only, for tables whose fingerprint did not change (their estimates are carried).
 const MEASURE_TABLE_SIZES_SQL: &str = concat!(
@@ -311,11 +316,15 @@ const MEASURE_TABLE_SIZES_SQL: &str = concat!(
 );
 
 /// Sizes only of the indexes (with storage) of the tables of `$1`.
-const MEASURE_INDEX_SIZES_SQL: &str = "
+const MEASURE_INDEX_SIZES_SQL: &str = concat!(
+    "
     SELECT x.indrelid AS relid, x.indexrelid,
            pg_total_relation_size(x.indexrelid)::float8 AS index_bytes, NULL::float8 AS bloat_bytes
-    FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
-    WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'";
+    FROM pg_class c",
+    indexes_of_c!(),
+    "
+    WHERE c.oid = ANY($1::oid[]) AND x.relkind = 'i'"
+);
 
 /// What the database's directory holds besides the tables measured one by one, for its
 /// derived size (`database_size`): the system catalogs with their TOAST tables and indexes
@@ -351,10 +360,9 @@ fn report_indexes_sql() -> String {
     format!(
         "SELECT x.indexrelid, x.indrelid, {INDEX_KEY},
             pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
-        FROM pg_index x
-        JOIN pg_class ci ON ci.oid = x.indexrelid
-        JOIN pg_class c ON c.oid = x.indrelid
-        WHERE x.indrelid = ANY($1::oid[]) AND ci.relkind = 'i'"
+        FROM pg_class c{indexes}
+        WHERE c.oid = ANY($1::oid[]) AND x.relkind = 'i'",
+        indexes = indexes_of_c!()
     )
 }
 

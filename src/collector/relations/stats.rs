@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use super::columns::{for_each_chunk, user_tables, Col, INDEX, INDEX_KEY, TABLE, TABLE_KEY};
+use super::columns::{
+    for_each_chunk, indexes_of_c, user_tables, Col, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
+};
 use super::cut::Cut;
 use super::export::export;
 use super::rollup::CounterRollups;
@@ -179,12 +181,11 @@ fn index_stats_sql(major: i32) -> String {
         pg_stat_get_tuples_returned(x.indexrelid)::float8 AS idx_tup_read,
         pg_stat_get_tuples_fetched(x.indexrelid)::float8 AS idx_tup_fetch,
         {last} AS last_scan,
-        ci.relpages::float8 AS rank_size,
+        x.relpages::float8 AS rank_size,
         pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
-    FROM pg_index x
-    JOIN pg_class ci ON ci.oid = x.indexrelid
-    JOIN pg_class c ON c.oid = x.indrelid
-    WHERE x.indrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')"
+    FROM pg_class c{indexes}
+    WHERE c.oid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')",
+        indexes = indexes_of_c!()
     )
 }
 
