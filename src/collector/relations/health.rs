@@ -131,38 +131,46 @@ const INVALID_SQL: &str = "
       AND n.nspname !~ '^pg_(toast|temp_)'
     ORDER BY 4 DESC, 1, 2, 3";
 
-/// Duplicates: same table, access method, key columns, expressions, predicate, operator
-/// classes, collations and options. Per group the one backing a constraint (else the oldest)
-/// is kept; the others are reported. Partition indexes are compared through their parent.
-const DUPLICATE_SQL: &str = "
+/// Duplicates among the indexes of the tables of `$1`: same table, access method, key
+/// columns, expressions, predicate, operator classes, collations and options. Per group the one
+/// backing a constraint (else the oldest) is kept; the others are reported. Partition indexes
+/// are compared through their parent. Duplicates share a table, so the check runs a chunk of
+/// tables at a time (one statement over every index took 557 ms at 50 000 tables); the names
+/// of the few found are looked up one by one rather than joined.
+const DUPLICATE_SQL: &str = concat!(
+    "
     WITH x AS (
-        SELECT x.indexrelid, x.indrelid, c.relam, x.indkey::text AS k, x.indclass::text AS cl,
+        SELECT x.indexrelid, x.indrelid, x.relname::text AS indexrelname, x.relnamespace,
+               x.relam, x.indkey::text AS k, x.indclass::text AS cl,
                x.indcollation::text AS co, x.indoption::text AS op,
                coalesce(pg_get_expr(x.indexprs, x.indrelid), '') AS ex,
                coalesce(pg_get_expr(x.indpred, x.indrelid), '') AS pr,
+               -- A constraint on another table (a foreign key) can only use a unique index;
+               -- the table's own are found through pg_constraint's index on conrelid.
                (x.indisprimary OR x.indisunique OR x.indisexclusion
-                OR x.indexrelid IN (SELECT k.conindid FROM pg_constraint k)) AS constrained
-        FROM pg_index x
-        JOIN pg_class c ON c.oid = x.indexrelid
-        JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE x.indisvalid AND NOT c.relispartition
-          AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-          AND n.nspname !~ '^pg_(toast|temp_)'
+                OR EXISTS (SELECT FROM pg_constraint k
+                           WHERE k.conrelid = x.indrelid AND k.conindid = x.indexrelid))
+                   AS constrained
+        FROM pg_class c",
+    indexes_of_c!(),
+    "
+        WHERE c.oid = ANY($1::oid[]) AND x.indisvalid AND NOT x.relispartition
     ), r AS (
-        SELECT x.indexrelid, x.indrelid,
+        SELECT x.indexrelid, x.indrelid, x.indexrelname, x.relnamespace,
                first_value(x.indexrelid) OVER w AS keeper, row_number() OVER w AS nth
         FROM x
         WINDOW w AS (PARTITION BY x.indrelid, x.relam, x.k, x.cl, x.co, x.op, x.ex, x.pr
                      ORDER BY x.constrained DESC, x.indexrelid)
     )
-    SELECT r.indexrelid, n.nspname::text AS schemaname, t.relname::text AS relname,
-           c.relname::text AS indexrelname, kc.relname::text AS duplicate_of
+    SELECT r.indexrelid,
+           (SELECT n.nspname::text FROM pg_namespace n WHERE n.oid = r.relnamespace)
+               AS schemaname,
+           (SELECT t.relname::text FROM pg_class t WHERE t.oid = r.indrelid) AS relname,
+           r.indexrelname,
+           (SELECT kc.relname::text FROM pg_class kc WHERE kc.oid = r.keeper) AS duplicate_of
     FROM r
-    JOIN pg_class c ON c.oid = r.indexrelid
-    JOIN pg_class kc ON kc.oid = r.keeper
-    JOIN pg_class t ON t.oid = r.indrelid
-    JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE r.nth > 1";
+    WHERE r.nth > 1"
+);
 
 /// What the duplicate check depends on: the set of indexes (a changed definition is a new
 /// index), their validity, and the names it reports. Catalog only; a few milliseconds where the
@@ -202,22 +210,24 @@ impl IndexHealth {
     async fn duplicates(
         &mut self,
         session: &Session,
+        tables: &[u32],
     ) -> Result<Vec<(f64, &Duplicate)>, CollectError> {
         let client = &session.client;
         let definitions: i64 = client.query_one(INDEX_DEFINITIONS_SQL, &[]).await?.get(0);
         if self.duplicates.as_ref().map(|(d, _)| *d) != Some(definitions) {
-            let found = client
-                .query(DUPLICATE_SQL, &[])
-                .await?
-                .iter()
-                .map(|row| {
-                    Ok(Duplicate {
+            let mut found = Vec::new();
+            let chunk = self.config.page_size;
+            for_each_chunk(session, tables, chunk, DUPLICATE_SQL, &[], |read| {
+                if let Read::Row(row) = read {
+                    found.push(Duplicate {
                         oid: row.try_get("indexrelid")?,
                         labels: ["schemaname", "relname", "indexrelname", "duplicate_of"]
                             .map(|column| row.get(column)),
-                    })
-                })
-                .collect::<Result<_, tokio_postgres::Error>>()?;
+                    });
+                }
+                Ok(())
+            })
+            .await?;
             self.duplicates = Some((definitions, found));
         }
         let listed = self
@@ -286,7 +296,7 @@ impl Collector for IndexHealth {
             out.push(listed(INVALID, &invalid, max, |_| 1.0));
 
             let (unused, invalid) = (unused.len(), invalid.len());
-            let duplicates = self.duplicates(session).await?;
+            let duplicates = self.duplicates(session, &tables).await?;
             out.push(
                 DUPLICATE_INDEXES
                     .family()
