@@ -172,17 +172,22 @@ const DUPLICATE_SQL: &str = concat!(
     WHERE r.nth > 1"
 );
 
-/// What the duplicate check depends on: the set of indexes (a changed definition is a new
-/// index), their validity, and the names it reports. Catalog only; a few milliseconds where the
-/// check itself compares every index's definition.
-const INDEX_DEFINITIONS_SQL: &str = "
+/// What the duplicate check depends on, for the tables of `$1`: the set of their indexes (a
+/// changed definition is a new index), their validity, and the names it reports. A sum over
+/// the indexes, so the chunks' values add up to the same whatever the chunk boundaries. Catalog
+/// only, a chunk at a time (one statement over every index took up to 537 ms at 50 000
+/// tables), where the check itself compares every index's definition.
+const INDEX_DEFINITIONS_SQL: &str = concat!(
+    "
     SELECT count(*)::int8 * 1000000007
-           + coalesce(sum(hashtextextended(concat_ws(',', x.indexrelid, x.indisvalid, c.relname,
-                                                      c.relnamespace, t.relname), 0)
+           + coalesce(sum(hashtextextended(concat_ws(',', x.indexrelid, x.indisvalid, x.relname,
+                                                      x.relnamespace, c.relname), 0)
                           % 1000000007), 0)::int8
-    FROM pg_index x
-    JOIN pg_class c ON c.oid = x.indexrelid
-    JOIN pg_class t ON t.oid = x.indrelid";
+    FROM pg_class c",
+    indexes_of_c!(),
+    "
+    WHERE c.oid = ANY($1::oid[])"
+);
 
 /// Sizes of the listed duplicates: one stat each.
 const DUPLICATE_SIZES_SQL: &str =
@@ -213,10 +218,17 @@ impl IndexHealth {
         tables: &[u32],
     ) -> Result<Vec<(f64, &Duplicate)>, CollectError> {
         let client = &session.client;
-        let definitions: i64 = client.query_one(INDEX_DEFINITIONS_SQL, &[]).await?.get(0);
+        let chunk = self.config.page_size;
+        let mut definitions = 0i64;
+        for_each_chunk(session, tables, chunk, INDEX_DEFINITIONS_SQL, &[], |read| {
+            if let Read::Row(row) = read {
+                definitions = definitions.wrapping_add(row.try_get(0)?);
+            }
+            Ok(())
+        })
+        .await?;
         if self.duplicates.as_ref().map(|(d, _)| *d) != Some(definitions) {
             let mut found = Vec::new();
-            let chunk = self.config.page_size;
             for_each_chunk(session, tables, chunk, DUPLICATE_SQL, &[], |read| {
                 if let Read::Row(row) = read {
                     found.push(Duplicate {
