@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 
@@ -184,7 +183,7 @@ impl Drop for Busy {
 
 /// A response body that keeps its connection [`Busy`] until hyper has written and dropped it.
 pub(super) struct TrackedBody {
-    pub(super) inner: Full<Bytes>,
+    pub(super) inner: super::Chunks,
     pub(super) _busy: Busy,
 }
 

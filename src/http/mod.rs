@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{
     HeaderValue, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, VARY,
@@ -28,9 +27,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+mod body;
 mod limits;
 mod probe;
 
+use self::body::Chunks;
 pub use self::limits::{clamp_to_fd_limit, Limits};
 use self::limits::{
     out_of_descriptors, AcceptErrors, Admission, Busy, SlotGuard, Slots, TrackedBody,
@@ -215,7 +216,7 @@ pub async fn serve(
 
 /// `/probe?target=host:port&auth_module=name`: starts (or keeps) polling the target and
 /// answers with its series as the pollers hold them now.
-async fn probe(site: &Site, query: Option<&str>) -> Response<Full<Bytes>> {
+async fn probe(site: &Site, query: Option<&str>) -> Response<Chunks> {
     let query = match ProbeQuery::parse(query) {
         Ok(query) => query,
         Err(error) => return plain(StatusCode::BAD_REQUEST, format!("{error}\n")),
@@ -246,13 +247,13 @@ async fn probe(site: &Site, query: Option<&str>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, TEXT_FORMAT)
-        .body(Full::new(Bytes::from(body)))
+        .body(Chunks::from(body))
         .expect("valid response")
 }
 
 /// `POST /-/reload`: 200 with what changed, or 500 with why the new configuration was
 /// rejected (the running one stays); 405 for any other method, as Prometheus answers.
-async fn reload(site: &Site, method: &Method) -> Response<Full<Bytes>> {
+async fn reload(site: &Site, method: &Method) -> Response<Chunks> {
     if method != Method::POST {
         let mut response = plain(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -290,7 +291,7 @@ async fn handle(
     site: Arc<Site>,
     req: Request<Incoming>,
     _peer: SocketAddr,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Chunks>, Infallible> {
     let path = req.uri().path().to_string();
     let allowed = match &site.auth {
         None => true,
@@ -361,7 +362,7 @@ async fn handle(
     Ok(response)
 }
 
-fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Chunks> {
     let mut snapshot = site.shared.snapshot.body();
     let mut own = site.shared.telemetry.encode();
     {
@@ -392,21 +393,14 @@ fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         match compressed {
             Ok(bytes) => {
                 builder = builder.header(CONTENT_ENCODING, "gzip");
-                Bytes::from(bytes)
+                Chunks::from(bytes)
             }
-            Err(_) => concat(&snapshot, &own),
+            Err(_) => Chunks::new([snapshot, Bytes::from(own)]),
         }
     } else {
-        concat(&snapshot, &own)
+        Chunks::new([snapshot, Bytes::from(own)])
     };
-    builder.body(Full::new(body)).expect("valid response")
-}
-
-fn concat(a: &[u8], b: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(a.len() + b.len());
-    out.extend_from_slice(a);
-    out.extend_from_slice(b);
-    Bytes::from(out)
+    builder.body(body).expect("valid response")
 }
 
 /// True when an Accept-Encoding header value allows gzip (and does not refuse it with q=0).
@@ -429,7 +423,7 @@ fn accepts_gzip(header: &str) -> bool {
 /// waited for). With `?connected`, also 503 until at least one target has connected once
 /// since start: the probe for orchestrators that must not count an exporter that never
 /// reached any database as ready. Neither turns back to 503 when a database goes down later.
-fn readyz(site: &Site, connected_required: bool) -> Response<Full<Bytes>> {
+fn readyz(site: &Site, connected_required: bool) -> Response<Chunks> {
     let ready = site.shared.status.ready();
     let connected = site.shared.status.connected();
     let body = serde_json::json!({
@@ -445,9 +439,9 @@ fn readyz(site: &Site, connected_required: bool) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE
         })
         .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(
+        .body(Chunks::from(
             serde_json::to_vec_pretty(&body).unwrap_or_default(),
-        )))
+        ))
         .expect("valid response")
 }
 
@@ -459,15 +453,15 @@ fn wants_connected(query: Option<&str>) -> bool {
     })
 }
 
-fn debug_view(site: &Site, name: &str) -> Response<Full<Bytes>> {
+fn debug_view(site: &Site, name: &str) -> Response<Chunks> {
     match site.shared.views.get(name) {
         Some(targets) => Response::builder()
             .status(StatusCode::OK)
             .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(
+            .body(Chunks::from(
                 serde_json::to_vec_pretty(&serde_json::json!({ "targets": targets }))
                     .unwrap_or_default(),
-            )))
+            ))
             .expect("valid response"),
         None => plain(
             StatusCode::NOT_FOUND,
@@ -476,7 +470,7 @@ fn debug_view(site: &Site, name: &str) -> Response<Full<Bytes>> {
     }
 }
 
-fn index(site: &Site) -> Response<Full<Bytes>> {
+fn index(site: &Site) -> Response<Chunks> {
     let mut html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>pgkpi</title>\
          <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
@@ -550,15 +544,15 @@ fn index(site: &Site) -> Response<Full<Bytes>> {
     Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(Full::new(Bytes::from(html)))
+        .body(Chunks::from(html))
         .expect("valid response")
 }
 
-fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Full<Bytes>> {
+fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Chunks> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Full::new(text.into()))
+        .body(Chunks::from(text.into()))
         .expect("valid response")
 }
 
