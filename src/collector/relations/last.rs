@@ -73,6 +73,15 @@ impl Last {
                 self.seen[at] = true;
                 &mut self.cells[at * width..(at + 1) * width]
             }
+            // Past every oid remembered: in place already. The runs read relations in oid
+            // order, so a first run appends nearly all of them here rather than keep them as
+            // newcomers and copy them over at its end (two copies of everything at once).
+            Err(at) if at == self.oids.len() => {
+                self.oids.push(oid);
+                self.seen.push(true);
+                self.cells.resize(self.cells.len() + width, MISSING);
+                &mut self.cells[at * width..]
+            }
             Err(_) => {
                 self.newcomers.push(oid);
                 let from = self.newcomers.len();
@@ -111,7 +120,7 @@ impl Last {
         }
         self.seen.clear();
         self.seen.resize(self.oids.len(), false);
-        // A catalogue that shrank a lot (or a first run's newcomers) leaves spare capacity.
+        // A catalogue that shrank a lot (or a first run's growth) leaves spare capacity.
         if self.oids.capacity() > self.oids.len() + self.oids.len() / 4 + 64 {
             self.oids.shrink_to_fit();
             self.cells.shrink_to_fit();
@@ -124,9 +133,10 @@ impl Last {
     }
 
     /// Merges the newcomers (in the order the run saw them; the last record of an oid wins)
-    /// into the sorted vectors, into vectors of the exact final size.
+    /// into the sorted vectors, in place: they grow by the newcomers and are filled from the
+    /// back, so the relations already there are never held twice.
     fn merge_newcomers(&mut self) {
-        let stride = self.width + 1;
+        let (width, stride) = (self.width, self.width + 1);
         let records = self.newcomers.len() / stride;
         let mut order: Vec<u32> = (0..records as u32).collect();
         // Stable: of two records of one oid, the later stays later.
@@ -139,24 +149,24 @@ impl Last {
             }
             same
         });
-        let total = self.oids.len() + order.len();
-        let mut oids = Vec::with_capacity(total);
-        let mut cells = Vec::with_capacity(total * self.width);
-        let mut old = 0;
-        for r in order {
+        let mut old = self.oids.len();
+        self.oids.resize(old + order.len(), 0);
+        self.cells.resize(self.oids.len() * width, 0);
+        // With `old` relations and `n + 1` newcomers left to place, the greatest of them goes
+        // to `old + n`: the slots past it are filled, the ones before it not yet read.
+        for (n, &r) in order.iter().enumerate().rev() {
             let record = &self.newcomers[r as usize * stride..(r as usize + 1) * stride];
-            while old < self.oids.len() && self.oids[old] < record[0] {
-                oids.push(self.oids[old]);
-                cells.extend_from_slice(&self.cells[old * self.width..(old + 1) * self.width]);
-                old += 1;
+            while old > 0 && self.oids[old - 1] > record[0] {
+                let to = old + n;
+                self.oids[to] = self.oids[old - 1];
+                self.cells
+                    .copy_within((old - 1) * width..old * width, to * width);
+                old -= 1;
             }
-            oids.push(record[0]);
-            cells.extend_from_slice(&record[1..]);
+            let to = old + n;
+            self.oids[to] = record[0];
+            self.cells[to * width..(to + 1) * width].copy_from_slice(&record[1..]);
         }
-        oids.extend_from_slice(&self.oids[old..]);
-        cells.extend_from_slice(&self.cells[old * self.width..]);
-        self.oids = oids;
-        self.cells = cells;
     }
 
     #[cfg(test)]
@@ -225,6 +235,35 @@ mod tests {
             last.wide.is_empty(),
             "wide values of forgotten or narrowed relations go"
         );
+    }
+
+    #[test]
+    fn newcomers_out_of_order_are_merged_between_the_relations_kept() {
+        let mut last = Last::default();
+        run(
+            &mut last,
+            &[(10, &[1.0, 1.0]), (20, &[2.0, 2.0]), (30, &[3.0, 3.0])],
+        );
+        // 40 comes in order (appended), 5, 15 and 25 after it (merged), 20 is forgotten.
+        run(
+            &mut last,
+            &[
+                (10, &[11.0, 11.0]),
+                (30, &[33.0, 33.0]),
+                (40, &[44.0, 44.0]),
+                (25, &[25.0, 25.0]),
+                (5, &[5.0, 5.0]),
+                (15, &[15.0, 15.0]),
+            ],
+        );
+        assert_eq!(last.oids, vec![5, 10, 15, 25, 30, 40]);
+        let firsts: Vec<Option<f64>> = last.oids.iter().map(|&oid| last.get(oid, 1)).collect();
+        assert_eq!(
+            firsts,
+            [5.0, 11.0, 15.0, 25.0, 33.0, 44.0].map(Some),
+            "each relation with its own counters"
+        );
+        assert_eq!(last.seen.len(), last.oids.len());
     }
 
     #[test]
