@@ -38,6 +38,7 @@ mod database;
 mod export;
 mod health;
 mod last;
+mod measures;
 mod rollup;
 pub mod settings;
 mod sizes;

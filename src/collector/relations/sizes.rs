@@ -35,6 +35,7 @@ use super::columns::{
 use super::cut::Cut;
 use super::database::{Derived, DerivedSizes};
 use super::export::export;
+use super::measures::{Estimate, Measured, MeasuredIndex, Measures};
 use super::rollup::{Key, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectError, CollectFuture, Collector, Lane, Session, Spec};
@@ -117,7 +118,7 @@ pub fn spec() -> Spec {
                 config: ctx.relations.clone(),
                 interval: ctx.interval,
                 dropped: 0,
-                measured: HashMap::new(),
+                measured: Measures::default(),
                 pass: Pass::default(),
                 pending: false,
                 first_estimates: 0,
@@ -374,69 +375,6 @@ fn key(row: &tokio_postgres::Row) -> Result<Key, tokio_postgres::Error> {
     })
 }
 
-/// What a table measured to, kept until its fingerprint changes. One of these per table of
-/// the catalog, so kept small: estimates as `f32` with NaN for none (they are estimates; the
-/// sizes stay `f64` bytes, exact), the indexes in a boxed slice (no spare capacity).
-#[derive(Debug, Clone, PartialEq)]
-struct Measured {
-    fingerprint: i64,
-    /// The table's own files (every fork), TOAST excluded.
-    heap_bytes: f64,
-    /// Its TOAST table and the TOAST index.
-    toast_bytes: f64,
-    /// The full pass ([`Pass::number`]) in which its sizes were last measured.
-    pass: u32,
-    bloat_bytes: Estimate,
-    indexes: Box<[MeasuredIndex]>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct MeasuredIndex {
-    oid: u32,
-    bloat_bytes: Estimate,
-    bytes: f64,
-}
-
-/// A bloat estimate, or none (NaN): the query's NULL when statistics are missing, or
-/// [`Estimate::PENDING`] for a table first seen whose estimates wait for their slice.
-#[derive(Debug, Clone, Copy)]
-struct Estimate(f32);
-
-impl Estimate {
-    /// Not estimated yet: a NaN of its own, so that it costs no field in [`Measured`].
-    const PENDING: Estimate = Estimate(f32::from_bits(0x7fc0_0001));
-
-    fn new(bytes: Option<f64>) -> Estimate {
-        Estimate(bytes.map_or(f32::NAN, |bytes| bytes as f32))
-    }
-
-    fn get(self) -> Option<f64> {
-        (!self.0.is_nan()).then_some(f64::from(self.0))
-    }
-
-    fn is_pending(self) -> bool {
-        self == Estimate::PENDING
-    }
-}
-
-impl PartialEq for Estimate {
-    fn eq(&self, other: &Estimate) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
-
-impl Measured {
-    /// Every file of the table's indexes, stat'ed once by the index measure.
-    fn index_bytes(&self) -> f64 {
-        self.indexes.iter().map(|i| i.bytes).sum()
-    }
-
-    /// Every file of the table: what `pg_total_relation_size` adds up.
-    fn total_bytes(&self) -> f64 {
-        self.heap_bytes + self.toast_bytes + self.index_bytes()
-    }
-}
-
 /// What a run measures, in this order: `changed` tables (fingerprint changed: sizes and
 /// estimates), `new` ones (first seen: in full within the interval's slice of first
 /// estimates, sizes only beyond it, their estimates pending), `unestimated` ones (estimates
@@ -455,10 +393,10 @@ struct Work {
     aged: Vec<u32>,
 }
 
-fn work(fingerprints: &[(u32, i64)], measured: &HashMap<u32, Measured>, pass: u32) -> Work {
+fn work(fingerprints: &[(u32, i64)], measured: &Measures, pass: u32) -> Work {
     let mut work = Work::default();
     for (oid, fingerprint) in fingerprints {
-        match measured.get(oid) {
+        match measured.get(*oid) {
             None => work.new.push(*oid),
             Some(m) if m.fingerprint != *fingerprint => work.changed.push(*oid),
             Some(m) if m.bloat_bytes.is_pending() => work.unestimated.push(*oid),
@@ -488,7 +426,7 @@ struct RelationSizes {
     interval: Duration,
     dropped: u64,
     /// Per table (oid): its last measure, carried while its fingerprint stays the same.
-    measured: HashMap<u32, Measured>,
+    measured: Measures,
     pass: Pass,
     /// The last run left changed or new tables unmeasured (its time budget ran out).
     pending: bool,
@@ -527,6 +465,9 @@ impl RelationSizes {
         }
         if !self.pending || self.fingerprints.is_empty() {
             self.fingerprints.clear();
+            // As many as last time, a page more: not grown by doubling past the catalog.
+            self.fingerprints
+                .reserve_exact(self.measured.len() + FINGERPRINT_PAGE as usize);
             loop {
                 let after = self.fingerprints.last().map_or(0, |(oid, _)| *oid);
                 let rows = session
@@ -549,14 +490,8 @@ impl RelationSizes {
                 .ok()
                 .map(|at| fingerprints[at].1)
         };
-        self.measured.retain(|oid, _| fingerprint(oid).is_some());
-        // Sized once for the catalog: growing by doubling held the old table and the new one
-        // at once (5.6 MB at 50 000 tables, where the final one takes 3.7).
-        self.measured
-            .reserve(fingerprints.len().saturating_sub(self.measured.len()));
-        if self.measured.capacity() > 2 * fingerprints.len().max(64) {
-            self.measured.shrink_to_fit();
-        }
+        self.measured.retain(|oid| fingerprint(&oid).is_some());
+        self.measured.reserve_for(fingerprints.len());
         let Work {
             changed,
             new,
@@ -628,11 +563,12 @@ impl RelationSizes {
         if complete {
             let row = session.client.query_one(REST_SQL, &[]).await?;
             let rest: f64 = row.try_get(0)?;
+            let measured = &self.measured;
             self.last_derived = Some(
-                rest + self
-                    .measured
-                    .values()
-                    .map(Measured::total_bytes)
+                rest + measured
+                    .tables()
+                    .iter()
+                    .map(|t| measured.total_bytes(t))
                     .sum::<f64>(),
             );
         }
@@ -664,8 +600,7 @@ impl RelationSizes {
                 Estimate::new(row.try_get("bloat_bytes")?)
             } else {
                 self.measured
-                    .get(&table)
-                    .and_then(|m| m.indexes.iter().find(|i| i.oid == oid))
+                    .index(table, oid)
                     .map_or(Estimate::PENDING, |i| i.bloat_bytes)
             };
             indexes.entry(table).or_default().push(MeasuredIndex {
@@ -675,6 +610,7 @@ impl RelationSizes {
             });
             self.opened += 1;
         }
+        let mut tables = Vec::with_capacity(chunk.len());
         for row in session.client.query(tables_sql, &[&chunk]).await? {
             let oid: u32 = row.try_get("relid")?;
             let Some(fingerprint) = fingerprint(&oid) else {
@@ -684,21 +620,21 @@ impl RelationSizes {
                 Estimate::new(row.try_get("bloat_bytes")?)
             } else {
                 self.measured
-                    .get(&oid)
+                    .get(oid)
                     .map_or(Estimate::PENDING, |m| m.bloat_bytes)
             };
-            self.measured.insert(
-                oid,
-                Measured {
-                    fingerprint,
-                    pass: self.pass.number,
-                    heap_bytes: row.try_get::<_, Option<f64>>("heap_bytes")?.unwrap_or(0.0),
-                    toast_bytes: row.try_get::<_, Option<f64>>("toast_bytes")?.unwrap_or(0.0),
-                    bloat_bytes,
-                    indexes: indexes.remove(&oid).unwrap_or_default().into(),
-                },
-            );
+            let mut table = Measured::new(oid, self.pass.number, fingerprint);
+            table.heap_bytes = row.try_get::<_, Option<f64>>("heap_bytes")?.unwrap_or(0.0);
+            table.toast_bytes = row.try_get::<_, Option<f64>>("toast_bytes")?.unwrap_or(0.0);
+            table.bloat_bytes = bloat_bytes;
+            tables.push(table);
             self.opened += 1;
+        }
+        // In oid order, as the chunks come: new tables are then appended (Measures::insert).
+        tables.sort_unstable_by_key(|t| t.oid);
+        for table in tables {
+            let of_table = indexes.remove(&table.oid).unwrap_or_default();
+            self.measured.insert(table, of_table.into_iter());
         }
         Ok(())
     }
@@ -716,8 +652,7 @@ impl Collector for RelationSizes {
                 }
             }
             let children = self.config.partition_children;
-            let mut oids: Vec<u32> = self.measured.keys().copied().collect();
-            oids.sort_unstable();
+            let oids: Vec<u32> = self.measured.tables().iter().map(|t| t.oid).collect();
             let chunk = self.config.page_size;
             let measured = &self.measured;
             let mut cut = Cut::new(self.config.max_tables, false, TABLE_SIZES, None);
@@ -732,17 +667,17 @@ impl Collector for RelationSizes {
                         cut.chunk_end();
                         return Ok(());
                     };
-                    let Some(m) = measured.get(&row.try_get::<_, u32>("oid")?) else {
+                    let Some(m) = measured.get(row.try_get("oid")?) else {
                         return Ok(());
                     };
-                    let total = m.total_bytes();
+                    let total = measured.total_bytes(m);
                     let series = Series::new(
                         key(&row)?,
                         vec![
                             Some(total),
                             Some(m.heap_bytes),
                             Some(m.toast_bytes),
-                            Some(m.index_bytes()),
+                            Some(measured.index_bytes(m)),
                             m.bloat_bytes.get(),
                         ],
                         vec![
@@ -773,10 +708,7 @@ impl Collector for RelationSizes {
                     // Found through its table's measure (a few indexes each): no map of
                     // every index of the catalog.
                     let oid: u32 = row.try_get("indexrelid")?;
-                    let Some(i) = measured
-                        .get(&row.try_get::<_, u32>("indrelid")?)
-                        .and_then(|m| m.indexes.iter().find(|i| i.oid == oid))
-                    else {
+                    let Some(i) = measured.index(row.try_get("indrelid")?, oid) else {
                         return Ok(());
                     };
                     let series = Series::new(
@@ -824,31 +756,22 @@ impl Collector for RelationSizes {
 mod tests {
     use super::*;
 
-    fn measured(fingerprint: i64) -> Measured {
-        Measured {
-            fingerprint,
-            pass: 1,
-            heap_bytes: 8192.0,
-            toast_bytes: 0.0,
-            bloat_bytes: Estimate::new(None),
-            indexes: Box::new([
-                MeasuredIndex {
-                    oid: 10,
-                    bytes: 16384.0,
-                    bloat_bytes: Estimate::new(Some(0.0)),
-                },
-                MeasuredIndex {
-                    oid: 11,
-                    bytes: 8192.0,
-                    bloat_bytes: Estimate::new(None),
-                },
-            ]),
+    /// Measures of tables (oid, fingerprint, estimates pending), measured in pass 1.
+    fn known(tables: &[(u32, i64, bool)]) -> Measures {
+        let mut known = Measures::default();
+        for &(oid, fingerprint, pending) in tables {
+            let mut table = Measured::new(oid, 1, fingerprint);
+            if !pending {
+                table.bloat_bytes = Estimate::new(None);
+            }
+            known.insert(table, std::iter::empty());
         }
+        known
     }
 
     #[test]
     fn changed_tables_are_measured_and_unchanged_ones_only_once_per_pass() {
-        let mut known = HashMap::from([(1, measured(100)), (2, measured(200))]);
+        let known = known(&[(1, 100, false), (2, 200, false)]);
         // 1 unchanged, 2 written since, 3 new: within pass 1, 2 in full and 3's sizes.
         let fingerprints = [(1, 100), (2, 201), (3, 300)];
         assert_eq!(
@@ -872,13 +795,7 @@ mod tests {
         );
         // 3 measured without its estimates: they are due whatever the pass, until its
         // fingerprint changes (then it is measured in full as a changed table).
-        known.insert(
-            3,
-            Measured {
-                bloat_bytes: Estimate::PENDING,
-                ..measured(300)
-            },
-        );
+        let known = self::known(&[(1, 100, false), (2, 200, false), (3, 300, true)]);
         assert_eq!(
             work(&fingerprints, &known, 1),
             Work {
@@ -904,17 +821,5 @@ mod tests {
         // Never less than a chunk, and everything at once when the interval is longer.
         assert_eq!(aged_slice(100, five_minutes, hour), CHUNK);
         assert_eq!(aged_slice(10_000, hour * 2, hour), 10_000);
-    }
-
-    #[test]
-    fn a_table_s_measure_stays_small() {
-        // One per table of the catalog, kept between runs (docs/relations.md, "Memory").
-        assert_eq!(std::mem::size_of::<Measured>(), 48);
-        assert_eq!(std::mem::size_of::<MeasuredIndex>(), 16);
-    }
-
-    #[test]
-    fn a_table_s_index_total_is_the_sum_of_its_indexes() {
-        assert_eq!(measured(1).index_bytes(), 24576.0);
     }
 }
