@@ -56,6 +56,12 @@ pub struct Definition {
     /// Numeric column ranking rows when `max_series` cuts (largest kept).
     #[serde(default)]
     pub order_by: Option<String>,
+    /// Column holding how many rows the query ranked before cutting them itself (its own
+    /// `ORDER BY ... LIMIT`, with `count(*) OVER ()` beneath it): a query over every table of
+    /// a big catalogue then returns only the rows it keeps, and the rows it left out still
+    /// count as dropped.
+    #[serde(default)]
+    pub ranked_rows: Option<String>,
     /// SQL variants by server version; the first one whose range holds the server is used.
     #[serde(rename = "query")]
     pub queries: Vec<Query>,
@@ -317,6 +323,9 @@ impl Definition {
         if self.max_series == Some(0) {
             return Err("max_series must be at least 1".into());
         }
+        if self.ranked_rows.is_some() && self.max_series.is_none() {
+            return Err("ranked_rows is set but max_series is not; ranked_rows counts the rows a query cut to its own LIMIT, which should be max_series".into());
+        }
         Ok(())
     }
 
@@ -484,6 +493,15 @@ help = "Bookings by status."
         assert!(e.contains("read-only statement"), "{e}");
         let e = error(&GOOD.replace("order_by = \"n\"", "order_by = \"m\""));
         assert!(e.contains("order_by"), "{e}");
+        let e = error(
+            &GOOD
+                .replace("max_series = 10", "")
+                .replace("order_by = \"n\"", "ranked_rows = \"n\""),
+        );
+        assert!(
+            e.contains("ranked_rows is set but max_series is not"),
+            "{e}"
+        );
         let e = error(&GOOD.replace("app_bookings", "app_wait_ms"));
         assert!(e.contains("base unit"), "{e}");
     }

@@ -168,12 +168,21 @@ async fn run(def: &Definition, session: &Session) -> Result<(Vec<Family>, u64), 
         _ => None,
     };
     let mut kept = Kept::new(def.max_series, order_at);
-    kept.push(cells(&first)?);
-    drop(first);
+    let first = cells(&first)?;
+    // Rows the query itself left out, by its own count (the same on every row).
+    let ranked = match &def.ranked_rows {
+        Some(column) => first[position(column)?].number(),
+        None => None,
+    };
+    kept.push(first);
     while let Some(row) = rows.next().await.transpose().map_err(privilege)? {
         kept.push(cells(&row)?);
     }
     let (table, dropped) = kept.finish();
+    let dropped = match ranked {
+        Some(ranked) => dropped.max((ranked as u64).saturating_sub(table.len() as u64)),
+        None => dropped,
+    };
     let families = def
         .metrics
         .iter()

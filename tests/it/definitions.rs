@@ -383,12 +383,51 @@ type = "gauge"
 help = "Bookings past the payment deadline that are not expired yet."
 "#,
     );
+    // A query that cuts to the cap itself, counting what it ranked (ranked_rows).
+    dir.write(
+        "statuses.toml",
+        r#"name = "bookings_by_status"
+description = "Bookings of the most frequent status."
+interval = "1s"
+labels = ["status"]
+max_series = 1
+order_by = "n"
+ranked_rows = "statuses"
+[[query]]
+sql = """
+SELECT status, n, count(*) OVER () AS statuses
+FROM (SELECT status, count(*) AS n FROM bookings GROUP BY status) s
+ORDER BY n DESC, status LIMIT 1
+"""
+[[metric]]
+column = "n"
+name = "app_bookings_of_status"
+type = "gauge"
+help = "Bookings of the status."
+"#,
+    );
     let config = ExporterConfig::new("user", &cluster.dsn(&db)).collector_paths(&[&dir.0]);
     let exporter = Exporter::start(&config.build());
-    let m = exporter.wait_for(Duration::from_secs(10), "user metric", |m| {
+    let m = exporter.wait_for(Duration::from_secs(10), "user metrics", |m| {
         !m.find("app_bookings_overdue", &[("target", "user")])
             .is_empty()
+            && !m
+                .find("app_bookings_of_status", &[("target", "user")])
+                .is_empty()
     });
+    // Four statuses ranked, one returned: the other three count as dropped.
+    assert_eq!(
+        m.find("app_bookings_of_status", &[("target", "user")])
+            .len(),
+        1
+    );
+    assert_eq!(
+        m.value(
+            "pgkpi_collector_dropped_series",
+            &[("target", "user"), ("collector", "bookings_by_status")]
+        ),
+        Some(3.0)
+    );
     // Three statuses qualify (10 each); the cap keeps two and counts the third.
     assert_eq!(
         m.find("app_bookings_overdue", &[("target", "user")]).len(),
