@@ -5,7 +5,10 @@
 # plus 10 partitioned tables of 12 monthly partitions and a DEFAULT each; both exporters run at
 # the same time, each as its own role (pg_monitor), and both are scraped every 15 s for
 # BENCH_SECONDS. Prints per exporter:
-#   * /metrics median: wall time of its scrapes (curl), median over the run;
+#   * /metrics median: wall time of its scrapes (curl), median over the run, with every
+#     exporter scraped at the same instant (contention included);
+#   * apart: for pgkpi, the median of a second scrape half an interval later, alone, as
+#     Prometheus spreads the scrapes of its targets over the interval;
 #   * series: samples in the last scrape;
 #   * peak RSS: the process's VmHWM at the end of the run;
 #   * db ms/min: server time of the role's statements (pg_stat_statements, top level, executed
@@ -60,8 +63,8 @@ backend_memory() {
 
 median() { sort -n "$1" | awk '{ t[NR] = $1 } END { if (NR) printf "%.2f", t[int((NR + 1) / 2)] * 1000 }'; }
 
-printf '%-7s %-17s %10s %8s %10s %10s %10s %14s %7s\n' \
-  tables exporter "median ms" series "peak MiB" "db ms/min" "slowest ms" "backends MB" errors
+printf '%-7s %-17s %10s %9s %8s %10s %10s %10s %14s %7s\n' \
+  tables exporter "median ms" "apart ms" series "peak MiB" "db ms/min" "slowest ms" "backends MB" errors
 for n in "${scales[@]}"; do
   db="bench_$n"
   psql_ -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
@@ -110,6 +113,7 @@ for n in "${scales[@]}"; do
     pid[$who]=$!
     pids+=("${pid[$who]}")
     : >"$dir/$who-times"
+    : >"$dir/$who-apart"
   done
   start=$(date +%s)
   while :; do
@@ -121,6 +125,12 @@ for n in "${scales[@]}"; do
       scrapes+=($!)
     done
     wait "${scrapes[@]}" || true
+    sleep $((tick + 7 - $(date +%s) > 0 ? tick + 7 - $(date +%s) : 0))
+    for who in "${exporters[@]}"; do
+      [ "$who" = anchor ] && continue
+      curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:${web[$who]}/metrics" \
+        >>"$dir/$who-apart"
+    done
     [ $((tick + 15 - start)) -ge "$seconds" ] && break
     sleep $((tick + 15 - $(date +%s) > 0 ? tick + 15 - $(date +%s) : 0))
   done
@@ -141,8 +151,9 @@ for n in "${scales[@]}"; do
     else
       errors=$(awk '/^pgkpi_collector_errors_total/ { s += $2 } END { print s + 0 }' "$dir/$who-body")
     fi
-    printf '%-7s %-17s %10s %8s %10s %10s %10s %14s %7s\n' "$n" "${name[$who]}" \
-      "$(median "$dir/$who-times")" "$series" "$peak" "$db_ms" "$slowest" \
+    apart=$(median "$dir/$who-apart")
+    printf '%-7s %-17s %10s %9s %8s %10s %10s %10s %14s %7s\n' "$n" "${name[$who]}" \
+      "$(median "$dir/$who-times")" "${apart:--}" "$series" "$peak" "$db_ms" "$slowest" \
       "$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') ($count)" "$errors"
     if [ -n "${BENCH_TOP:-}" ]; then
       psql_ -d "$db" -F ' | ' -c "
