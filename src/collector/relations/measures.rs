@@ -173,9 +173,6 @@ impl Measures {
         if self.unused * 3 > self.indexes.len() {
             self.compact();
         }
-        if self.tables.capacity() > self.tables.len() + self.tables.len() / 4 + 64 {
-            self.tables.shrink_to_fit();
-        }
     }
 
     /// Moves every table's indexes down over the unused entries, in place: taken in the order
@@ -198,11 +195,17 @@ impl Measures {
         }
     }
 
-    /// Room for `tables` tables in all, so that a first pass does not grow the vector by
-    /// doubling (holding the old one and the new one at once).
+    /// Room for the `tables` of the catalog, so that a first pass does not grow the vector by
+    /// doubling (holding the old one and the new one at once), and no more than a quarter
+    /// beyond them once the catalog shrank. Runs continuing a first pass ask for the same
+    /// room each time, so it is allocated once.
     pub fn reserve_for(&mut self, tables: usize) {
-        self.tables
-            .reserve_exact(tables.saturating_sub(self.tables.len()));
+        let tables = tables.max(self.tables.len());
+        if self.tables.capacity() > tables + tables / 4 + 64 {
+            self.tables.shrink_to(tables);
+        } else {
+            self.tables.reserve_exact(tables - self.tables.len());
+        }
     }
 }
 
@@ -247,6 +250,29 @@ mod tests {
         assert_eq!(m.index(10, 11).map(|i| i.bytes), Some(5.0));
         assert_eq!(m.index(10, 21), None, "another table's index");
         assert_eq!(m.total_bytes(m.get(30).expect("30")), 3.0);
+    }
+
+    #[test]
+    fn room_is_made_once_for_the_catalog_and_given_back_when_it_shrinks() {
+        let mut m = Measures::default();
+        m.reserve_for(1_000);
+        let room = m.tables.capacity();
+        assert!(room >= 1_000);
+        for t in 1..=10 {
+            m.insert(table(t, 0.0), std::iter::empty());
+        }
+        m.retain(|_| true);
+        m.reserve_for(1_000);
+        assert_eq!(
+            m.tables.capacity(),
+            room,
+            "runs continuing a first pass ask for the same room"
+        );
+        m.reserve_for(10);
+        assert!(
+            m.tables.capacity() < 100,
+            "a catalog that shrank gives it back"
+        );
     }
 
     #[test]
