@@ -2,9 +2,8 @@
 //!
 //! `/metrics` is the snapshot (half a megabyte at the caps, shared and reference counted)
 //! followed by the self-metrics. Sending them as two chunks lets hyper hand both to one
-//! `writev`, where one `Full` body would need them copied into a fresh buffer on every scrape;
-//! that copy and its allocation were a third of a scrape's time in the exporter.
-//! http-body-util has no body that chains buffers, hence this one.
+//! `writev`, where one `Full` body would need them copied into a fresh half-megabyte buffer on
+//! every scrape. http-body-util has no body that chains buffers, hence this one.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -29,23 +28,10 @@ impl Chunks {
         let remaining = parts.iter().map(|p| p.len() as u64).sum();
         Chunks { parts, remaining }
     }
-}
 
-impl From<Bytes> for Chunks {
-    fn from(bytes: Bytes) -> Chunks {
-        Chunks::new([bytes])
-    }
-}
-
-impl From<Vec<u8>> for Chunks {
-    fn from(bytes: Vec<u8>) -> Chunks {
-        Chunks::new([Bytes::from(bytes)])
-    }
-}
-
-impl From<String> for Chunks {
-    fn from(text: String) -> Chunks {
-        Chunks::new([Bytes::from(text)])
+    /// A body of one buffer.
+    pub fn one(bytes: impl Into<Bytes>) -> Chunks {
+        Chunks::new([bytes.into()])
     }
 }
 

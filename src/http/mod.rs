@@ -247,7 +247,7 @@ async fn probe(site: &Site, query: Option<&str>) -> Response<Chunks> {
     Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, TEXT_FORMAT)
-        .body(Chunks::from(body))
+        .body(Chunks::one(body))
         .expect("valid response")
 }
 
@@ -393,7 +393,7 @@ fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Chunks> {
         match compressed {
             Ok(bytes) => {
                 builder = builder.header(CONTENT_ENCODING, "gzip");
-                Chunks::from(bytes)
+                Chunks::one(bytes)
             }
             Err(_) => Chunks::new([snapshot, Bytes::from(own)]),
         }
@@ -439,7 +439,7 @@ fn readyz(site: &Site, connected_required: bool) -> Response<Chunks> {
             StatusCode::SERVICE_UNAVAILABLE
         })
         .header(CONTENT_TYPE, "application/json")
-        .body(Chunks::from(
+        .body(Chunks::one(
             serde_json::to_vec_pretty(&body).unwrap_or_default(),
         ))
         .expect("valid response")
@@ -458,7 +458,7 @@ fn debug_view(site: &Site, name: &str) -> Response<Chunks> {
         Some(targets) => Response::builder()
             .status(StatusCode::OK)
             .header(CONTENT_TYPE, "application/json")
-            .body(Chunks::from(
+            .body(Chunks::one(
                 serde_json::to_vec_pretty(&serde_json::json!({ "targets": targets }))
                     .unwrap_or_default(),
             ))
@@ -544,7 +544,7 @@ fn index(site: &Site) -> Response<Chunks> {
     Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, "text/html; charset=utf-8")
-        .body(Chunks::from(html))
+        .body(Chunks::one(html))
         .expect("valid response")
 }
 
@@ -552,7 +552,7 @@ fn plain(status: StatusCode, text: impl Into<Bytes>) -> Response<Chunks> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Chunks::from(text.into()))
+        .body(Chunks::one(text))
         .expect("valid response")
 }
 
