@@ -857,6 +857,97 @@ fn paged_catalog_reads_give_the_same_series_as_one_page() {
     );
 }
 
+/// A table's index scans and fetches are its indexes' own, summed per table by pgkpi from the
+/// index rows it reads anyway: they equal `pg_stat_user_tables`' for a table with indexes, for
+/// one without any (the view's NULL sums exported as 0, though the table's own fetch counter
+/// is not 0 there: it had an index), and for a partitioned table, its partitions summed into it.
+#[test]
+fn table_index_counters_equal_the_views_sums() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "idxsums");
+    cluster.psql(
+        &db,
+        "CREATE TABLE core.indexed (id int PRIMARY KEY, v int); \
+         CREATE INDEX indexed_v_idx ON core.indexed (v); \
+         INSERT INTO core.indexed SELECT g, g % 10 FROM generate_series(1, 1000) g; \
+         CREATE TABLE core.bare (id int, v int); \
+         INSERT INTO core.bare SELECT g, g FROM generate_series(1, 100) g; \
+         CREATE TABLE core.split (id int, at date NOT NULL) PARTITION BY RANGE (at); \
+         CREATE INDEX split_at_idx ON core.split (at); \
+         CREATE TABLE core.split_a PARTITION OF core.split \
+           FOR VALUES FROM ('2026-01-01') TO ('2026-02-01'); \
+         CREATE TABLE core.split_b PARTITION OF core.split \
+           FOR VALUES FROM ('2026-02-01') TO ('2026-03-01'); \
+         INSERT INTO core.split SELECT g, date '2026-01-01' + g % 59 FROM generate_series(1, 590) g; \
+         ANALYZE core.indexed, core.bare, core.split",
+    );
+    // Index scans only where there is an index. The table without one had one, for a bitmap
+    // scan: its own fetch counter counts that scan's rows and stays when the index goes. The
+    // sessions' counters are flushed as their backends exit, after psql has returned.
+    cluster.psql(
+        &db,
+        "CREATE INDEX bare_v_idx ON core.bare (v); ANALYZE core.bare; \
+         SET enable_seqscan = off; SET enable_indexscan = off; SET enable_indexonlyscan = off; \
+         SELECT sum(id) FROM core.bare WHERE v < 50",
+    );
+    cluster.psql(&db, "DROP INDEX core.bare_v_idx");
+    cluster.psql(
+        &db,
+        "SET enable_seqscan = off; SET enable_bitmapscan = off; \
+         SELECT count(*) FROM core.indexed WHERE id < 50; \
+         SELECT count(*) FROM core.indexed WHERE v = 3; \
+         SELECT count(*) FROM core.split WHERE at = '2026-01-05'; \
+         SELECT count(*) FROM core.split WHERE at BETWEEN '2026-02-05' AND '2026-02-07'; \
+         SELECT count(*) FROM core.bare",
+    );
+    // Each session's last counter: once it shows, that session's others do (one flush).
+    for counter in [
+        "pg_stat_get_tuples_fetched('core.bare'::regclass)",
+        "pg_stat_get_numscans('core.split_b_at_idx'::regclass)",
+    ] {
+        let sql = format!("SELECT {counter}");
+        retry(WAIT, Duration::from_millis(100), || {
+            Some(cluster.number(&db, &sql))
+                .filter(|&n| n > 0.0)
+                .ok_or(())
+        })
+        .unwrap_or_else(|()| panic!("{counter} stayed 0"));
+    }
+    let view = |column: &str, like: &str| {
+        cluster.number(
+            &db,
+            &format!(
+                "SELECT coalesce(sum(coalesce({column}, 0)), 0) FROM pg_stat_user_tables \
+                 WHERE schemaname = 'core' AND relname LIKE '{like}'"
+            ),
+        )
+    };
+    let expected: Vec<(&str, f64, f64)> = [
+        ("indexed", "indexed"),
+        ("bare", "bare"),
+        ("split", "split%"),
+    ]
+    .iter()
+    .map(|&(table, like)| (table, view("idx_scan", like), view("idx_tup_fetch", like)))
+    .collect();
+    assert!(expected[0].1 >= 2.0 && expected[0].2 > 0.0, "{expected:?}");
+    assert!(expected[2].1 >= 2.0 && expected[2].2 > 0.0, "{expected:?}");
+    assert_eq!((expected[1].1, expected[1].2), (0.0, 0.0), "{expected:?}");
+    let exporter = Exporter::start(&config("idxsums", &cluster.dsn(&db), ""));
+    exporter.wait_for(WAIT, "the views' index sums per table", |m| {
+        expected.iter().all(|&(table, scans, fetched)| {
+            let labels = [
+                ("target", "idxsums"),
+                ("schemaname", "core"),
+                ("relname", table),
+                ("parent", ""),
+            ];
+            m.value("pg_table_idx_scans_total", &labels) == Some(scans)
+                && m.value("pg_table_idx_tup_fetch_total", &labels) == Some(fetched)
+        })
+    });
+}
+
 /// A database whose tables pgkpi measures is not walked a second time: its size is the sum of
 /// those measures plus its catalogs and sequences, equal to `pg_database_size` but for the few
 /// per-database files that belong to no relation. A stray file in each database's directory

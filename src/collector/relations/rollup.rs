@@ -122,6 +122,11 @@ impl Series {
         &self.cells[self.width as usize..]
     }
 
+    /// Values and ranking keys to adjust, as computed in Rust from other rows.
+    pub(super) fn cells_mut(&mut self) -> (&mut [f64], &mut [f64]) {
+        self.cells.split_at_mut(self.width as usize)
+    }
+
     /// An `(other)` row of `values`.
     pub(super) fn row(id: Id, values: &[f64]) -> Series {
         Series {
