@@ -24,6 +24,9 @@
 #                   own role, printed as "pgkpi baseline": before and after side by side
 #   BENCH_EXPORTERS which of "pgkpi anchor" to run (default both; "pgkpi" alone measures pgkpi
 #                   on a machine the anchor's scrapes do not saturate, as at 50 000 tables)
+#   BENCH_DIR       keep the cluster in this dir and its databases after the run, and reuse a
+#                   database a run there has built (50 000 tables take about 10 minutes to
+#                   build); pg_stat_statements is reset before each run either way
 # Starts its own throwaway PostgreSQL cluster; installs postgres_exporter from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +45,10 @@ queries=/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml
 
 bench_setup catalog
 # The anchor's example queries read pg_stat_statements; both roles read statistics via pg_monitor.
-psql_ -d postgres -c "CREATE ROLE bench_pgkpi LOGIN IN ROLE pg_monitor" \
-  -c "CREATE ROLE bench_anchor LOGIN IN ROLE pg_monitor" \
-  -c "CREATE ROLE bench_baseline LOGIN IN ROLE pg_monitor"
+for role in bench_pgkpi bench_anchor bench_baseline; do
+  psql_ -d postgres -c "SELECT format('CREATE ROLE %I LOGIN IN ROLE pg_monitor', '$role')
+    WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role')" -c '\gexec'
+done
 read -r -a exporters <<<"${BENCH_EXPORTERS:-pgkpi anchor}"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && exporters+=(baseline)
 
@@ -67,30 +71,38 @@ printf '%-7s %-17s %10s %9s %8s %10s %10s %10s %14s %7s\n' \
   tables exporter "median ms" "apart ms" series "peak MiB" "db ms/min" "slowest ms" "backends MB" errors
 for n in "${scales[@]}"; do
   db="bench_$n"
-  psql_ -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
-  psql_ -d "$db" -c "CREATE EXTENSION pg_stat_statements"
-  # Tables in batches of 250 per transaction (max_locks_per_transaction).
-  for ((from = 1; from <= n; from += 250)); do
-    to=$((from + 249 < n ? from + 249 : n))
-    psql_ -d "$db" -c "DO \$\$ BEGIN FOR i IN $from..$to LOOP
-      EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, code int, at timestamptz, note text)', i);
-      EXECUTE format('CREATE INDEX t%s_code_idx ON t%s (code)', i, i);
-      EXECUTE format('CREATE INDEX t%s_at_idx ON t%s (at)', i, i);
-      EXECUTE format('INSERT INTO t%s SELECT g, g %% 3, now(), ''n'' FROM generate_series(1, 10) g', i);
-    END LOOP; END \$\$"
-  done
-  psql_ -d "$db" -c "DO \$\$ BEGIN FOR p IN 1..10 LOOP
-      EXECUTE format('CREATE TABLE h%s (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)', p);
-      EXECUTE format('CREATE INDEX h%s_at_idx ON h%s (at)', p, p);
-      EXECUTE format('CREATE TABLE h%s_default PARTITION OF h%s DEFAULT', p, p);
-      FOR m IN 0..11 LOOP
-        EXECUTE format('CREATE TABLE h%s_m%s PARTITION OF h%s FOR VALUES FROM (%L) TO (%L)', p, m, p,
-          date_trunc('month', now()) + make_interval(months => m - 6),
-          date_trunc('month', now()) + make_interval(months => m - 5));
-      END LOOP;
-    END LOOP; END \$\$"
-  psql_ -d "$db" -c "VACUUM ANALYZE"
-  psql_ -d "$db" -c "CHECKPOINT"
+  # A database is marked built by its comment, set once everything below is in place.
+  built=$(psql_ -d postgres -c "SELECT shobj_description(oid, 'pg_database') FROM pg_database
+    WHERE datname = '$db'")
+  if [ -n "${BENCH_DIR:-}" ] && [ "$built" = built ]; then
+    echo "reusing $db in $dir" >&2
+  else
+    psql_ -d postgres -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+    psql_ -d "$db" -c "CREATE EXTENSION pg_stat_statements"
+    # Tables in batches of 250 per transaction (max_locks_per_transaction).
+    for ((from = 1; from <= n; from += 250)); do
+      to=$((from + 249 < n ? from + 249 : n))
+      psql_ -d "$db" -c "DO \$\$ BEGIN FOR i IN $from..$to LOOP
+        EXECUTE format('CREATE TABLE t%s (id int PRIMARY KEY, code int, at timestamptz, note text)', i);
+        EXECUTE format('CREATE INDEX t%s_code_idx ON t%s (code)', i, i);
+        EXECUTE format('CREATE INDEX t%s_at_idx ON t%s (at)', i, i);
+        EXECUTE format('INSERT INTO t%s SELECT g, g %% 3, now(), ''n'' FROM generate_series(1, 10) g', i);
+      END LOOP; END \$\$"
+    done
+    psql_ -d "$db" -c "DO \$\$ BEGIN FOR p IN 1..10 LOOP
+        EXECUTE format('CREATE TABLE h%s (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)', p);
+        EXECUTE format('CREATE INDEX h%s_at_idx ON h%s (at)', p, p);
+        EXECUTE format('CREATE TABLE h%s_default PARTITION OF h%s DEFAULT', p, p);
+        FOR m IN 0..11 LOOP
+          EXECUTE format('CREATE TABLE h%s_m%s PARTITION OF h%s FOR VALUES FROM (%L) TO (%L)', p, m, p,
+            date_trunc('month', now()) + make_interval(months => m - 6),
+            date_trunc('month', now()) + make_interval(months => m - 5));
+        END LOOP;
+      END LOOP; END \$\$"
+    psql_ -d "$db" -c "VACUUM ANALYZE"
+    psql_ -d "$db" -c "CHECKPOINT"
+    psql_ -d postgres -c "COMMENT ON DATABASE $db IS 'built'"
+  fi
 
   declare -A web pid name
   psql_ -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
@@ -165,5 +177,5 @@ for n in "${scales[@]}"; do
   done
   kill "${pid[@]}"
   wait "${pid[@]}" 2>/dev/null || true
-  psql_ -d postgres -c "DROP DATABASE $db"
+  [ -n "${BENCH_DIR:-}" ] || psql_ -d postgres -c "DROP DATABASE $db"
 done

@@ -31,7 +31,9 @@ log_min_messages = warning
 CONF
     [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$dir/data/postgresql.auto.conf"
   fi
-  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+  # The port is given again: a kept cluster (BENCH_DIR) is started on this run's port.
+  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -o "-p $port" -w -t 60 start \
+    >/dev/null
 }
 
 cluster_stop() {
@@ -52,10 +54,17 @@ free_port() {
 # A benchmark's throwaway world, in one call: a temp dir (kept when BENCH_KEEP is set), a
 # cluster in it on a free port (or BENCH_PORT), and on exit the processes listed in `pids`
 # killed, the cluster stopped and the dir removed. Sets dir, port, bin and pids; psql_ then
-# talks to the cluster (stopping at the first error).
+# talks to the cluster (stopping at the first error). With BENCH_DIR, the cluster lives in
+# that dir instead, is started again if it is already there, and is kept (stopped) at exit.
 # Usage: bench_setup NAME
 bench_setup() {
-  dir=$(mktemp -d "/tmp/pgkpi-bench-$1.XXXXXX")
+  if [ -n "${BENCH_DIR:-}" ]; then
+    dir=$BENCH_DIR
+    BENCH_KEEP=1
+    mkdir -p "$dir"
+  else
+    dir=$(mktemp -d "/tmp/pgkpi-bench-$1.XXXXXX")
+  fi
   chmod 755 "$dir"
   port=${BENCH_PORT:-$(free_port)}
   bin=$(pg_bindir)
