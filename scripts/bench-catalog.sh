@@ -46,8 +46,10 @@ queries=/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml
 bench_setup catalog
 # The anchor's example queries read pg_stat_statements; both roles read statistics via pg_monitor.
 for role in bench_pgkpi bench_anchor bench_baseline; do
-  psql_ -d postgres -c "SELECT format('CREATE ROLE %I LOGIN IN ROLE pg_monitor', '$role')
-    WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role')" -c '\gexec'
+  psql_ -d postgres -c "DO \$\$ BEGIN
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
+      CREATE ROLE $role LOGIN IN ROLE pg_monitor;
+    END IF; END \$\$"
 done
 read -r -a exporters <<<"${BENCH_EXPORTERS:-pgkpi anchor}"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && exporters+=(baseline)
