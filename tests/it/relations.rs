@@ -1007,6 +1007,43 @@ fn a_measured_database_s_size_is_derived_from_its_measures_and_the_others_are_wa
         "{postgres} vs {}",
         walked("postgres")
     );
+    // The measures themselves, to the byte, whether unlogged (an index's init fork is a page)
+    // or not: pgkpi asks only for the forks a relation can have.
+    let exact: Vec<_> = [
+        ("notes", None),
+        ("notes", Some("notes_pkey")),
+        ("scratch", None),
+        ("scratch", Some("scratch_pkey")),
+    ]
+    .into_iter()
+    .map(|(table, index)| {
+        let mut labels = vec![
+            ("target", "size"),
+            ("schemaname", "public"),
+            ("relname", table),
+            ("parent", ""),
+        ];
+        let (family, relation) = match index {
+            Some(index) => {
+                labels.push(("indexrelname", index));
+                ("pg_index_size_bytes", index)
+            }
+            None => ("pg_table_size_bytes", table),
+        };
+        let bytes = cluster.number(
+            "app",
+            &format!("SELECT pg_total_relation_size('{relation}')"),
+        );
+        (family, labels, bytes)
+    })
+    .collect();
+    let init = cluster.number("app", "SELECT pg_relation_size('scratch_pkey', 'init')");
+    assert!(init > 0.0, "the unlogged index has an init fork");
+    exporter.wait_for(WAIT, "every measure equal to pg_total_relation_size", |m| {
+        exact
+            .iter()
+            .all(|(family, labels, bytes)| m.value(family, labels) == Some(*bytes))
+    });
 
     cluster.psql(
         "app",

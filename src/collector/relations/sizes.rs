@@ -176,20 +176,42 @@ const FINGERPRINTS_SQL: &str = "
 const FINGERPRINT_PAGE: i64 = 2_000;
 
 /// A table's own files, every fork (what `pg_table_size` adds up before its TOAST table), so
-/// that the TOAST files are stat'ed once, by [`toast_bytes!`], not by both.
+/// that the TOAST files are stat'ed once, by [`toast_bytes!`], not by both. Only an unlogged
+/// relation has an init fork: for the others it is not looked for (each fork asked for is
+/// one relation lookup and one `stat` even when the file does not exist).
 macro_rules! heap_bytes {
-    ($relid:literal) => {
+    ($relid:literal, $persistence:literal) => {
         concat!(
             "(pg_relation_size(",
             $relid,
             ", 'main') + pg_relation_size(",
             $relid,
-            ", 'fsm') + ",
-            "pg_relation_size(",
+            ", 'fsm') + pg_relation_size(",
             $relid,
-            ", 'vm') + pg_relation_size(",
+            ", 'vm') + CASE WHEN ",
+            $persistence,
+            " = 'u' THEN pg_relation_size(",
             $relid,
-            ", 'init'))::float8"
+            ", 'init') ELSE 0 END)::float8"
+        )
+    };
+}
+
+/// An index's files, every fork it can have: what `pg_total_relation_size` of the index adds
+/// up, without asking for a visibility map (only tables have one) or, unless unlogged, an init
+/// fork: two lookups and `stat`s of files that cannot exist, out of four, for every index.
+macro_rules! index_bytes {
+    ($relid:literal, $persistence:literal) => {
+        concat!(
+            "(pg_relation_size(",
+            $relid,
+            ", 'main') + pg_relation_size(",
+            $relid,
+            ", 'fsm') + CASE WHEN ",
+            $persistence,
+            " = 'u' THEN pg_relation_size(",
+            $relid,
+            ", 'init') ELSE 0 END)::float8"
         )
     };
 }
@@ -216,7 +238,7 @@ const MEASURE_TABLES_SQL: &str = concat!(
     "
     WITH t AS (
         SELECT c.oid AS relid, n.nspname AS schemaname, c.relname, c.relkind, c.relpages,
-               c.reltuples, c.reltoastrelid,
+               c.reltuples, c.reltoastrelid, c.relpersistence,
                coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                          FROM unnest(c.reloptions) o WHERE o LIKE 'fillfactor=%'), 100) AS fillfactor,
                (SELECT count(*) FROM pg_attribute a
@@ -237,7 +259,7 @@ const MEASURE_TABLES_SQL: &str = concat!(
         SELECT t.*, t.stats[1] AS width, t.stats[2] > 0 AS nulls, t.stats[3] AS ncols FROM t
     )
     SELECT w.relid, ",
-    heap_bytes!("w.relid"),
+    heap_bytes!("w.relid", "w.relpersistence"),
     " AS heap_bytes, ",
     toast_bytes!("w.reltoastrelid"),
     " AS toast_bytes,
@@ -260,7 +282,7 @@ const MEASURE_TABLES_SQL: &str = concat!(
 const MEASURE_INDEXES_SQL: &str = concat!(
     "
     WITH i AS (
-        SELECT x.indexrelid, x.indrelid, x.relpages, x.reltuples, am.amname,
+        SELECT x.indexrelid, x.indrelid, x.relpages, x.reltuples, x.relpersistence, am.amname,
                coalesce((SELECT substring(o FROM '^fillfactor=([0-9]+)$')::int
                          FROM unnest(x.reloptions) o WHERE o LIKE 'fillfactor=%'), 90) AS fillfactor,
                x.indkey::int2[] AS indkey
@@ -296,7 +318,9 @@ const MEASURE_INDEXES_SQL: &str = concat!(
         FROM colstats c
         GROUP BY c.indexrelid
     )
-    SELECT i.indrelid AS relid, i.indexrelid, pg_total_relation_size(i.indexrelid)::float8 AS index_bytes,
+    SELECT i.indrelid AS relid, i.indexrelid, ",
+    index_bytes!("i.indexrelid", "i.relpersistence"),
+    " AS index_bytes,
            (CASE WHEN i.amname = 'btree' AND i.reltuples >= 0 AND w.known = w.total THEN
                greatest(i.relpages - 1 - ceil(i.reltuples / greatest(floor(
                    (current_setting('block_size')::int - 40) * i.fillfactor / 100.0
@@ -309,7 +333,7 @@ const MEASURE_INDEXES_SQL: &str = concat!(
 /// Sizes only, for tables whose fingerprint did not change (their estimates are carried).
 const MEASURE_TABLE_SIZES_SQL: &str = concat!(
     "SELECT c.oid AS relid, ",
-    heap_bytes!("c.oid"),
+    heap_bytes!("c.oid", "c.relpersistence"),
     " AS heap_bytes, ",
     toast_bytes!("c.reltoastrelid"),
     " AS toast_bytes, NULL::float8 AS bloat_bytes
@@ -319,8 +343,9 @@ const MEASURE_TABLE_SIZES_SQL: &str = concat!(
 /// Sizes only of the indexes (with storage) of the tables of `$1`.
 const MEASURE_INDEX_SIZES_SQL: &str = concat!(
     "
-    SELECT x.indrelid AS relid, x.indexrelid,
-           pg_total_relation_size(x.indexrelid)::float8 AS index_bytes, NULL::float8 AS bloat_bytes
+    SELECT x.indrelid AS relid, x.indexrelid, ",
+    index_bytes!("x.indexrelid", "x.relpersistence"),
+    " AS index_bytes, NULL::float8 AS bloat_bytes
     FROM pg_class c",
     indexes_of_c!(),
     "
