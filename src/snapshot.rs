@@ -33,15 +33,32 @@ struct Entry {
 /// carry `datname`).
 type Key = (String, String, String);
 
-#[derive(Default)]
 pub struct Snapshot {
     entries: Mutex<BTreeMap<Key, Entry>>,
     body: RwLock<Bytes>,
+    /// Marked changed whenever a new body is in place ([`Snapshot::subscribe`]).
+    published: tokio::sync::watch::Sender<()>,
+}
+
+impl Default for Snapshot {
+    fn default() -> Snapshot {
+        Snapshot {
+            entries: Mutex::default(),
+            body: RwLock::default(),
+            published: tokio::sync::watch::Sender::new(()),
+        }
+    }
 }
 
 impl Snapshot {
     pub fn new() -> Snapshot {
         Snapshot::default()
+    }
+
+    /// A receiver that sees a change each time a new body is in place (several changes in a
+    /// row may be seen as one).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+        self.published.subscribe()
     }
 
     /// Replaces the values of (target, collector); they are served for at most `keep_for`
@@ -162,6 +179,7 @@ impl Snapshot {
             }
         }
         *self.body.write().expect("snapshot lock") = Bytes::from(body);
+        self.published.send_replace(());
     }
 }
 

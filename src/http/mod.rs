@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,6 +27,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 mod body;
+mod gzip;
 mod limits;
 mod probe;
 
@@ -77,6 +77,12 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let telemetry = site.shared.telemetry.clone();
+    let gzip = Arc::new(gzip::Cache::default());
+    tokio::spawn(gzip::deflate_ahead(
+        site.shared.snapshot.clone(),
+        gzip.clone(),
+        shutdown.clone(),
+    ));
     telemetry
         .http_connections_limit
         .set(limits.max_connections as i64);
@@ -127,13 +133,13 @@ pub async fn serve(
             id,
             open: telemetry.http_connections_open.clone(),
         };
-        let site = site.clone();
+        let (site, gzip) = (site.clone(), gzip.clone());
         let service_slot = slot.clone();
         let service = service_fn(move |req| {
             let busy = Busy::new(service_slot.clone());
-            let site = site.clone();
+            let (site, gzip) = (site.clone(), gzip.clone());
             async move {
-                let response = handle(site, req, peer).await?;
+                let response = handle(site, &gzip, req, peer).await?;
                 Ok::<_, Infallible>(response.map(|inner| TrackedBody { inner, _busy: busy }))
             }
         });
@@ -289,6 +295,7 @@ async fn reload(site: &Site, method: &Method) -> Response<Chunks> {
 
 async fn handle(
     site: Arc<Site>,
+    gzip: &gzip::Cache,
     req: Request<Incoming>,
     _peer: SocketAddr,
 ) -> Result<Response<Chunks>, Infallible> {
@@ -326,7 +333,7 @@ async fn handle(
             "only GET and HEAD are supported\n",
         )
     } else if path == site.telemetry_path {
-        metrics(&site, &req)
+        metrics(&site, gzip, &req)
     } else {
         match path.as_str() {
             "/probe" => probe(&site, req.uri().query()).await,
@@ -362,16 +369,17 @@ async fn handle(
     Ok(response)
 }
 
-fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Chunks> {
+fn metrics(site: &Site, gzip: &gzip::Cache, req: &Request<Incoming>) -> Response<Chunks> {
     let mut snapshot = site.shared.snapshot.body();
     let mut own = site.shared.telemetry.encode();
-    {
+    let filtered = {
         let probed = site.probed.read().expect("probed lock");
         if !probed.is_empty() {
             snapshot = Bytes::from(probe::without(&snapshot, &probed));
             own = probe::without(&own, &probed);
         }
-    }
+        !probed.is_empty()
+    };
     let wants_gzip = req
         .headers()
         .get(ACCEPT_ENCODING)
@@ -382,18 +390,16 @@ fn metrics(site: &Site, req: &Request<Incoming>) -> Response<Chunks> {
         .header(CONTENT_TYPE, TEXT_FORMAT)
         .header(VARY, HeaderValue::from_static("Accept-Encoding"));
     let body = if wants_gzip {
-        let mut encoder = flate2::write::GzEncoder::new(
-            Vec::with_capacity((snapshot.len() + own.len()) / 4),
-            flate2::Compression::fast(),
-        );
-        let compressed = encoder
-            .write_all(&snapshot)
-            .and_then(|_| encoder.write_all(&own))
-            .and_then(|_| encoder.finish());
-        match compressed {
-            Ok(bytes) => {
+        // A snapshot filtered for this scrape is deflated for it alone, not kept.
+        let deflated = if filtered {
+            gzip::Deflated::new(snapshot.clone()).map(Arc::new)
+        } else {
+            gzip.get(&snapshot)
+        };
+        match deflated.and_then(|deflated| deflated.finish(&own)) {
+            Ok(parts) => {
                 builder = builder.header(CONTENT_ENCODING, "gzip");
-                Chunks::one(bytes)
+                Chunks::new(parts)
             }
             Err(_) => Chunks::new([snapshot, Bytes::from(own)]),
         }

@@ -151,6 +151,7 @@ fn table_stats_sql() -> String {
         "SELECT {TABLE_KEY}, c.oid,
         pg_stat_get_numscans(c.oid)::float8 AS seq_scan,
         pg_stat_get_tuples_returned(c.oid)::float8 AS seq_tup_read,
+        -- These two and rank_scans get the table's indexes' sums in Rust (IndexSums).
         0::float8 AS idx_scan,
         pg_stat_get_tuples_fetched(c.oid)::float8 AS idx_tup_fetch,
         pg_stat_get_tuples_inserted(c.oid)::float8 AS n_tup_ins,
