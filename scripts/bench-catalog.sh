@@ -9,11 +9,13 @@
 #     exporter scraped at the same instant (contention included);
 #   * apart: for pgkpi, the median of a second scrape half an interval later, alone, as
 #     Prometheus spreads the scrapes of its targets over the interval;
+#   * gzip: for pgkpi, the median of a third scrape right after it, alone, asking for gzip as
+#     Prometheus does;
 #   * series: samples in the last scrape;
 #   * peak RSS: the process's VmHWM at the end of the run;
 #   * db ms/min: server time of the role's statements (pg_stat_statements, top level, executed
-#     and planned) per minute of the run, startup included; "slowest" is the longest single
-#     statement execution (max_exec_time);
+#     and planned) per minute of the run, startup included (see BENCH_WARMUP); "slowest" is
+#     the longest single statement execution (max_exec_time);
 #   * backends MB: private memory (RssAnon) of the role's backends at the end of the run, summed
 #     (and how many backends).
 # Usage: scripts/bench-catalog.sh [SCALES...]   (default: 1000 10000 50000)
@@ -24,9 +26,13 @@
 #                   own role, printed as "pgkpi baseline": before and after side by side
 #   BENCH_EXPORTERS which of "pgkpi anchor" to run (default both; "pgkpi" alone measures pgkpi
 #                   on a machine the anchor's scrapes do not saturate, as at 50 000 tables)
-#   BENCH_DIR       keep the cluster in this dir and its databases after the run, and reuse a
-#                   database a run there has built (50 000 tables take about 10 minutes to
-#                   build); pg_stat_statements is reset before each run either way
+#   BENCH_WARMUP    seconds the exporters run before the measured period starts (default 0:
+#                   their start, a large catalogue's first pass included, is measured)
+#   BENCH_DIR       keep a cluster per scale in BENCH_DIR/N after the run, and reuse the
+#                   database a run there has built (50 000 tables take minutes to build);
+#                   pg_stat_statements is reset before each run either way. Each scale has a
+#                   cluster of its own, as without BENCH_DIR: both exporters read the size of
+#                   every database of the server, which would walk the other scales' files.
 # Starts its own throwaway PostgreSQL cluster; installs postgres_exporter from Debian.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,14 +49,21 @@ fi
 anchor=/usr/bin/prometheus-postgres-exporter
 queries=/usr/share/doc/prometheus-postgres-exporter/examples/queries.yaml
 
-bench_setup catalog
 # The anchor's example queries read pg_stat_statements; both roles read statistics via pg_monitor.
-for role in bench_pgkpi bench_anchor bench_baseline; do
-  psql_ -d postgres -c "DO \$\$ BEGIN
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
-      CREATE ROLE $role LOGIN IN ROLE pg_monitor;
-    END IF; END \$\$"
-done
+create_roles() {
+  local role
+  for role in bench_pgkpi bench_anchor bench_baseline; do
+    psql_ -d postgres -c "DO \$\$ BEGIN
+      IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$role') THEN
+        CREATE ROLE $role LOGIN IN ROLE pg_monitor;
+      END IF; END \$\$"
+  done
+}
+kept=${BENCH_DIR:-}
+if [ -z "$kept" ]; then
+  bench_setup catalog
+  create_roles
+fi
 read -r -a exporters <<<"${BENCH_EXPORTERS:-pgkpi anchor}"
 [ -n "${BENCH_BASELINE_BIN:-}" ] && exporters+=(baseline)
 
@@ -69,9 +82,15 @@ backend_memory() {
 
 median() { sort -n "$1" | awk '{ t[NR] = $1 } END { if (NR) printf "%.2f", t[int((NR + 1) / 2)] * 1000 }'; }
 
-printf '%-7s %-17s %10s %9s %8s %10s %10s %10s %14s %7s\n' \
-  tables exporter "median ms" "apart ms" series "peak MiB" "db ms/min" "slowest ms" "backends MB" errors
+printf '%-7s %-17s %10s %9s %8s %8s %10s %10s %10s %14s %7s\n' \
+  tables exporter "median ms" "apart ms" "gzip ms" series "peak MiB" "db ms/min" "slowest ms" \
+  "backends MB" errors
 for n in "${scales[@]}"; do
+  if [ -n "$kept" ]; then
+    [ -n "${dir:-}" ] && cluster_stop "$dir"
+    BENCH_DIR=$kept/$n bench_setup catalog
+    create_roles
+  fi
   db="bench_$n"
   # A database is marked built by its comment, set once everything below is in place.
   built=$(psql_ -d postgres -c "SELECT shobj_description(oid, 'pg_database') FROM pg_database
@@ -128,7 +147,12 @@ for n in "${scales[@]}"; do
     pids+=("${pid[$who]}")
     : >"$dir/$who-times"
     : >"$dir/$who-apart"
+    : >"$dir/$who-gzip"
   done
+  if [ "${BENCH_WARMUP:-0}" -gt 0 ]; then
+    sleep "$BENCH_WARMUP"
+    psql_ -d "$db" -c "SELECT pg_stat_statements_reset()" >/dev/null
+  fi
   start=$(date +%s)
   while :; do
     tick=$(date +%s)
@@ -144,6 +168,8 @@ for n in "${scales[@]}"; do
       [ "$who" = anchor ] && continue
       curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:${web[$who]}/metrics" \
         >>"$dir/$who-apart"
+      curl -s -H 'Accept-Encoding: gzip' -o /dev/null -w '%{time_total}\n' \
+        "http://127.0.0.1:${web[$who]}/metrics" >>"$dir/$who-gzip"
     done
     [ $((tick + 15 - start)) -ge "$seconds" ] && break
     sleep $((tick + 15 - $(date +%s) > 0 ? tick + 15 - $(date +%s) : 0))
@@ -166,8 +192,10 @@ for n in "${scales[@]}"; do
       errors=$(awk '/^pgkpi_collector_errors_total/ { s += $2 } END { print s + 0 }' "$dir/$who-body")
     fi
     apart=$(median "$dir/$who-apart")
-    printf '%-7s %-17s %10s %9s %8s %10s %10s %10s %14s %7s\n' "$n" "${name[$who]}" \
-      "$(median "$dir/$who-times")" "${apart:--}" "$series" "$peak" "$db_ms" "$slowest" \
+    gzip=$(median "$dir/$who-gzip")
+    printf '%-7s %-17s %10s %9s %8s %8s %10s %10s %10s %14s %7s\n' "$n" "${name[$who]}" \
+      "$(median "$dir/$who-times")" "${apart:--}" "${gzip:--}" "$series" "$peak" "$db_ms" \
+      "$slowest" \
       "$(awk -v k="$kb" 'BEGIN { printf "%.1f", k / 1024 }') ($count)" "$errors"
     if [ -n "${BENCH_TOP:-}" ]; then
       psql_ -d "$db" -F ' | ' -c "
@@ -179,5 +207,5 @@ for n in "${scales[@]}"; do
   done
   kill "${pid[@]}"
   wait "${pid[@]}" 2>/dev/null || true
-  [ -n "${BENCH_DIR:-}" ] || psql_ -d postgres -c "DROP DATABASE $db"
+  [ -n "$kept" ] || psql_ -d postgres -c "DROP DATABASE $db"
 done
