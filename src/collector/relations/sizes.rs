@@ -175,25 +175,25 @@ const FINGERPRINTS_SQL: &str = "
 /// Tables fingerprinted per statement (keyset pages by oid): about 40 ms at 10 000 tables.
 const FINGERPRINT_PAGE: i64 = 2_000;
 
-/// A table's own files, every fork (what `pg_table_size` adds up before its TOAST table), so
-/// that the TOAST files are stat'ed once, by [`toast_bytes!`], not by both. Only an unlogged
-/// relation has an init fork: for the others it is not looked for (each fork asked for is
-/// one relation lookup and one `stat` even when the file does not exist).
-macro_rules! heap_bytes {
-    ($relid:literal, $persistence:literal) => {
+/// The sum of the `forks` of a relation, and of its init fork when it is unlogged (only
+/// unlogged relations have one): each fork asked for is a relation lookup and a `stat`, even
+/// when the file does not exist, so only the forks the relation can have are asked for.
+macro_rules! forks_bytes {
+    ($relid:literal, $persistence:literal, [$($fork:literal),+]) => {
         concat!(
-            "(pg_relation_size(",
-            $relid,
-            ", 'main') + pg_relation_size(",
-            $relid,
-            ", 'fsm') + pg_relation_size(",
-            $relid,
-            ", 'vm') + CASE WHEN ",
-            $persistence,
-            " = 'u' THEN pg_relation_size(",
-            $relid,
+            "(",
+            $("pg_relation_size(", $relid, ", '", $fork, "') + ",)+
+            "CASE WHEN ", $persistence, " = 'u' THEN pg_relation_size(", $relid,
             ", 'init') ELSE 0 END)::float8"
         )
+    };
+}
+
+/// A table's own files, every fork (what `pg_table_size` adds up before its TOAST table), so
+/// that the TOAST files are stat'ed once, by [`toast_bytes!`], not by both.
+macro_rules! heap_bytes {
+    ($relid:literal, $persistence:literal) => {
+        forks_bytes!($relid, $persistence, ["main", "fsm", "vm"])
     };
 }
 
@@ -202,17 +202,7 @@ macro_rules! heap_bytes {
 /// fork: two lookups and `stat`s of files that cannot exist, out of four, for every index.
 macro_rules! index_bytes {
     ($relid:literal, $persistence:literal) => {
-        concat!(
-            "(pg_relation_size(",
-            $relid,
-            ", 'main') + pg_relation_size(",
-            $relid,
-            ", 'fsm') + CASE WHEN ",
-            $persistence,
-            " = 'u' THEN pg_relation_size(",
-            $relid,
-            ", 'init') ELSE 0 END)::float8"
-        )
+        forks_bytes!($relid, $persistence, ["main", "fsm"])
     };
 }
 
