@@ -110,16 +110,7 @@ for n in "${scales[@]}"; do
         EXECUTE format('INSERT INTO t%s SELECT g, g %% 3, now(), ''n'' FROM generate_series(1, 10) g', i);
       END LOOP; END \$\$"
     done
-    psql_ -d "$db" -c "DO \$\$ BEGIN FOR p IN 1..10 LOOP
-        EXECUTE format('CREATE TABLE h%s (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)', p);
-        EXECUTE format('CREATE INDEX h%s_at_idx ON h%s (at)', p, p);
-        EXECUTE format('CREATE TABLE h%s_default PARTITION OF h%s DEFAULT', p, p);
-        FOR m IN 0..11 LOOP
-          EXECUTE format('CREATE TABLE h%s_m%s PARTITION OF h%s FOR VALUES FROM (%L) TO (%L)', p, m, p,
-            date_trunc('month', now()) + make_interval(months => m - 6),
-            date_trunc('month', now()) + make_interval(months => m - 5));
-        END LOOP;
-      END LOOP; END \$\$"
+    bench_partitioned_tables "$db"
     psql_ -d "$db" -c "VACUUM ANALYZE"
     psql_ -d "$db" -c "CHECKPOINT"
     psql_ -d postgres -c "COMMENT ON DATABASE $db IS 'built'"

@@ -82,3 +82,18 @@ bench_cleanup() {
 }
 
 psql_() { "$bin/psql" -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres "$@"; }
+
+# The benchmarks' partitioned tables in database $1: 10 tables partitioned by month, each with
+# an index, 12 monthly partitions around now and a DEFAULT.
+bench_partitioned_tables() {
+  psql_ -d "$1" -c "DO \$\$ BEGIN FOR p IN 1..10 LOOP
+      EXECUTE format('CREATE TABLE h%s (id bigint, at timestamptz NOT NULL, v int) PARTITION BY RANGE (at)', p);
+      EXECUTE format('CREATE INDEX h%s_at_idx ON h%s (at)', p, p);
+      EXECUTE format('CREATE TABLE h%s_default PARTITION OF h%s DEFAULT', p, p);
+      FOR m IN 0..11 LOOP
+        EXECUTE format('CREATE TABLE h%s_m%s PARTITION OF h%s FOR VALUES FROM (%L) TO (%L)', p, m, p,
+          date_trunc('month', now()) + make_interval(months => m - 6),
+          date_trunc('month', now()) + make_interval(months => m - 5));
+      END LOOP;
+    END LOOP; END \$\$"
+}
