@@ -12,6 +12,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::metric::{self, Family};
 
@@ -37,7 +38,7 @@ pub struct Snapshot {
     entries: Mutex<BTreeMap<Key, Entry>>,
     body: RwLock<Bytes>,
     /// Marked changed whenever a new body is in place ([`Snapshot::subscribe`]).
-    published: tokio::sync::watch::Sender<()>,
+    published: watch::Sender<()>,
 }
 
 impl Default for Snapshot {
@@ -45,7 +46,7 @@ impl Default for Snapshot {
         Snapshot {
             entries: Mutex::default(),
             body: RwLock::default(),
-            published: tokio::sync::watch::Sender::new(()),
+            published: watch::Sender::new(()),
         }
     }
 }
@@ -57,7 +58,7 @@ impl Snapshot {
 
     /// A receiver that sees a change each time a new body is in place (several changes in a
     /// row may be seen as one).
-    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<()> {
+    pub fn subscribe(&self) -> watch::Receiver<()> {
         self.published.subscribe()
     }
 

@@ -100,21 +100,21 @@ impl Cache {
     /// The deflated `body`, from the cache, or made now and kept for the next scrape.
     pub fn get(&self, body: &Bytes) -> Result<Arc<Deflated>, CompressError> {
         self.wanted.store(true, Ordering::Relaxed);
+        self.kept_or_made(body)
+    }
+
+    /// Deflates `body` unless it already is.
+    pub fn prepare(&self, body: &Bytes) {
+        let _ = self.kept_or_made(body);
+    }
+
+    fn kept_or_made(&self, body: &Bytes) -> Result<Arc<Deflated>, CompressError> {
         if let Some(kept) = self.kept(body) {
             return Ok(kept);
         }
         let made = Arc::new(Deflated::new(body.clone())?);
         self.keep(made.clone());
         Ok(made)
-    }
-
-    /// Deflates `body` unless it already is.
-    pub fn prepare(&self, body: Bytes) {
-        if self.kept(&body).is_none() {
-            if let Ok(made) = Deflated::new(body) {
-                self.keep(Arc::new(made));
-            }
-        }
     }
 
     fn kept(&self, body: &Bytes) -> Option<Arc<Deflated>> {
@@ -152,7 +152,7 @@ pub async fn deflate_ahead(
         // What was published meanwhile is in the body read now.
         published.borrow_and_update();
         let (body, cache) = (snapshot.body(), cache.clone());
-        let _ = tokio::task::spawn_blocking(move || cache.prepare(body)).await;
+        let _ = tokio::task::spawn_blocking(move || cache.prepare(&body)).await;
     }
 }
 
@@ -199,7 +199,7 @@ mod tests {
     fn the_cache_serves_the_same_buffer_only() {
         let cache = Cache::default();
         let body = Bytes::from(vec![b'a'; 1000]);
-        cache.prepare(body.clone());
+        cache.prepare(&body);
         let kept = cache.get(&body).unwrap();
         assert!(Arc::ptr_eq(&kept, &cache.get(&body).unwrap()));
         // Equal bytes in another buffer are another snapshot: deflated anew.

@@ -374,11 +374,12 @@ fn metrics(site: &Site, gzip: &gzip::Cache, req: &Request<Incoming>) -> Response
     let mut own = site.shared.telemetry.encode();
     let filtered = {
         let probed = site.probed.read().expect("probed lock");
-        if !probed.is_empty() {
+        let filtered = !probed.is_empty();
+        if filtered {
             snapshot = Bytes::from(probe::without(&snapshot, &probed));
             own = probe::without(&own, &probed);
         }
-        !probed.is_empty()
+        filtered
     };
     let wants_gzip = req
         .headers()

@@ -8,8 +8,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::columns::{
-    for_each_chunk, in_tree, indexes_of_c, user_tables, Col, Read, INDEX, INDEX_KEY, TABLE,
-    TABLE_KEY,
+    in_tree, indexes_of_c, read_chunk, user_tables, Col, Read, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
 };
 use super::cut::Cut;
 use super::export::export;
@@ -201,6 +200,11 @@ fn index_stats_sql(major: i32) -> String {
 struct IndexSums(HashMap<u32, (f64, f64)>);
 
 impl IndexSums {
+    /// Forgets the last chunk's tables.
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
     fn add(&mut self, row: &Row) -> Result<(), tokio_postgres::Error> {
         let scans: f64 = row.try_get("idx_scan")?;
         let fetched: f64 = row.try_get("idx_tup_fetch")?;
@@ -256,39 +260,25 @@ impl Collector for RelationStats {
             let mut sums = IndexSums::default();
             // Chunk by chunk, the indexes first: their rows give the table rows' sums.
             for oids in oids.chunks(chunk.max(1)) {
-                sums.0.clear();
-                for_each_chunk(
-                    session,
-                    oids,
-                    oids.len(),
-                    &index_sql,
-                    &[&children],
-                    |read| {
-                        if let Read::Row(row) = &read {
-                            sums.add(row)?;
-                        }
-                        indexes.read(read, INDEX_STATS)
-                    },
-                )
+                sums.clear();
+                read_chunk(session, oids, &index_sql, &[&children], |read| {
+                    if let Read::Row(row) = &read {
+                        sums.add(row)?;
+                    }
+                    indexes.read(read, INDEX_STATS)
+                })
                 .await?;
-                for_each_chunk(
-                    session,
-                    oids,
-                    oids.len(),
-                    &table_sql,
-                    &[&children],
-                    |read| {
-                        match read {
-                            Read::Row(row) => {
-                                let mut series = Series::from_row(&row, TABLE_STATS)?;
-                                sums.complete(row.try_get("oid")?, &mut series);
-                                tables.push(series, in_tree(&row)?);
-                            }
-                            Read::ChunkEnd => tables.chunk_end(),
+                read_chunk(session, oids, &table_sql, &[&children], |read| {
+                    match read {
+                        Read::Row(row) => {
+                            let mut series = Series::from_row(&row, TABLE_STATS)?;
+                            sums.complete(row.try_get("oid")?, &mut series);
+                            tables.push(series, in_tree(&row)?);
                         }
-                        Ok(())
-                    },
-                )
+                        Read::ChunkEnd => tables.chunk_end(),
+                    }
+                    Ok(())
+                })
                 .await?;
             }
             let (tables, tables_dropped) = tables.finish();
