@@ -879,6 +879,7 @@ fn table_index_counters_equal_the_views_sums() {
          CREATE TABLE core.split_b PARTITION OF core.split \
            FOR VALUES FROM ('2026-02-01') TO ('2026-03-01'); \
          INSERT INTO core.split SELECT g, date '2026-01-01' + g % 59 FROM generate_series(1, 590) g; \
+         CREATE INDEX split_a_id_idx ON core.split_a (id); \
          ANALYZE core.indexed, core.bare, core.split",
     );
     // Index scans only where there is an index. The table without one had one, for a bitmap
@@ -898,6 +899,7 @@ fn table_index_counters_equal_the_views_sums() {
          SELECT count(*) FROM core.indexed WHERE v = 3; \
          SELECT count(*) FROM core.split WHERE at = '2026-01-05'; \
          SELECT count(*) FROM core.split WHERE at BETWEEN '2026-02-05' AND '2026-02-07'; \
+         SELECT count(*) FROM core.split_a WHERE id = 7; \
          SELECT count(*) FROM core.bare",
     );
     // Each session's last counter: once it shows, that session's others do (one flush).
@@ -933,8 +935,27 @@ fn table_index_counters_equal_the_views_sums() {
     assert!(expected[0].1 >= 2.0 && expected[0].2 > 0.0, "{expected:?}");
     assert!(expected[2].1 >= 2.0 && expected[2].2 > 0.0, "{expected:?}");
     assert_eq!((expected[1].1, expected[1].2), (0.0, 0.0), "{expected:?}");
+    // Per index: the partitions' indexes attached to split_at_idx are summed into it; the one
+    // created on a partition alone is reported as itself, under the partitioned table.
+    let index_scans = |like: &str| {
+        cluster.number(
+            &db,
+            &format!(
+                "SELECT sum(idx_scan) FROM pg_stat_user_indexes \
+                 WHERE schemaname = 'core' AND indexrelname LIKE '{like}'"
+            ),
+        )
+    };
+    let indexes = [
+        ("split_at_idx", index_scans("split%at_idx")),
+        ("split_a_id_idx", index_scans("split_a_id_idx")),
+    ];
+    assert!(
+        indexes.iter().all(|&(_, scans)| scans >= 1.0),
+        "{indexes:?}"
+    );
     let exporter = Exporter::start(&config("idxsums", &cluster.dsn(&db), ""));
-    exporter.wait_for(WAIT, "the views' index sums per table", |m| {
+    exporter.wait_for(WAIT, "the views' index sums per table and index", |m| {
         expected.iter().all(|&(table, scans, fetched)| {
             let labels = [
                 ("target", "idxsums"),
@@ -944,6 +965,13 @@ fn table_index_counters_equal_the_views_sums() {
             ];
             m.value("pg_table_idx_scans_total", &labels) == Some(scans)
                 && m.value("pg_table_idx_tup_fetch_total", &labels) == Some(fetched)
+        }) && indexes.iter().all(|&(index, scans)| {
+            let labels = [
+                ("target", "idxsums"),
+                ("relname", "split"),
+                ("indexrelname", index),
+            ];
+            m.value("pg_index_scans_total", &labels) == Some(scans)
         })
     });
 }
