@@ -5,13 +5,14 @@
 # plus 10 partitioned tables of 12 monthly partitions and a DEFAULT each; both exporters run at
 # the same time, each as its own role (pg_monitor), and both are scraped every 15 s for
 # BENCH_SECONDS. Prints per exporter:
-#   * /metrics median: wall time of its scrapes (curl), median over the run, with every
-#     exporter scraped at the same instant (contention included);
+#   * /metrics median: wall time of its scrapes (curl's time_total, the body discarded),
+#     median over the run, with every exporter scraped at the same instant (contention
+#     included);
 #   * apart: for pgkpi, the median of a second scrape half an interval later, alone, as
 #     Prometheus spreads the scrapes of its targets over the interval;
 #   * gzip: for pgkpi, the median of a third scrape right after it, alone, asking for gzip as
 #     Prometheus does;
-#   * series: samples in the last scrape;
+#   * series: samples in the last scrape (kept in a file, not timed);
 #   * peak RSS: the process's VmHWM at the end of the run;
 #   * db ms/min: server time of the role's statements (pg_stat_statements, top level, executed
 #     and planned) per minute of the run, startup included (see BENCH_WARMUP); "slowest" is
@@ -147,10 +148,18 @@ for n in "${scales[@]}"; do
   start=$(date +%s)
   while :; do
     tick=$(date +%s)
+    last=$((tick + 15 - start >= seconds))
     scrapes=()
     for who in "${exporters[@]}"; do
-      curl -s -o "$dir/$who-body" -w '%{time_total}\n' "http://127.0.0.1:${web[$who]}/metrics" \
-        >>"$dir/$who-times" &
+      url="http://127.0.0.1:${web[$who]}/metrics"
+      # Timed scrapes go to /dev/null: curl writing half a megabyte to a file takes about a
+      # millisecond of its own, which is not the exporter's. The last one is kept, untimed,
+      # for the series and errors.
+      if [ "$last" = 1 ]; then
+        curl -s -o "$dir/$who-body" "$url" &
+      else
+        curl -s -o /dev/null -w '%{time_total}\n' "$url" >>"$dir/$who-times" &
+      fi
       scrapes+=($!)
     done
     wait "${scrapes[@]}" || true
