@@ -30,7 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::columns::{
-    for_each_chunk, in_tree, indexes_of_c, Col, Read, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
+    for_each_chunk, in_tree, indexes_of_c, Col, Read, CHUNK_INDEXES, INDEX, INDEX_KEY, TABLE,
+    TABLE_KEY,
 };
 use super::cut::Cut;
 use super::database::{Derived, DerivedSizes};
@@ -376,9 +377,7 @@ fn report_indexes_sql() -> String {
     format!(
         "SELECT x.indexrelid, x.indrelid, {INDEX_KEY},
             pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
-        FROM pg_class c{indexes}
-        WHERE c.oid = ANY($1::oid[]) AND x.relkind = 'i'",
-        indexes = indexes_of_c!()
+        {CHUNK_INDEXES}"
     )
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use tokio_postgres::Row;
 
-use super::columns::{in_tree, read_chunk, user_tables, Col, Read, INDEX, TABLE, TABLE_KEY};
+use super::columns::{
+    in_tree, read_chunk, user_tables, Col, Read, CHUNK_INDEXES, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
+};
 use super::cut::Cut;
 use super::export::export;
 use super::rollup::{CounterRollups, Series};
@@ -170,15 +172,9 @@ const IDX_TUP_FETCH: usize = 3;
 const RANK_SCANS: usize = 1;
 
 /// One row per index of the tables of `$1` under its grouping keys, with its table's own oid
-/// for [`IndexSums`] (`pg_stat_user_indexes` lists no index of a partitioned table).
-///
-/// An index's own `pg_class` row is not read: that lookup, one per index, was half of this
-/// query's cost (40 of 85 ms a chunk of 15 000 indexes at 50 000 tables, PostgreSQL 15). Both
-/// sides of the join are found through the chunk's oids, so no plan can read the whole
-/// catalog. What the row gave comes from elsewhere:
-/// - the size ranking key is the table's pages: the indexes of the largest tables are kept;
-/// - an index rolls up into its root partitioned index only when its table is a partition,
-///   and `pg_partition_root` (NULL for an index attached to no parent) is asked for those only.
+/// for [`IndexSums`] (`pg_stat_user_indexes` lists no index of a partitioned table). The size
+/// an index is ranked by is its table's pages: its own are in its `pg_class` row, which
+/// [`CHUNK_INDEXES`] leaves unread; the indexes of the largest tables are kept.
 fn index_stats_sql(major: i32) -> String {
     // The last scan's time appeared in PostgreSQL 16.
     let last = if major >= 16 {
@@ -187,20 +183,14 @@ fn index_stats_sql(major: i32) -> String {
         "NULL::float8"
     };
     format!(
-        "SELECT CASE WHEN $2 OR NOT c.relispartition THEN x.indexrelid
-                ELSE coalesce(pg_partition_root(x.indexrelid)::oid, x.indexrelid) END AS key,
-        CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
-            AS table_key,
-        NOT $2 AND (c.relispartition OR c.relkind = 'p') AS in_tree,
-        c.oid AS table_oid,
+        "SELECT {INDEX_KEY}, c.oid AS table_oid,
         pg_stat_get_numscans(x.indexrelid)::float8 AS idx_scan,
         pg_stat_get_tuples_returned(x.indexrelid)::float8 AS idx_tup_read,
         pg_stat_get_tuples_fetched(x.indexrelid)::float8 AS idx_tup_fetch,
         {last} AS last_scan,
         c.relpages::float8 AS rank_size,
         pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
-    FROM pg_class c JOIN pg_index x ON x.indrelid = c.oid
-    WHERE c.oid = ANY($1::oid[]) AND x.indrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')"
+    {CHUNK_INDEXES}"
     )
 }
 
