@@ -289,6 +289,23 @@ async fn invalid_and_duplicate_indexes_are_reported() {
         ),
         Some(grown)
     );
+    // Names are read every run: a renamed duplicate (or kept index) shows under its new name.
+    cluster.psql(
+        &db,
+        "ALTER INDEX core.relations_probe_note_idx RENAME TO relations_probe_note_first_idx",
+    );
+    exporter.wait_for(WAIT, "the kept index under its new name", |m| {
+        m.find(
+            "pg_index_duplicate_size_bytes",
+            &[
+                ("target", "invalid"),
+                ("indexrelname", "relations_probe_note_again_idx"),
+                ("duplicate_of", "relations_probe_note_first_idx"),
+            ],
+        )
+        .len()
+            == 1
+    });
 }
 
 /// Seconds from now to the start of the UTC month `months` after the current one.

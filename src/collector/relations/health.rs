@@ -131,15 +131,14 @@ const INVALID_SQL: &str = "
 
 /// Duplicates among the indexes of the tables of `$1`: same table, access method, key
 /// columns, expressions, predicate, operator classes, collations and options. Per group the one
-/// backing a constraint (else the oldest) is kept; the others are reported. Partition indexes
-/// are compared through their parent. Duplicates share a table, so the check runs a chunk of
-/// tables at a time (one statement over every index took 557 ms at 50 000 tables); the names
-/// of the few found are looked up one by one rather than joined.
+/// backing a constraint (else the oldest) is kept; the others are reported with it. Partition
+/// indexes are compared through their parent. Duplicates share a table, so the check runs a
+/// chunk of tables at a time (one statement over every index took 557 ms at 50 000 tables);
+/// their names are read every run with their sizes ([`DUPLICATES_SQL`]).
 const DUPLICATE_SQL: &str = concat!(
     "
     WITH x AS (
-        SELECT x.indexrelid, x.indrelid, x.relname::text AS indexrelname, x.relnamespace,
-               x.relam, x.indkey::text AS k, x.indclass::text AS cl,
+        SELECT x.indexrelid, x.indrelid, x.relam, x.indkey::text AS k, x.indclass::text AS cl,
                x.indcollation::text AS co, x.indoption::text AS op,
                coalesce(pg_get_expr(x.indexprs, x.indrelid), '') AS ex,
                coalesce(pg_get_expr(x.indpred, x.indrelid), '') AS pr,
@@ -154,57 +153,54 @@ const DUPLICATE_SQL: &str = concat!(
     "
         WHERE c.oid = ANY($1::oid[]) AND x.indisvalid AND NOT x.relispartition
     ), r AS (
-        SELECT x.indexrelid, x.indrelid, x.indexrelname, x.relnamespace,
-               first_value(x.indexrelid) OVER w AS keeper, row_number() OVER w AS nth
+        SELECT x.indexrelid, first_value(x.indexrelid) OVER w AS keeper,
+               row_number() OVER w AS nth
         FROM x
         WINDOW w AS (PARTITION BY x.indrelid, x.relam, x.k, x.cl, x.co, x.op, x.ex, x.pr
                      ORDER BY x.constrained DESC, x.indexrelid)
     )
-    SELECT r.indexrelid,
-           (SELECT n.nspname::text FROM pg_namespace n WHERE n.oid = r.relnamespace)
-               AS schemaname,
-           (SELECT t.relname::text FROM pg_class t WHERE t.oid = r.indrelid) AS relname,
-           r.indexrelname,
-           (SELECT kc.relname::text FROM pg_class kc WHERE kc.oid = r.keeper) AS duplicate_of
-    FROM r
-    WHERE r.nth > 1"
+    SELECT r.indexrelid, r.keeper FROM r WHERE r.nth > 1"
 );
 
 /// What the duplicate check depends on, for the tables of `$1`: the set of their indexes (a
-/// changed definition is a new index), their validity, and the names it reports. A sum over
-/// the indexes, so the chunks' values add up to the same whatever the chunk boundaries. Catalog
-/// only, a chunk at a time (one statement over every index took up to 537 ms at 50 000
-/// tables), where the check itself compares every index's definition.
-const INDEX_DEFINITIONS_SQL: &str = concat!(
-    "
+/// changed definition is a new index) and their validity. A sum over the indexes, so the
+/// chunks' values add up to the same whatever the chunk boundaries. `pg_index` only, a chunk
+/// at a time: names are not in it (they are read with the sizes), so no index's `pg_class`
+/// row is looked up, where the check itself compares every index's definition.
+const INDEX_DEFINITIONS_SQL: &str = "
     SELECT count(*)::int8 * 1000000007
-           + coalesce(sum(hashtextextended(concat_ws(',', x.indexrelid, x.indisvalid, x.relname,
-                                                      x.relnamespace, c.relname), 0)
+           + coalesce(sum(hashtextextended(concat_ws(',', x.indexrelid, x.indisvalid), 0)
                           % 1000000007), 0)::int8
-    FROM pg_class c",
-    indexes_of_c!(),
-    "
-    WHERE c.oid = ANY($1::oid[])"
-);
+    FROM pg_index x
+    WHERE x.indrelid = ANY($1::oid[])";
 
-/// Sizes of the listed duplicates: one stat each.
-const DUPLICATE_SIZES_SQL: &str =
-    "SELECT o, pg_relation_size(o)::float8 FROM unnest($1::oid[]) AS o";
+/// Names and sizes of the duplicates found (`$1`) and the indexes they duplicate (`$2`): one
+/// stat each. Read every run, so a renamed index is listed under its new name.
+const DUPLICATES_SQL: &str = "
+    SELECT n.nspname::text AS schemaname, t.relname::text AS relname,
+           i.relname::text AS indexrelname, k.relname::text AS duplicate_of,
+           pg_relation_size(d.idx)::float8 AS bytes
+    FROM unnest($1::oid[], $2::oid[]) AS d(idx, keeper)
+    JOIN pg_class i ON i.oid = d.idx
+    JOIN pg_index x ON x.indexrelid = d.idx
+    JOIN pg_class t ON t.oid = x.indrelid
+    JOIN pg_namespace n ON n.oid = i.relnamespace
+    JOIN pg_class k ON k.oid = d.keeper";
 
 struct IndexHealth {
     config: RelationsConfig,
     /// Unused, invalid and duplicate indexes of the last run beyond `max_listed`.
     dropped: u64,
-    /// The duplicates found, kept while the index definitions they were found in stay
-    /// (`INDEX_DEFINITIONS_SQL`): the check compares every index, the definitions rarely
-    /// change.
-    duplicates: Option<(i64, Vec<Duplicate>)>,
+    /// The duplicates found, each with the index it duplicates, kept while the index
+    /// definitions they were found in stay (`INDEX_DEFINITIONS_SQL`): the check compares every
+    /// index, the definitions rarely change.
+    duplicates: Option<(i64, Vec<(u32, u32)>)>,
 }
 
-/// A duplicate index under its labels.
+/// A duplicate index: its labels (`DUPLICATE_SIZE`'s, in order, after `target`) and size.
 struct Duplicate {
-    oid: u32,
     labels: [String; 4],
+    bytes: f64,
 }
 
 impl IndexHealth {
@@ -214,8 +210,7 @@ impl IndexHealth {
         &mut self,
         session: &Session,
         tables: &[u32],
-    ) -> Result<Vec<(f64, &Duplicate)>, CollectError> {
-        let client = &session.client;
+    ) -> Result<Vec<Duplicate>, CollectError> {
         let chunk = self.config.page_size;
         let mut definitions = 0i64;
         for_each_chunk(session, tables, chunk, INDEX_DEFINITIONS_SQL, &[], |read| {
@@ -229,37 +224,37 @@ impl IndexHealth {
             let mut found = Vec::new();
             for_each_chunk(session, tables, chunk, DUPLICATE_SQL, &[], |read| {
                 if let Read::Row(row) = read {
-                    found.push(Duplicate {
-                        oid: row.try_get("indexrelid")?,
-                        labels: ["schemaname", "relname", "indexrelname", "duplicate_of"]
-                            .map(|column| row.get(column)),
-                    });
+                    found.push((row.try_get("indexrelid")?, row.try_get("keeper")?));
                 }
                 Ok(())
             })
             .await?;
             self.duplicates = Some((definitions, found));
         }
-        let listed = self
+        let found = self
             .duplicates
             .as_ref()
             .map_or(&[][..], |(_, d)| d.as_slice());
-        let oids: Vec<u32> = listed.iter().map(|d| d.oid).collect();
-        let sizes: std::collections::HashMap<u32, f64> = client
-            .query(DUPLICATE_SIZES_SQL, &[&oids])
+        let (oids, keepers): (Vec<u32>, Vec<u32>) = found.iter().copied().unzip();
+        let mut listed = session
+            .client
+            .query(DUPLICATES_SQL, &[&oids, &keepers])
             .await?
             .iter()
-            .map(|row| (row.get(0), row.get::<_, Option<f64>>(1).unwrap_or(0.0)))
-            .collect();
-        let mut sized: Vec<(f64, &Duplicate)> = listed
-            .iter()
-            .map(|d| (sizes.get(&d.oid).copied().unwrap_or(0.0), d))
-            .collect();
-        sized.sort_by(|a, b| {
-            b.0.total_cmp(&a.0)
-                .then_with(|| a.1.labels.cmp(&b.1.labels))
+            .map(|row| {
+                Ok(Duplicate {
+                    labels: ["schemaname", "relname", "indexrelname", "duplicate_of"]
+                        .map(|column| row.get(column)),
+                    bytes: row.try_get::<_, Option<f64>>("bytes")?.unwrap_or(0.0),
+                })
+            })
+            .collect::<Result<Vec<_>, tokio_postgres::Error>>()?;
+        listed.sort_by(|a, b| {
+            b.bytes
+                .total_cmp(&a.bytes)
+                .then_with(|| a.labels.cmp(&b.labels))
         });
-        Ok(sized)
+        Ok(listed)
     }
 }
 
@@ -314,13 +309,13 @@ impl Collector for IndexHealth {
             );
             let mut family = DUPLICATE_SIZE.family();
             let names = query_labels(DUPLICATE_SIZE.labels);
-            for (bytes, duplicate) in duplicates.iter().take(max) {
+            for duplicate in duplicates.iter().take(max) {
                 let pairs: Vec<(&str, &str)> = names
                     .iter()
                     .copied()
                     .zip(duplicate.labels.iter().map(String::as_str))
                     .collect();
-                family.push(&pairs, *bytes);
+                family.push(&pairs, duplicate.bytes);
             }
             out.push(family);
 
