@@ -65,54 +65,67 @@ fn families() -> Vec<FamilyDesc> {
 /// Never-scanned droppable index trees of the tables of `$1` at least `$2` bytes large: a
 /// plain index, or a partitioned index judged with all its partitions' indexes (the tree is
 /// read from its root, so each tree is judged once, in the chunk of its root's table).
-const UNUSED_SQL: &str = concat!(
-    "
-    WITH d AS (
-        -- Droppable roots only (valid, enforcing nothing), before any file is stat'ed: on a
-        -- big catalog most never-scanned indexes are primary keys and unique ones.
-        SELECT x.indexrelid AS idx, x.indrelid, x.relname::text AS indexrelname, x.relkind,
-               x.relpages
-        FROM pg_class c",
-    indexes_of_c!(),
-    "
-        WHERE c.oid = ANY($1::oid[]) AND NOT x.relispartition
+///
+/// The tests go from the cheapest to the costliest, each on what the one before left: the
+/// flags of `pg_index` (found through the chunk's oids), the scans (statistics), the pages
+/// (`pg_class.relpages`, kept by CREATE INDEX, VACUUM and ANALYZE: one lookup per index left),
+/// the constraints (one lookup through `pg_constraint`'s index on `conrelid` per index left),
+/// and only then the files. On a big catalog most indexes are primary keys or unique, and
+/// most never-scanned ones are small. Written as one join, the constraint test was planned as
+/// a hash of the whole of `pg_constraint` for every chunk, which grows with the catalog.
+const UNUSED_SQL: &str = "
+    WITH x AS (
+        SELECT x.indexrelid AS idx, x.indrelid, c.relkind = 'p' AS parted
+        FROM pg_class c JOIN pg_index x ON x.indrelid = c.oid
+        WHERE c.oid = ANY($1::oid[]) AND x.indrelid = ANY($1::oid[])
           AND x.indisvalid AND NOT (x.indisprimary OR x.indisunique OR x.indisexclusion)
-          -- As in DUPLICATE_SQL: a constraint elsewhere (a foreign key) only uses a unique
-          -- index; the table's own are found through pg_constraint's index on conrelid.
-          AND NOT EXISTS (SELECT FROM pg_constraint k
-                          WHERE k.conrelid = x.indrelid AND k.conindid = x.indexrelid)
+          -- Roots only: an index attached to a parent is judged with its tree, and only a
+          -- partition's index can be attached.
+          AND NOT (c.relispartition
+                   AND (SELECT i.relispartition FROM pg_class i WHERE i.oid = x.indexrelid))
     ), tree AS (
-        SELECT d.idx, t.member, t.relpages, pg_stat_get_numscans(t.member) AS scans
-        FROM d CROSS JOIN LATERAL (
-            SELECT d.idx AS member, d.relpages
-            UNION ALL
-            -- Only a partitioned index has a tree to read: pg_partition_tree looks its
-            -- argument up in the system caches, which the session keeps (60 MB of cache in
-            -- the backend after one pass over 100 000 plain indexes). Each member's pages by
-            -- a lookup: joined, pg_class was hashed whole for every chunk.
-            SELECT p.relid, (SELECT m.relpages FROM pg_class m WHERE m.oid = p.relid)
-            FROM pg_partition_tree(d.idx) p
-            WHERE d.relkind = 'I' AND p.relid <> d.idx
+        -- A plain index is a tree of one. Only a partitioned index has a tree to read:
+        -- pg_partition_tree looks its argument up in the system caches, which the session
+        -- keeps (60 MB of cache in the backend after one pass over 100 000 plain indexes).
+        SELECT x.idx, x.indrelid, x.parted, pg_stat_get_numscans(x.idx) AS scans,
+               NULL::int8 AS pages
+        FROM x WHERE NOT x.parted
+        UNION ALL
+        SELECT x.idx, x.indrelid, x.parted, t.scans, t.pages
+        FROM x CROSS JOIN LATERAL (
+            SELECT sum(pg_stat_get_numscans(p.relid)) AS scans,
+                   sum((SELECT m.relpages FROM pg_class m WHERE m.oid = p.relid)) AS pages
+            FROM pg_partition_tree(x.idx) p
         ) t
+        WHERE x.parted
     ), e AS (
-        -- Only trees the catalog's page count (relpages: kept by CREATE INDEX, VACUUM and
-        -- ANALYZE) puts within 4x of the threshold or beyond are measured: measuring opens
-        -- the index (a relation cache entry in this session) and stats its file, and on a big
-        -- catalog most never-scanned indexes are small.
-        SELECT idx FROM tree GROUP BY idx
-        HAVING sum(scans) = 0
-           AND sum(relpages)::float8 * current_setting('block_size')::int >= $2::int8 / 4
+        SELECT tree.idx, tree.indrelid, tree.parted
+        FROM tree
+        -- In this order (CASE: the planner would order the tests by its own estimates).
+        WHERE CASE WHEN tree.scans <> 0 THEN false
+                   WHEN coalesce(tree.pages,
+                                 (SELECT m.relpages FROM pg_class m WHERE m.oid = tree.idx))
+                        ::float8 * current_setting('block_size')::int < $2::int8 / 4 THEN false
+                   -- A constraint elsewhere (a foreign key) only uses a unique index; the
+                   -- table's own are found through pg_constraint's index on conrelid (OFFSET
+                   -- 0: looked up per index, not planned as a join).
+                   ELSE NOT EXISTS (SELECT FROM pg_constraint k
+                                    WHERE k.conrelid = tree.indrelid AND k.conindid = tree.idx
+                                    OFFSET 0) END
     ), g AS (
-        SELECT e.idx, sum(pg_relation_size(tree.member)) AS bytes
-        FROM e JOIN tree ON tree.idx = e.idx GROUP BY e.idx
+        SELECT e.idx, e.indrelid,
+               CASE WHEN e.parted
+                    THEN (SELECT sum(pg_relation_size(p.relid)) FROM pg_partition_tree(e.idx) p)
+                    ELSE pg_relation_size(e.idx) END AS bytes
+        FROM e
     )
-    SELECT n.nspname::text AS schemaname, t.relname::text AS relname, d.indexrelname,
-           g.bytes::float8 AS bytes
-    FROM g JOIN d ON d.idx = g.idx
-    JOIN pg_class t ON t.oid = d.indrelid
+    SELECT n.nspname::text AS schemaname, t.relname::text AS relname,
+           i.relname::text AS indexrelname, g.bytes::float8 AS bytes
+    FROM g
+    JOIN pg_class i ON i.oid = g.idx
+    JOIN pg_class t ON t.oid = g.indrelid
     JOIN pg_namespace n ON n.oid = t.relnamespace
-    WHERE g.bytes >= $2::int8"
-);
+    WHERE g.bytes >= $2::int8";
 
 const STATS_AGE_SQL: &str = "
     SELECT extract(epoch FROM now() - coalesce(stats_reset, pg_postmaster_start_time()))::float8
