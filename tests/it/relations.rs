@@ -993,6 +993,35 @@ fn table_index_counters_equal_the_views_sums() {
     });
 }
 
+/// `relation_stats` lists the tables again only when `pg_class` was written since its last
+/// list: a table created while it runs shows with its counters, and a dropped one goes.
+#[test]
+fn a_table_created_or_dropped_while_running_shows_in_relation_stats() {
+    let cluster = Cluster::shared();
+    let db = app_database(cluster, "listed");
+    let exporter = Exporter::start(&config("listed", &cluster.dsn(&db), ""));
+    // Runs from a list made before the table exists.
+    exporter.wait_more_runs("listed", "relation_stats", 2.0);
+    cluster.psql(
+        &db,
+        "CREATE TABLE core.late (id int); INSERT INTO core.late SELECT generate_series(1, 42)",
+    );
+    let late = [
+        ("target", "listed"),
+        ("schemaname", "core"),
+        ("relname", "late"),
+        ("parent", ""),
+    ];
+    // Within a few runs (the creating session's statistics are flushed as it exits), not
+    // only when the list is made again anyway, ten runs after the last.
+    let m = exporter.wait_more_runs("listed", "relation_stats", 4.0);
+    assert_eq!(m.value("pg_table_tup_inserted_total", &late), Some(42.0));
+    cluster.psql(&db, "DROP TABLE core.late");
+    exporter.wait_for(WAIT, "the dropped table gone", |m| {
+        m.value("pg_table_tup_inserted_total", &late).is_none()
+    });
+}
+
 /// A database whose tables pgkpi measures is not walked a second time: its size is the sum of
 /// those measures plus its catalogs and sequences, equal to `pg_database_size` but for the few
 /// per-database files that belong to no relation. A stray file in each database's directory

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::columns::{
-    in_tree, read_chunk, user_tables, Col, Read, CHUNK_INDEXES, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
+    in_tree, read_chunk, Col, Read, UserTables, CHUNK_INDEXES, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
 };
 use super::cut::Cut;
 use super::export::export;
@@ -135,6 +135,7 @@ pub fn spec() -> Spec {
                 dropped: 0,
                 tables: CounterRollups::default(),
                 indexes: CounterRollups::default(),
+                listed: UserTables::default(),
             })
         },
     }
@@ -235,6 +236,7 @@ struct RelationStats {
     dropped: u64,
     tables: CounterRollups,
     indexes: CounterRollups,
+    listed: UserTables,
 }
 
 impl Collector for RelationStats {
@@ -242,7 +244,7 @@ impl Collector for RelationStats {
         Box::pin(async move {
             let children = self.config.partition_children;
             let chunk = self.config.page_size;
-            let oids = user_tables(session).await?;
+            let oids = self.listed.get(session).await?;
             let mut tables = Cut::new(
                 self.config.max_tables,
                 false,
