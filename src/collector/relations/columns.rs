@@ -92,23 +92,35 @@ pub const TABLE_KEY: &str = "
 /// `pg_index` rows, for a query `SELECT ... ` [this], with [`INDEX_KEY`].
 ///
 /// An index's own `pg_class` row is not read: that lookup, one per index, was half the cost of
-/// reading a chunk's index counters (40 of 85 ms a chunk of 15 000 indexes at 50 000 tables,
-/// PostgreSQL 15). Both sides of the join are found through the chunk's oids, so no plan can
-/// read the whole catalog (see [`indexes_of_c`] for what a plain join did).
+/// `relation_stats`' statement for a chunk's index counters (40 of 85 ms a chunk of 15 000
+/// indexes at 50 000 tables, PostgreSQL 15). Both sides of the join are found through the
+/// chunk's oids, so no plan can read the whole catalog (see [`indexes_of_c`] for what a plain
+/// join did).
 pub const CHUNK_INDEXES: &str = "
     FROM pg_class c JOIN pg_index x ON x.indrelid = c.oid
     WHERE c.oid = ANY($1::oid[]) AND x.indrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')";
 
+/// The index an index `x` of table `c` is reported as: itself, or the root partitioned index
+/// it is attached to unless `$2` (partition_children). Without reading the index's own
+/// `pg_class` row: only a partition's index can be attached, so only those are asked for a
+/// root (`pg_partition_root`, NULL for an index attached to none).
+macro_rules! index_reported_as {
+    () => {
+        "CASE WHEN $2 OR NOT c.relispartition THEN x.indexrelid
+              ELSE coalesce(pg_partition_root(x.indexrelid)::oid, x.indexrelid) END"
+    };
+}
+pub(super) use index_reported_as;
+
 /// The grouping keys of an index `x` of table `c` ([`CHUNK_INDEXES`]): the index it is
-/// reported as (itself, or the root partitioned index it is attached to unless `$2`), and its
-/// table's. Only a partition's index can be attached, so only those are asked for a root
-/// (`pg_partition_root` is NULL for an index attached to none).
-pub const INDEX_KEY: &str = "
-    CASE WHEN $2 OR NOT c.relispartition THEN x.indexrelid
-         ELSE coalesce(pg_partition_root(x.indexrelid)::oid, x.indexrelid) END AS key,
+/// reported as ([`index_reported_as`]), and its table's.
+pub const INDEX_KEY: &str = concat!(
+    index_reported_as!(),
+    " AS key,
     CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
         AS table_key,
-    NOT $2 AND c.relispartition AS in_tree";
+    NOT $2 AND c.relispartition AS in_tree"
+);
 
 /// The indexes of the tables `c` of a chunk, as `x`: each one's `pg_index` row and its own
 /// `pg_class` row (`x.oid` is the index's), for a query `FROM pg_class c` [this] `WHERE c.oid =

@@ -16,9 +16,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::columns::{in_tree, Agg, Col, Read};
+use super::columns::{Agg, Col};
 use super::rollup::{aggs, merge, CounterRollups, Id, Key, Series};
-use crate::collector::CollectError;
 
 /// The cap of one pass (tables or indexes), fed row by row.
 pub struct Cut<'r> {
@@ -90,16 +89,6 @@ impl<'r> Cut<'r> {
         }
         self.rows += 1;
         self.consider(series);
-    }
-
-    /// A row of a chunked read ([`super::columns::for_each_chunk`]) as a series of `cols`, or
-    /// the end of its chunk.
-    pub fn read(&mut self, read: Read, cols: &[Col]) -> Result<(), CollectError> {
-        match read {
-            Read::Row(row) => self.push(Series::from_row(&row, cols)?, in_tree(&row)?),
-            Read::ChunkEnd => self.chunk_end(),
-        }
-        Ok(())
     }
 
     /// Every row of the chunk's tables has been read.

@@ -2,17 +2,16 @@
 //! `pg_stat_user_tables` and `pg_stat_user_indexes`; catalog reads only, cheap. Capped by
 //! `[relations]`, with `(other)` counters that never step down ([`CounterRollups`]).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use tokio_postgres::Row;
 
 use super::columns::{
-    in_tree, read_chunk, Col, Read, UserTables, CHUNK_INDEXES, INDEX, INDEX_KEY, TABLE, TABLE_KEY,
+    in_tree, index_reported_as, read_chunk, Col, Read, UserTables, INDEX, TABLE, TABLE_KEY,
 };
 use super::cut::Cut;
 use super::export::export;
-use super::rollup::{CounterRollups, Series};
+use super::rollup::{CounterRollups, Id, Key, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -143,15 +142,30 @@ pub fn spec() -> Spec {
 
 /// One row per table of `$1` (partitions too) under its grouping keys: the counters straight
 /// from the statistics functions `pg_stat_user_tables` is made of, without the view's grouping
-/// over every index of the catalog. The view's `idx_scan` and `idx_tup_fetch` also sum the
-/// table's indexes: those sums are added in Rust from the chunk's index rows
-/// ([`IndexSums`]), read just before, rather than read again here per table.
-fn table_stats_sql() -> String {
+/// over every index of the catalog, and its indexes' counters as arrays, one element per
+/// index ([`Indexes`]), found through `pg_index`'s index on `indrelid` (a partitioned table's
+/// indexes have no statistics: `pg_stat_user_indexes` lists none). The view's `idx_scan` and
+/// `idx_tup_fetch` of a table are the sums of its indexes' counters, added in Rust from the
+/// arrays. One row per table rather than a statement for the indexes and another for the
+/// tables: each table is looked up once, and a chunk returns 5 000 rows rather than 20 000
+/// (79 against 92 ms per chunk of 5 000 tables at 50 000, psql, PostgreSQL 15).
+///
+/// An index's own `pg_class` row is not read (that lookup, one per index, was half the cost
+/// of the indexes' statement): the size an index is ranked by is its table's pages (the
+/// indexes of the largest tables are kept), and the index it is reported as comes from its
+/// table's row ([`index_reported_as`]).
+fn stats_sql(major: i32) -> String {
+    // The last scan's time appeared in PostgreSQL 16.
+    let last = if major >= 16 {
+        "extract(epoch FROM pg_stat_get_lastscan(x.indexrelid))::float8"
+    } else {
+        "NULL::float8"
+    };
     format!(
         "SELECT {TABLE_KEY}, c.oid,
         pg_stat_get_numscans(c.oid)::float8 AS seq_scan,
         pg_stat_get_tuples_returned(c.oid)::float8 AS seq_tup_read,
-        -- These two and rank_scans get the table's indexes' sums in Rust (IndexSums).
+        -- These two and rank_scans get the table's indexes' sums in Rust (Indexes).
         0::float8 AS idx_scan,
         pg_stat_get_tuples_fetched(c.oid)::float8 AS idx_tup_fetch,
         pg_stat_get_tuples_inserted(c.oid)::float8 AS n_tup_ins,
@@ -160,73 +174,94 @@ fn table_stats_sql() -> String {
         pg_stat_get_tuples_hot_updated(c.oid)::float8 AS n_tup_hot_upd,
         c.relpages::float8 AS rank_size,
         pg_stat_get_numscans(c.oid)::float8 AS rank_scans,
-        pg_stat_get_tuples_returned(c.oid)::float8 AS rank_seq_read
+        pg_stat_get_tuples_returned(c.oid)::float8 AS rank_seq_read,
+        ix.index_keys, ix.index_scans, ix.index_reads, ix.index_fetches, ix.index_last_scans
     FROM pg_class c
-    WHERE c.oid = ANY($1::oid[])"
+    LEFT JOIN LATERAL (
+        SELECT array_agg({reported_as}) AS index_keys,
+               array_agg(pg_stat_get_numscans(x.indexrelid)::float8) AS index_scans,
+               array_agg(pg_stat_get_tuples_returned(x.indexrelid)::float8) AS index_reads,
+               array_agg(pg_stat_get_tuples_fetched(x.indexrelid)::float8) AS index_fetches,
+               array_agg({last}) AS index_last_scans
+        FROM pg_index x
+        WHERE x.indrelid = c.oid AND c.relkind IN ('r', 'm')
+    ) ix ON true
+    WHERE c.oid = ANY($1::oid[])",
+        reported_as = index_reported_as!()
     )
 }
 
-/// Where the table row's index sums go: values by their place in [`TABLE_STATS`], and the
-/// scans' ranking key among the `rank_` columns of [`table_stats_sql`].
+/// Where a table row's index sums go: values by their place in [`TABLE_STATS`], and the
+/// scans' ranking key among the `rank_` columns of [`stats_sql`].
 const IDX_SCAN: usize = 2;
 const IDX_TUP_FETCH: usize = 3;
 const RANK_SCANS: usize = 1;
 
-/// One row per index of the tables of `$1` under its grouping keys, with its table's own oid
-/// for [`IndexSums`] (`pg_stat_user_indexes` lists no index of a partitioned table). The size
-/// an index is ranked by is its table's pages: its own are in its `pg_class` row, which
-/// [`CHUNK_INDEXES`] leaves unread; the indexes of the largest tables are kept.
-fn index_stats_sql(major: i32) -> String {
-    // The last scan's time appeared in PostgreSQL 16.
-    let last = if major >= 16 {
-        "extract(epoch FROM pg_stat_get_lastscan(x.indexrelid))::float8"
-    } else {
-        "NULL::float8"
-    };
-    format!(
-        "SELECT {INDEX_KEY}, c.oid AS table_oid,
-        pg_stat_get_numscans(x.indexrelid)::float8 AS idx_scan,
-        pg_stat_get_tuples_returned(x.indexrelid)::float8 AS idx_tup_read,
-        pg_stat_get_tuples_fetched(x.indexrelid)::float8 AS idx_tup_fetch,
-        {last} AS last_scan,
-        c.relpages::float8 AS rank_size,
-        pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
-    {CHUNK_INDEXES}"
-    )
+/// A table's indexes, as [`stats_sql`] returns them: one element per index in each array,
+/// `keys` the index each is reported as (itself, or its root partitioned index).
+#[derive(Debug, Default, PartialEq)]
+struct Indexes {
+    keys: Vec<u32>,
+    scans: Vec<f64>,
+    reads: Vec<f64>,
+    fetches: Vec<f64>,
+    last_scans: Vec<Option<f64>>,
 }
 
-/// The scans and fetches of a chunk's indexes summed per table (its own oid), as
-/// `pg_stat_user_tables` sums them into the table's `idx_scan` and `idx_tup_fetch`.
-#[derive(Default)]
-struct IndexSums(HashMap<u32, (f64, f64)>);
-
-impl IndexSums {
-    /// Forgets the last chunk's tables.
-    fn clear(&mut self) {
-        self.0.clear();
+impl Indexes {
+    /// The arrays of a table row; none without indexes.
+    fn of(row: &Row) -> Result<Indexes, tokio_postgres::Error> {
+        Ok(Indexes {
+            keys: row
+                .try_get::<_, Option<_>>("index_keys")?
+                .unwrap_or_default(),
+            scans: row
+                .try_get::<_, Option<_>>("index_scans")?
+                .unwrap_or_default(),
+            reads: row
+                .try_get::<_, Option<_>>("index_reads")?
+                .unwrap_or_default(),
+            fetches: row
+                .try_get::<_, Option<_>>("index_fetches")?
+                .unwrap_or_default(),
+            last_scans: row
+                .try_get::<_, Option<_>>("index_last_scans")?
+                .unwrap_or_default(),
+        })
     }
 
-    fn add(&mut self, row: &Row) -> Result<(), tokio_postgres::Error> {
-        let scans: f64 = row.try_get("idx_scan")?;
-        let fetched: f64 = row.try_get("idx_tup_fetch")?;
-        let sum = self.0.entry(row.try_get("table_oid")?).or_default();
-        sum.0 += scans;
-        sum.1 += fetched;
-        Ok(())
+    /// One series of [`INDEX_STATS`] per index, under its table's key; ranked by its table's
+    /// pages (`rank` of the table's series) and its own scans.
+    fn series(&self, table: &Series, key: Key) -> impl Iterator<Item = Series> + '_ {
+        let pages = table.rank()[0];
+        (0..self.keys.len()).map(move |i| {
+            let values = vec![
+                Some(self.scans[i]),
+                Some(self.reads[i]),
+                Some(self.fetches[i]),
+                self.last_scans.get(i).copied().flatten(),
+            ];
+            let key = Key {
+                relation: self.keys[i],
+                table: key.table,
+            };
+            Series::new(key, values, vec![pages, self.scans[i]])
+        })
     }
 
-    /// Completes the row of table `oid`. The view's sums over no index are NULL, exported as
-    /// 0: `idx_tup_fetch` is then 0 even where the table's own fetch counter is not.
-    fn complete(&self, oid: u32, series: &mut Series) {
-        let (values, rank) = series.cells_mut();
-        match self.0.get(&oid) {
-            Some(&(scans, fetched)) => {
-                values[IDX_SCAN] += scans;
-                values[IDX_TUP_FETCH] += fetched;
-                rank[RANK_SCANS] += scans;
-            }
-            None => values[IDX_TUP_FETCH] = 0.0,
+    /// Completes its table's series with the sums `pg_stat_user_tables` makes of its indexes.
+    /// The view's sums over no index are NULL, exported as 0: `idx_tup_fetch` is then 0 even
+    /// where the table's own fetch counter is not.
+    fn complete(&self, table: &mut Series) {
+        let (values, rank) = table.cells_mut();
+        if self.keys.is_empty() {
+            values[IDX_TUP_FETCH] = 0.0;
+            return;
         }
+        let scans: f64 = self.scans.iter().sum();
+        values[IDX_SCAN] += scans;
+        values[IDX_TUP_FETCH] += self.fetches.iter().sum::<f64>();
+        rank[RANK_SCANS] += scans;
     }
 }
 
@@ -257,27 +292,27 @@ impl Collector for RelationStats {
                 INDEX_STATS,
                 Some(&mut self.indexes),
             );
-            let (table_sql, index_sql) =
-                (table_stats_sql(), index_stats_sql(session.server.major()));
-            let mut sums = IndexSums::default();
-            // Chunk by chunk, the indexes first: their rows give the table rows' sums.
+            let sql = stats_sql(session.server.major());
             for oids in oids.chunks(chunk.max(1)) {
-                sums.clear();
-                read_chunk(session, oids, &index_sql, &[&children], |read| {
-                    if let Read::Row(row) = &read {
-                        sums.add(row)?;
-                    }
-                    indexes.read(read, INDEX_STATS)
-                })
-                .await?;
-                read_chunk(session, oids, &table_sql, &[&children], |read| {
+                read_chunk(session, oids, &sql, &[&children], |read| {
                     match read {
                         Read::Row(row) => {
-                            let mut series = Series::from_row(&row, TABLE_STATS)?;
-                            sums.complete(row.try_get("oid")?, &mut series);
-                            tables.push(series, in_tree(&row)?);
+                            let mut table = Series::from_row(&row, TABLE_STATS)?;
+                            let in_tree = in_tree(&row)?;
+                            let of_table = Indexes::of(&row)?;
+                            let Id::Relation(key) = table.id else {
+                                unreachable!("a table row is a relation")
+                            };
+                            for index in of_table.series(&table, key) {
+                                indexes.push(index, in_tree);
+                            }
+                            of_table.complete(&mut table);
+                            tables.push(table, in_tree);
                         }
-                        Read::ChunkEnd => tables.chunk_end(),
+                        Read::ChunkEnd => {
+                            tables.chunk_end();
+                            indexes.chunk_end();
+                        }
                     }
                     Ok(())
                 })
@@ -305,13 +340,12 @@ impl Collector for RelationStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::relations::rollup::Key;
 
     #[test]
     fn index_sums_land_on_the_columns_they_complete() {
         assert_eq!(TABLE_STATS[IDX_SCAN].column, "idx_scan");
         assert_eq!(TABLE_STATS[IDX_TUP_FETCH].column, "idx_tup_fetch");
-        let sql = table_stats_sql();
+        let sql = stats_sql(15);
         let ranks: Vec<&str> = sql
             .split("AS rank_")
             .skip(1)
@@ -325,24 +359,67 @@ mod tests {
         assert_eq!(ranks[RANK_SCANS], "scans");
     }
 
+    fn table(oid: u32) -> Series {
+        let values = [1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 6.0, 7.0].map(Some).to_vec();
+        let key = Key {
+            relation: oid,
+            table: oid,
+        };
+        Series::new(key, values, vec![10.0, 1.0, 2.0])
+    }
+
     #[test]
     fn a_table_gains_its_indexes_sums_and_one_without_indexes_fetches_nothing() {
-        let sums = IndexSums(HashMap::from([(7, (5.0, 40.0))]));
-        let row = |table| {
-            let values = [1.0, 2.0, 0.0, 3.0, 4.0, 5.0, 6.0, 7.0].map(Some).to_vec();
-            let key = Key {
-                relation: table,
-                table,
-            };
-            Series::new(key, values, vec![10.0, 1.0, 2.0])
+        let two = Indexes {
+            keys: vec![70, 71],
+            scans: vec![2.0, 3.0],
+            reads: vec![9.0, 9.0],
+            fetches: vec![15.0, 25.0],
+            last_scans: vec![None, None],
         };
-        let mut indexed = row(7);
-        sums.complete(7, &mut indexed);
+        let mut indexed = table(7);
+        two.complete(&mut indexed);
         assert_eq!(indexed.values(), [1.0, 2.0, 5.0, 43.0, 4.0, 5.0, 6.0, 7.0]);
         assert_eq!(indexed.rank(), [10.0, 6.0, 2.0]);
-        let mut bare = row(8);
-        sums.complete(8, &mut bare);
+        let mut bare = table(8);
+        Indexes::default().complete(&mut bare);
         assert_eq!(bare.values(), [1.0, 2.0, 0.0, 0.0, 4.0, 5.0, 6.0, 7.0]);
         assert_eq!(bare.rank(), [10.0, 1.0, 2.0]);
+    }
+
+    #[test]
+    fn each_index_is_a_series_under_its_table_ranked_by_the_tables_pages() {
+        let indexes = Indexes {
+            keys: vec![70, 90],
+            scans: vec![2.0, 3.0],
+            reads: vec![4.0, 5.0],
+            fetches: vec![6.0, 7.0],
+            // Before PostgreSQL 16 the array is of NULLs; a partition root has its own.
+            last_scans: vec![Some(1.7e9), None],
+        };
+        let parent = Key {
+            relation: 7,
+            table: 5,
+        };
+        let series: Vec<Series> = indexes.series(&table(7), parent).collect();
+        let expected = [
+            Series::new(
+                Key {
+                    relation: 70,
+                    table: 5,
+                },
+                vec![Some(2.0), Some(4.0), Some(6.0), Some(1.7e9)],
+                vec![10.0, 2.0],
+            ),
+            Series::new(
+                Key {
+                    relation: 90,
+                    table: 5,
+                },
+                vec![Some(3.0), Some(5.0), Some(7.0), None],
+                vec![10.0, 3.0],
+            ),
+        ];
+        assert_eq!(series, expected);
     }
 }
