@@ -89,16 +89,22 @@ pub const TABLE_KEY: &str = "
 
 /// The indexes with storage of the tables `c` of a chunk (tables and materialized views,
 /// partitions included; a partitioned table's indexes have no storage), as `x`: their
-/// `pg_index` rows, for a query `SELECT ... ` [this], with [`INDEX_KEY`].
+/// `pg_index` rows, for a query `SELECT ... ` [this], with [`INDEX_KEY`]. An index is as
+/// logged as its table: `c.relpersistence` is the index's too.
 ///
 /// An index's own `pg_class` row is not read: that lookup, one per index, was half the cost of
 /// `relation_stats`' statement for a chunk's index counters (40 of 85 ms a chunk of 15 000
 /// indexes at 50 000 tables, PostgreSQL 15). Both sides of the join are found through the
 /// chunk's oids, so no plan can read the whole catalog (see [`indexes_of_c`] for what a plain
 /// join did).
-pub const CHUNK_INDEXES: &str = "
+macro_rules! chunk_indexes {
+    () => {
+        "
     FROM pg_class c JOIN pg_index x ON x.indrelid = c.oid
-    WHERE c.oid = ANY($1::oid[]) AND x.indrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')";
+    WHERE c.oid = ANY($1::oid[]) AND x.indrelid = ANY($1::oid[]) AND c.relkind IN ('r', 'm')"
+    };
+}
+pub(super) use chunk_indexes;
 
 /// The index an index `x` of table `c` is reported as: itself, or the root partitioned index
 /// it is attached to unless `$2` (partition_children). Without reading the index's own
@@ -112,7 +118,7 @@ macro_rules! index_reported_as {
 }
 pub(super) use index_reported_as;
 
-/// The grouping keys of an index `x` of table `c` ([`CHUNK_INDEXES`]): the index it is
+/// The grouping keys of an index `x` of table `c` ([`chunk_indexes`]): the index it is
 /// reported as ([`index_reported_as`]), and its table's.
 pub const INDEX_KEY: &str = concat!(
     index_reported_as!(),

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::columns::{
-    for_each_chunk, in_tree, indexes_of_c, Col, Read, CHUNK_INDEXES, INDEX, INDEX_KEY, TABLE,
+    chunk_indexes, for_each_chunk, in_tree, indexes_of_c, Col, Read, INDEX, INDEX_KEY, TABLE,
     TABLE_KEY,
 };
 use super::cut::Cut;
@@ -335,12 +335,9 @@ const MEASURE_TABLE_SIZES_SQL: &str = concat!(
 const MEASURE_INDEX_SIZES_SQL: &str = concat!(
     "
     SELECT x.indrelid AS relid, x.indexrelid, ",
-    index_bytes!("x.indexrelid", "x.relpersistence"),
-    " AS index_bytes, NULL::float8 AS bloat_bytes
-    FROM pg_class c",
-    indexes_of_c!(),
-    "
-    WHERE c.oid = ANY($1::oid[]) AND x.relkind = 'i'"
+    index_bytes!("x.indexrelid", "c.relpersistence"),
+    " AS index_bytes, NULL::float8 AS bloat_bytes",
+    chunk_indexes!()
 );
 
 /// What the database's directory holds besides the tables measured one by one, for its
@@ -376,8 +373,8 @@ fn report_tables_sql() -> String {
 fn report_indexes_sql() -> String {
     format!(
         "SELECT x.indexrelid, x.indrelid, {INDEX_KEY},
-            pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans
-        {CHUNK_INDEXES}"
+            pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans{indexes}",
+        indexes = chunk_indexes!()
     )
 }
 
