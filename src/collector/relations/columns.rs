@@ -89,8 +89,8 @@ pub const TABLE_KEY: &str = "
 
 /// The indexes with storage of the tables `c` of a chunk (tables and materialized views,
 /// partitions included; a partitioned table's indexes have no storage), as `x`: their
-/// `pg_index` rows, for a query `SELECT ... ` [this], with [`INDEX_KEY`]. An index is as
-/// logged as its table: `c.relpersistence` is the index's too.
+/// `pg_index` rows, for a query `SELECT ... ` [this]. An index is as logged as its table:
+/// `c.relpersistence` is the index's too.
 ///
 /// An index's own `pg_class` row is not read: that lookup, one per index, was half the cost of
 /// `relation_stats`' statement for a chunk's index counters (40 of 85 ms a chunk of 15 000
@@ -118,16 +118,6 @@ macro_rules! index_reported_as {
 }
 pub(super) use index_reported_as;
 
-/// The grouping keys of an index `x` of table `c` ([`chunk_indexes`]): the index it is
-/// reported as ([`index_reported_as`]), and its table's.
-pub const INDEX_KEY: &str = concat!(
-    index_reported_as!(),
-    " AS key,
-    CASE WHEN $2 OR NOT c.relispartition THEN c.oid ELSE pg_partition_root(c.oid)::oid END
-        AS table_key,
-    NOT $2 AND c.relispartition AS in_tree"
-);
-
 /// The indexes of the tables `c` of a chunk, as `x`: each one's `pg_index` row and its own
 /// `pg_class` row (`x.oid` is the index's), for a query `FROM pg_class c` [this] `WHERE c.oid =
 /// ANY($1::oid[])`. They are found table by table through the catalog's indexes, in a
@@ -146,8 +136,8 @@ macro_rules! indexes_of_c {
 }
 pub(super) use indexes_of_c;
 
-/// Whether a row read with [`TABLE_KEY`] or [`INDEX_KEY`] belongs to a partition tree rolled
-/// up into its root: rows of other chunks may share its key or its table.
+/// Whether a row read with [`TABLE_KEY`] belongs to a partition tree rolled up into its root
+/// (and so do its indexes): rows of other chunks may share its key or its table.
 pub fn in_tree(row: &Row) -> Result<bool, tokio_postgres::Error> {
     row.try_get("in_tree")
 }

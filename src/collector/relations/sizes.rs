@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::columns::{
-    chunk_indexes, for_each_chunk, in_tree, indexes_of_c, Col, Read, INDEX, INDEX_KEY, TABLE,
-    TABLE_KEY,
+    chunk_indexes, for_each_chunk, in_tree, index_reported_as, indexes_of_c, Col, Read, INDEX,
+    TABLE, TABLE_KEY,
 };
 use super::cut::Cut;
 use super::database::{Derived, DerivedSizes};
@@ -160,8 +160,10 @@ const FINGERPRINTS_SQL: &str = "
                pg_stat_get_tuples_deleted(c.oid), pg_stat_get_vacuum_count(c.oid),
                pg_stat_get_autovacuum_count(c.oid), pg_stat_get_analyze_count(c.oid),
                pg_stat_get_autoanalyze_count(c.oid),
-               (SELECT string_agg(concat_ws(':', ci.oid, ci.relfilenode, ci.relpages, ci.reloptions::text),
-                                  ',' ORDER BY ci.oid)
+               -- A sum of the indexes' hashes: the same whatever their order, without a sort
+               -- per table.
+               (SELECT sum(hashtextextended(concat_ws(':', ci.oid, ci.relfilenode, ci.relpages,
+                                                      ci.reloptions::text), 0))
                 FROM pg_index x JOIN pg_class ci ON ci.oid = x.indexrelid
                 WHERE x.indrelid = c.oid)), 0) AS fingerprint
     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -355,26 +357,27 @@ const REST_SQL: &str = "
            AND n.nspname IN ('pg_catalog', 'information_schema'))
        OR (c.relkind = 'S' AND c.relpersistence <> 't')";
 
-/// Grouping keys and activity ranks of the tables of `$1`, for the report: sizes come from
-/// [`Measured`], so this reads the catalog and statistics counters only, no file.
-fn report_tables_sql() -> String {
+/// Grouping keys and activity ranks of the tables of `$1` and of their indexes (with storage),
+/// for the report: sizes come from [`Measured`], so this reads the catalog and statistics
+/// counters only, no file. A row per table with its indexes as arrays, as `relation_stats`
+/// reads them: each table is looked up once, and a table's scans, its own and its indexes',
+/// are summed in Rust from its row.
+fn report_sql() -> String {
     format!(
         "SELECT c.oid, {TABLE_KEY},
-            (pg_stat_get_numscans(c.oid)
-             + coalesce((SELECT sum(pg_stat_get_numscans(x.indexrelid))
-                         FROM pg_index x WHERE x.indrelid = c.oid), 0))::float8 AS rank_scans,
-            pg_stat_get_tuples_returned(c.oid)::float8 AS rank_seq_read
+            pg_stat_get_numscans(c.oid)::float8 AS scans,
+            pg_stat_get_tuples_returned(c.oid)::float8 AS seq_read,
+            ix.index_oids, ix.index_keys, ix.index_scans
         FROM pg_class c
-        WHERE c.oid = ANY($1::oid[])"
-    )
-}
-
-/// Grouping keys and scan ranks of the indexes (with storage) of the tables of `$1`.
-fn report_indexes_sql() -> String {
-    format!(
-        "SELECT x.indexrelid, x.indrelid, {INDEX_KEY},
-            pg_stat_get_numscans(x.indexrelid)::float8 AS rank_scans{indexes}",
-        indexes = chunk_indexes!()
+        LEFT JOIN LATERAL (
+            SELECT array_agg(x.indexrelid) AS index_oids,
+                   array_agg({reported_as}) AS index_keys,
+                   array_agg(pg_stat_get_numscans(x.indexrelid)::float8) AS index_scans
+            FROM pg_index x
+            WHERE x.indrelid = c.oid AND c.relkind IN ('r', 'm')
+        ) ix ON true
+        WHERE c.oid = ANY($1::oid[])",
+        reported_as = index_reported_as!()
     )
 }
 
@@ -666,76 +669,72 @@ impl Collector for RelationSizes {
             let oids: Vec<u32> = self.measured.tables().iter().map(|t| t.oid).collect();
             let chunk = self.config.page_size;
             let measured = &self.measured;
-            let mut cut = Cut::new(self.config.max_tables, false, TABLE_SIZES, None);
-            for_each_chunk(
-                session,
-                &oids,
-                chunk,
-                &report_tables_sql(),
-                &[&children],
-                |read| {
-                    let Read::Row(row) = read else {
-                        cut.chunk_end();
-                        return Ok(());
+            let mut tables = Cut::new(self.config.max_tables, false, TABLE_SIZES, None);
+            let mut indexes = Cut::new(self.config.max_indexes, true, INDEX_SIZES, None);
+            for_each_chunk(session, &oids, chunk, &report_sql(), &[&children], |read| {
+                let Read::Row(row) = read else {
+                    tables.chunk_end();
+                    indexes.chunk_end();
+                    return Ok(());
+                };
+                let oid: u32 = row.try_get("oid")?;
+                let Some(m) = measured.get(oid) else {
+                    return Ok(());
+                };
+                let (key, in_tree) = (key(&row)?, in_tree(&row)?);
+                let array = |column| -> Result<Vec<_>, tokio_postgres::Error> {
+                    Ok(row
+                        .try_get::<_, Option<Vec<_>>>(column)?
+                        .unwrap_or_default())
+                };
+                let (index_oids, index_keys): (Vec<u32>, Vec<u32>) =
+                    (array("index_oids")?, array("index_keys")?);
+                let index_scans: Vec<f64> = row
+                    .try_get::<_, Option<Vec<f64>>>("index_scans")?
+                    .unwrap_or_default();
+                for ((&index, &reported), &scans) in
+                    index_oids.iter().zip(&index_keys).zip(&index_scans)
+                {
+                    // Found through its table's measure (a few indexes each): no map of every
+                    // index of the catalog.
+                    let Some(i) = measured.index(oid, index) else {
+                        continue;
                     };
-                    let Some(m) = measured.get(row.try_get("oid")?) else {
-                        return Ok(());
-                    };
-                    let total = measured.total_bytes(m);
-                    let series = Series::new(
-                        key(&row)?,
-                        vec![
-                            Some(total),
-                            Some(m.heap_bytes),
-                            Some(m.toast_bytes),
-                            Some(measured.index_bytes(m)),
-                            m.bloat_bytes.get(),
-                        ],
-                        vec![
-                            total,
-                            row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
-                            row.try_get::<_, Option<f64>>("rank_seq_read")?
-                                .unwrap_or(0.0),
-                        ],
-                    );
-                    cut.push(series, in_tree(&row)?);
-                    Ok(())
-                },
-            )
-            .await?;
-            let (tables, cut_tables) = cut.finish();
-            let mut cut = Cut::new(self.config.max_indexes, true, INDEX_SIZES, None);
-            for_each_chunk(
-                session,
-                &oids,
-                chunk,
-                &report_indexes_sql(),
-                &[&children],
-                |read| {
-                    let Read::Row(row) = read else {
-                        cut.chunk_end();
-                        return Ok(());
-                    };
-                    // Found through its table's measure (a few indexes each): no map of
-                    // every index of the catalog.
-                    let oid: u32 = row.try_get("indexrelid")?;
-                    let Some(i) = measured.index(row.try_get("indrelid")?, oid) else {
-                        return Ok(());
+                    let key = Key {
+                        relation: reported,
+                        table: key.table,
                     };
                     let series = Series::new(
-                        key(&row)?,
+                        key,
                         vec![Some(i.bytes), i.bloat_bytes.get()],
-                        vec![
-                            i.bytes,
-                            row.try_get::<_, Option<f64>>("rank_scans")?.unwrap_or(0.0),
-                        ],
+                        vec![i.bytes, scans],
                     );
-                    cut.push(series, in_tree(&row)?);
-                    Ok(())
-                },
-            )
+                    indexes.push(series, in_tree);
+                }
+                let total = measured.total_bytes(m);
+                let scans = row.try_get::<_, Option<f64>>("scans")?.unwrap_or(0.0)
+                    + index_scans.iter().sum::<f64>();
+                let series = Series::new(
+                    key,
+                    vec![
+                        Some(total),
+                        Some(m.heap_bytes),
+                        Some(m.toast_bytes),
+                        Some(measured.index_bytes(m)),
+                        m.bloat_bytes.get(),
+                    ],
+                    vec![
+                        total,
+                        scans,
+                        row.try_get::<_, Option<f64>>("seq_read")?.unwrap_or(0.0),
+                    ],
+                );
+                tables.push(series, in_tree);
+                Ok(())
+            })
             .await?;
-            let (indexes, cut_indexes) = cut.finish();
+            let (tables, cut_tables) = tables.finish();
+            let (indexes, cut_indexes) = indexes.finish();
             let dropped = cut_tables + cut_indexes;
             let out = export(
                 session,
