@@ -136,6 +136,17 @@ macro_rules! indexes_of_c {
 }
 pub(super) use indexes_of_c;
 
+/// An array column of `row`, empty where NULL (`array_agg` over no row: a table without
+/// indexes).
+pub fn array<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    column: &str,
+) -> Result<Vec<T>, tokio_postgres::Error> {
+    Ok(row
+        .try_get::<_, Option<Vec<T>>>(column)?
+        .unwrap_or_default())
+}
+
 /// Whether a row read with [`TABLE_KEY`] belongs to a partition tree rolled up into its root
 /// (and so do its indexes): rows of other chunks may share its key or its table.
 pub fn in_tree(row: &Row) -> Result<bool, tokio_postgres::Error> {

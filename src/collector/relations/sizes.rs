@@ -30,8 +30,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::columns::{
-    chunk_indexes, for_each_chunk, in_tree, index_reported_as, indexes_of_c, Col, Read, INDEX,
-    TABLE, TABLE_KEY,
+    array, chunk_indexes, for_each_chunk, in_tree, index_reported_as, indexes_of_c, Col, Read,
+    INDEX, TABLE, TABLE_KEY,
 };
 use super::cut::Cut;
 use super::database::{Derived, DerivedSizes};
@@ -682,16 +682,9 @@ impl Collector for RelationSizes {
                     return Ok(());
                 };
                 let (key, in_tree) = (key(&row)?, in_tree(&row)?);
-                let array = |column| -> Result<Vec<_>, tokio_postgres::Error> {
-                    Ok(row
-                        .try_get::<_, Option<Vec<_>>>(column)?
-                        .unwrap_or_default())
-                };
-                let (index_oids, index_keys): (Vec<u32>, Vec<u32>) =
-                    (array("index_oids")?, array("index_keys")?);
-                let index_scans: Vec<f64> = row
-                    .try_get::<_, Option<Vec<f64>>>("index_scans")?
-                    .unwrap_or_default();
+                let index_oids: Vec<u32> = array(&row, "index_oids")?;
+                let index_keys: Vec<u32> = array(&row, "index_keys")?;
+                let index_scans: Vec<f64> = array(&row, "index_scans")?;
                 for ((&index, &reported), &scans) in
                     index_oids.iter().zip(&index_keys).zip(&index_scans)
                 {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::columns::{
-    in_tree, index_reported_as, read_chunk, Col, Read, UserTables, INDEX, TABLE, TABLE_KEY,
+    array, in_tree, index_reported_as, read_chunk, Col, Read, UserTables, INDEX, TABLE, TABLE_KEY,
 };
 use super::cut::Cut;
 use super::export::export;
@@ -212,21 +212,11 @@ impl Indexes {
     /// The arrays of a table row; none without indexes.
     fn of(row: &Row) -> Result<Indexes, tokio_postgres::Error> {
         Ok(Indexes {
-            keys: row
-                .try_get::<_, Option<_>>("index_keys")?
-                .unwrap_or_default(),
-            scans: row
-                .try_get::<_, Option<_>>("index_scans")?
-                .unwrap_or_default(),
-            reads: row
-                .try_get::<_, Option<_>>("index_reads")?
-                .unwrap_or_default(),
-            fetches: row
-                .try_get::<_, Option<_>>("index_fetches")?
-                .unwrap_or_default(),
-            last_scans: row
-                .try_get::<_, Option<_>>("index_last_scans")?
-                .unwrap_or_default(),
+            keys: array(row, "index_keys")?,
+            scans: array(row, "index_scans")?,
+            reads: array(row, "index_reads")?,
+            fetches: array(row, "index_fetches")?,
+            last_scans: array(row, "index_last_scans")?,
         })
     }
 
