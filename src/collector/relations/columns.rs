@@ -343,25 +343,13 @@ pub async fn for_each_chunk(
     mut each: impl FnMut(Read) -> Result<(), CollectError>,
 ) -> Result<(), CollectError> {
     for oids in tables.chunks(chunk.max(1)) {
-        read_chunk(session, oids, sql, params, &mut each).await?;
+        let oids = oids.to_vec();
+        let mut all: Vec<&(dyn ToSql + Sync)> = vec![&oids];
+        all.extend_from_slice(params);
+        for_each_row(session, sql, &all, |row| each(Read::Row(row))).await?;
+        each(Read::ChunkEnd)?;
     }
     Ok(())
-}
-
-/// One chunk of [`for_each_chunk`]: the query over the tables `oids`, its rows, then its end.
-/// For passes that read several queries chunk by chunk, one chunk at a time.
-pub async fn read_chunk(
-    session: &Session,
-    oids: &[u32],
-    sql: &str,
-    params: &[&(dyn ToSql + Sync)],
-    mut each: impl FnMut(Read) -> Result<(), CollectError>,
-) -> Result<(), CollectError> {
-    let oids = oids.to_vec();
-    let mut all: Vec<&(dyn ToSql + Sync)> = vec![&oids];
-    all.extend_from_slice(params);
-    for_each_row(session, sql, &all, |row| each(Read::Row(row))).await?;
-    each(Read::ChunkEnd)
 }
 
 #[cfg(test)]

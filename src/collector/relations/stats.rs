@@ -7,11 +7,12 @@ use std::time::Duration;
 use tokio_postgres::Row;
 
 use super::columns::{
-    array, in_tree, index_reported_as, read_chunk, Col, Read, UserTables, INDEX, TABLE, TABLE_KEY,
+    array, for_each_chunk, in_tree, index_reported_as, Col, Read, UserTables, INDEX, TABLE,
+    TABLE_KEY,
 };
 use super::cut::Cut;
 use super::export::export;
-use super::rollup::{CounterRollups, Id, Key, Series};
+use super::rollup::{CounterRollups, Key, Series};
 use super::settings::RelationsConfig;
 use crate::collector::{BuildContext, CollectFuture, Collector, Lane, Session, Spec};
 use crate::metric::Metric;
@@ -220,9 +221,9 @@ impl Indexes {
         })
     }
 
-    /// One series of [`INDEX_STATS`] per index, under its table's key; ranked by its table's
-    /// pages (`rank` of the table's series) and its own scans.
-    fn series(&self, table: &Series, key: Key) -> impl Iterator<Item = Series> + '_ {
+    /// One series of [`INDEX_STATS`] per index, under its table's grouping key `table_key`;
+    /// ranked by its table's pages (`rank` of the table's series) and its own scans.
+    fn series(&self, table: &Series, table_key: u32) -> impl Iterator<Item = Series> + '_ {
         let pages = table.rank()[0];
         (0..self.keys.len()).map(move |i| {
             let values = vec![
@@ -233,7 +234,7 @@ impl Indexes {
             ];
             let key = Key {
                 relation: self.keys[i],
-                table: key.table,
+                table: table_key,
             };
             Series::new(key, values, vec![pages, self.scans[i]])
         })
@@ -283,31 +284,26 @@ impl Collector for RelationStats {
                 Some(&mut self.indexes),
             );
             let sql = stats_sql(session.server.major());
-            for oids in oids.chunks(chunk.max(1)) {
-                read_chunk(session, oids, &sql, &[&children], |read| {
-                    match read {
-                        Read::Row(row) => {
-                            let mut table = Series::from_row(&row, TABLE_STATS)?;
-                            let in_tree = in_tree(&row)?;
-                            let of_table = Indexes::of(&row)?;
-                            let Id::Relation(key) = table.id else {
-                                unreachable!("a table row is a relation")
-                            };
-                            for index in of_table.series(&table, key) {
-                                indexes.push(index, in_tree);
-                            }
-                            of_table.complete(&mut table);
-                            tables.push(table, in_tree);
+            for_each_chunk(session, oids, chunk, &sql, &[&children], |read| {
+                match read {
+                    Read::Row(row) => {
+                        let mut table = Series::from_row(&row, TABLE_STATS)?;
+                        let in_tree = in_tree(&row)?;
+                        let of_table = Indexes::of(&row)?;
+                        for index in of_table.series(&table, row.try_get("table_key")?) {
+                            indexes.push(index, in_tree);
                         }
-                        Read::ChunkEnd => {
-                            tables.chunk_end();
-                            indexes.chunk_end();
-                        }
+                        of_table.complete(&mut table);
+                        tables.push(table, in_tree);
                     }
-                    Ok(())
-                })
-                .await?;
-            }
+                    Read::ChunkEnd => {
+                        tables.chunk_end();
+                        indexes.chunk_end();
+                    }
+                }
+                Ok(())
+            })
+            .await?;
             let (tables, tables_dropped) = tables.finish();
             let (indexes, indexes_dropped) = indexes.finish();
             self.dropped = tables_dropped + indexes_dropped;
@@ -387,11 +383,7 @@ mod tests {
             // Before PostgreSQL 16 the array is of NULLs; a partition root has its own.
             last_scans: vec![Some(1.7e9), None],
         };
-        let parent = Key {
-            relation: 7,
-            table: 5,
-        };
-        let series: Vec<Series> = indexes.series(&table(7), parent).collect();
+        let series: Vec<Series> = indexes.series(&table(7), 5).collect();
         let expected = [
             Series::new(
                 Key {
